@@ -1,0 +1,230 @@
+//! The HTTP client: TLS policy, timeouts, the registration PUT and answer classification.
+
+use super::contract::{Answer, RegisterBody, REGISTER_PATH, WEB_ROOT};
+use super::ApiError;
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Answers larger than this are not read further: no CENTAGATE answer comes near it.
+pub const MAX_BODY: usize = 1 << 20;
+
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+
+#[derive(Clone, Debug)]
+pub struct HttpOptions {
+    pub ca_file: Option<PathBuf>,
+    pub connect_timeout: Duration,
+    pub timeout: Duration,
+}
+
+impl Default for HttpOptions {
+    fn default() -> Self {
+        Self { ca_file: None, connect_timeout: Duration::from_secs(10), timeout: Duration::from_secs(30) }
+    }
+}
+
+fn is_loopback(url: &reqwest::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
+        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
+        None => false,
+    }
+}
+
+/// Parses a URL and enforces the transport rule: https, or plain http to loopback only.
+pub fn checked_url(text: &str, what: &str) -> Result<reqwest::Url, ApiError> {
+    let url = reqwest::Url::parse(text.trim()).map_err(|e| ApiError::Config(format!("{what} '{text}' is not a URL: {e}")))?;
+    match url.scheme() {
+        "https" => {}
+        "http" if is_loopback(&url) => {}
+        "http" => {
+            return Err(ApiError::Config(format!(
+                "{what} '{text}' uses plain http to a host that is not loopback; use https"
+            )))
+        }
+        s => return Err(ApiError::Config(format!("{what} '{text}' has scheme '{s}'; use https"))),
+    }
+    if url.host().is_none() {
+        return Err(ApiError::Config(format!("{what} '{text}' has no host")));
+    }
+    Ok(url)
+}
+
+/// The origin of `--server`, which may also end in the web-services root (never doubled).
+pub fn server_origin(text: &str) -> Result<String, ApiError> {
+    let url = checked_url(text, "--server")?;
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(ApiError::Config(format!("--server '{text}' must not carry a query or fragment")));
+    }
+    let path = url.path().trim_end_matches('/');
+    if !(path.is_empty() || path == WEB_ROOT) {
+        return Err(ApiError::Config(format!(
+            "--server '{text}' should be the origin (https://host[:port]), optionally ending in {WEB_ROOT}"
+        )));
+    }
+    Ok(url.origin().ascii_serialization())
+}
+
+/// The registration URL for `admin` (a percent-encoded path segment).
+pub fn register_url(origin: &str, admin: &str) -> String {
+    format!("{origin}{REGISTER_PATH}{}", utf8_percent_encode(admin, SEGMENT))
+}
+
+/// Builds the shared client: system roots plus `--ca-file`, TLS 1.2 minimum, no redirects.
+pub fn http_client(opts: &HttpOptions) -> Result<reqwest::Client, ApiError> {
+    let mut b = reqwest::Client::builder()
+        .use_rustls_tls()
+        .min_tls_version(reqwest::tls::Version::TLS_1_2)
+        .https_only(false)
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(opts.connect_timeout)
+        .timeout(opts.timeout)
+        .no_proxy()
+        .user_agent(concat!("tokenroll/", env!("CARGO_PKG_VERSION")));
+    if let Some(path) = &opts.ca_file {
+        let pem = std::fs::read(path)
+            .map_err(|e| ApiError::Config(format!("cannot read --ca-file {}: {e}", path.display())))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| ApiError::Config(format!("--ca-file {} holds no PEM certificate: {e}", path.display())))?;
+        if certs.is_empty() {
+            return Err(ApiError::Config(format!("--ca-file {} holds no PEM certificate", path.display())));
+        }
+        for c in certs {
+            b = b.add_root_certificate(c);
+        }
+    }
+    b.build().map_err(|e| ApiError::Config(format!("cannot set up HTTPS: {e}")))
+}
+
+/// Turns a transport failure into the error a person can act on.
+pub fn classify(url: &str, timeout: Duration, e: reqwest::Error) -> ApiError {
+    if e.is_timeout() {
+        return ApiError::Timeout(timeout.as_secs());
+    }
+    let mut src: Option<&dyn std::error::Error> = Some(&e);
+    while let Some(s) = src {
+        if let Some(tls) = s.downcast_ref::<rustls::Error>() {
+            return ApiError::Tls(tls.to_string());
+        }
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            if let Some(tls) = io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+                return ApiError::Tls(tls.to_string());
+            }
+        }
+        src = s.source();
+    }
+    let mut reason = e.to_string();
+    let mut src = std::error::Error::source(&e);
+    while let Some(s) = src {
+        reason = format!("{reason}: {s}");
+        src = s.source();
+    }
+    ApiError::Network { url: url.to_string(), reason }
+}
+
+/// Reads at most `MAX_BODY` bytes of a response.
+pub async fn read_limited(url: &str, timeout: Duration, mut resp: reqwest::Response) -> Result<(Vec<u8>, bool), ApiError> {
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| classify(url, timeout, e))? {
+        let room = MAX_BODY - body.len();
+        if chunk.len() > room {
+            body.extend_from_slice(&chunk[..room]);
+            return Ok((body, true));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok((body, false))
+}
+
+/// A client for one CENTAGATE server.
+pub struct CentagateClient {
+    http: reqwest::Client,
+    origin: String,
+    opts: HttpOptions,
+}
+
+impl CentagateClient {
+    pub fn new(server: &str, opts: HttpOptions) -> Result<Self, ApiError> {
+        Ok(Self { http: http_client(&opts)?, origin: server_origin(server)?, opts })
+    }
+
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    /// PUTs one registration. Returns the server's answer whatever its code; an answer that is
+    /// not the API's (HTML error page, proxy, garbage) is a protocol error.
+    pub async fn register(&self, admin: &str, body: &RegisterBody) -> Result<Answer, ApiError> {
+        let url = register_url(&self.origin, admin);
+        tracing::debug!(%url, ?body, "registering");
+        let resp = self
+            .http
+            .put(&url)
+            .header(reqwest::header::ACCEPT, "application/json")
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| classify(&url, self.opts.timeout, e))?;
+        let status = resp.status();
+        let content_type = resp
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let (bytes, truncated) = read_limited(&url, self.opts.timeout, resp).await?;
+        let answer = if truncated { None } else { Answer::parse(&bytes) };
+        tracing::debug!(status = status.as_u16(), ?answer, "answer");
+        answer.ok_or_else(|| ApiError::Protocol {
+            status: status.as_u16(),
+            content_type,
+            snippet: snippet(&bytes, truncated),
+        })
+    }
+}
+
+/// The first line or so of a body, printable, for an error message.
+pub fn snippet(bytes: &[u8], truncated: bool) -> String {
+    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(160)]);
+    let mut s: String = text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    s = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    if s.is_empty() {
+        s = "(empty body)".into();
+    }
+    if truncated {
+        s.push_str(" … (larger than 1 MiB; not read further)");
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_is_an_origin_with_an_optional_root() {
+        assert_eq!(server_origin("https://cg.example.com").unwrap(), "https://cg.example.com");
+        assert_eq!(server_origin("https://cg.example.com:8443/").unwrap(), "https://cg.example.com:8443");
+        assert_eq!(
+            server_origin("https://cg.example.com/CentagateWS/webresources/").unwrap(),
+            "https://cg.example.com"
+        );
+        assert!(server_origin("https://cg.example.com/other").is_err());
+        assert!(server_origin("http://cg.example.com").is_err());
+        assert!(server_origin("ftp://cg.example.com").is_err());
+        assert_eq!(server_origin("http://127.0.0.1:8080").unwrap(), "http://127.0.0.1:8080");
+        assert_eq!(server_origin("http://[::1]:8080").unwrap(), "http://[::1]:8080");
+        assert_eq!(server_origin("http://localhost:1").unwrap(), "http://localhost:1");
+    }
+
+    #[test]
+    fn admin_is_one_encoded_segment() {
+        assert_eq!(
+            register_url("https://h", "help desk/1"),
+            "https://h/CentagateWS/webresources/cert/register/pkcs7/help%20desk%2F1"
+        );
+    }
+}

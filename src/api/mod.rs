@@ -1,0 +1,57 @@
+//! The CENTAGATE contract (see `shared/centagate-api.md`): the registration request, the
+//! cenToken, timestamps, the answer and what each code means for the person at the keyboard.
+//!
+//! Owns: everything `reqwest` for CENTAGATE, and the HTTP client policy (TLS roots, timeouts,
+//! loopback-only plain http, no redirects) that the challenge fetcher shares.
+//! Does not own: tokens, CMS internals, or deciding what to do with an answer (see `enroll`).
+
+pub mod client;
+pub mod contract;
+
+pub use client::{CentagateClient, HttpOptions};
+pub use contract::*;
+
+use crate::secret::{AdminSecrets, CenToken};
+use hmac::{Hmac, Mac};
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApiError {
+    #[error("{0}")]
+    Config(String),
+    #[error("could not reach the server at {url}: {reason}; check the address, the network and any proxy")]
+    Network { url: String, reason: String },
+    #[error("the server's TLS certificate was refused ({0}); if your organisation uses a private CA, pass it with --ca-file")]
+    Tls(String),
+    #[error("the server did not answer within {0} s; try again, or raise --timeout")]
+    Timeout(u64),
+    #[error("the server's answer is not the CENTAGATE API's (HTTP {status}{}): {snippet}; check --server, and whether a proxy is in the way", if .content_type.is_empty() { String::new() } else { format!(", {}", .content_type) })]
+    Protocol { status: u16, content_type: String, snippet: String },
+}
+
+/// HMAC-SHA256(key = secretCode, message = admin + authToken) as lowercase hex.
+pub fn cen_token(admin: &str, secrets: &AdminSecrets) -> CenToken {
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secrets.secret_code.expose().as_bytes())
+        .expect("HMAC takes keys of any length");
+    mac.update(admin.as_bytes());
+    mac.update(secrets.auth_token.expose().as_bytes());
+    CenToken::new(hex::encode(mac.finalize().into_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secret::{AuthToken, SecretCode};
+
+    #[test]
+    fn cen_token_matches_the_contract_example() {
+        let s = AdminSecrets {
+            auth_token: AuthToken::new("AT-123".into()),
+            secret_code: SecretCode::new("S3cr3t".into()),
+        };
+        assert_eq!(
+            cen_token("helpdesk", &s).expose(),
+            "6f1433106d2466c15b4d324c3009375249e72162f223b63bd3e5d157e9813499"
+        );
+    }
+}

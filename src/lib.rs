@@ -1,0 +1,10 @@
+//! tokenroll: enrolls PKCS#11 tokens with a CENTAGATE identity server.
+//!
+//! The flow runs one way — token → cms → api — and `enroll` is the only place that knows the order.
+//! `cli` is one face of it; the tray agent is another.
+
+pub mod api;
+pub mod cms;
+pub mod digest;
+pub mod secret;
+pub mod token;

@@ -1,0 +1,98 @@
+//! Secret values: the token PIN, the admin's authToken and secretCode, and the derived cenToken.
+//!
+//! Owns: types that never print their contents (`Debug`/`Display` are redacted) and are zeroized on drop.
+//! Does not own: where secrets come from (see `config` and `ui::pin`) or what they are used for.
+
+use std::fmt;
+use zeroize::{Zeroize, ZeroizeOnDrop};
+
+macro_rules! secret_type {
+    ($(#[$m:meta])* $name:ident, $what:literal) => {
+        $(#[$m])*
+        #[derive(Clone, Zeroize, ZeroizeOnDrop, PartialEq, Eq)]
+        pub struct $name(String);
+
+        impl $name {
+            pub fn new(value: String) -> Self {
+                Self(value)
+            }
+            /// The secret itself; call sites are few and reviewed.
+            pub fn expose(&self) -> &str {
+                &self.0
+            }
+            pub fn is_empty(&self) -> bool {
+                self.0.is_empty()
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(concat!($what, "(<redacted>)"))
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("<redacted>")
+            }
+        }
+    };
+}
+
+secret_type!(
+    /// A token user PIN.
+    Pin, "Pin");
+secret_type!(
+    /// The CENTAGATE admin's authToken from an earlier admin authentication.
+    AuthToken, "AuthToken");
+secret_type!(
+    /// The CENTAGATE admin's secretCode, the HMAC key of the cenToken.
+    SecretCode, "SecretCode");
+secret_type!(
+    /// Lowercase hex HMAC-SHA256(secretCode, admin + authToken): it authenticates the admin.
+    CenToken, "CenToken");
+
+impl Pin {
+    /// Strips one trailing newline (and a CR before it) as read from stdin or a file.
+    pub fn from_line(mut line: String) -> Self {
+        if line.ends_with('\n') {
+            line.pop();
+            if line.ends_with('\r') {
+                line.pop();
+            }
+        }
+        Self(line)
+    }
+}
+
+/// The admin credentials, always travelling together.
+#[derive(Clone, Debug)]
+pub struct AdminSecrets {
+    pub auth_token: AuthToken,
+    pub secret_code: SecretCode,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_and_display_are_redacted() {
+        let p = Pin::new("123456".into());
+        assert_eq!(format!("{p:?}"), "Pin(<redacted>)");
+        assert_eq!(format!("{p}"), "<redacted>");
+        let s = AdminSecrets {
+            auth_token: AuthToken::new("AT-123".into()),
+            secret_code: SecretCode::new("S3cr3t".into()),
+        };
+        let dbg = format!("{s:?}");
+        assert!(!dbg.contains("AT-123") && !dbg.contains("S3cr3t"), "{dbg}");
+    }
+
+    #[test]
+    fn pin_from_line_strips_one_newline() {
+        assert_eq!(Pin::from_line("1234\r\n".into()).expose(), "1234");
+        assert_eq!(Pin::from_line("1234\n\n".into()).expose(), "1234\n");
+        assert_eq!(Pin::from_line("1234".into()).expose(), "1234");
+    }
+}
