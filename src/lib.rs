@@ -8,3 +8,7 @@ pub mod cms;
 pub mod digest;
 pub mod secret;
 pub mod token;
+pub mod challenge;
+pub mod enroll;
+pub mod simulator;
+pub mod ui;

@@ -1,0 +1,326 @@
+//! One enrollment, step by step: select a signing pair, obtain the challenge, ask for the PIN,
+//! sign, verify our own PKCS#7, register. The only place that knows this order.
+//!
+//! Owns: the order, the self-verification gate, the request body and the outcome report.
+//! Does not own: how tokens, PINs or servers are reached — those sit behind the traits below, so
+//! the same flow runs from the CLI, the agent, and tests with fakes.
+
+use crate::api::{cen_token, Answer, ApiError, RegisterBody, TimestampUnit, TokenStatus};
+use crate::digest::DigestAlg;
+use crate::secret::{AdminSecrets, Pin};
+use crate::token::{KeyKind, TokenError};
+use base64::Engine;
+use serde::Serialize;
+use sha2::Digest;
+use std::time::{SystemTime, UNIX_EPOCH};
+use x509_cert::Certificate;
+
+/// What a person needs to know about the chosen pair, without any PKCS#11 handle.
+#[derive(Clone, Debug)]
+pub struct PairSummary {
+    pub module: String,
+    pub token_label: String,
+    pub token_serial: String,
+    pub pin_pad: bool,
+    pub pin_count_low: bool,
+    pub pin_final_try: bool,
+    pub pin_locked: bool,
+    pub uri: String,
+    pub subject: String,
+    pub kind: KeyKind,
+    pub cert: Certificate,
+    pub cert_der: Vec<u8>,
+}
+
+impl PairSummary {
+    pub fn certificate_info(&self) -> CertificateInfo {
+        let tbs = &self.cert.tbs_certificate;
+        CertificateInfo {
+            subject: tbs.subject.to_string(),
+            issuer: tbs.issuer.to_string(),
+            serial: hex::encode(tbs.serial_number.as_bytes()),
+            sha256: hex::encode(sha2::Sha256::digest(&self.cert_der)),
+        }
+    }
+}
+
+/// How the user authenticates to the token.
+pub enum PinInput {
+    Pin(Pin),
+    /// The reader's PIN pad.
+    ProtectedPath,
+}
+
+/// The token side: find the pair (no PIN), then log in and produce an attached PKCS#7.
+pub trait TokenSide {
+    fn select(&mut self) -> Result<PairSummary, TokenError>;
+    fn sign_cms(&mut self, login: PinInput, content: &[u8], digest: DigestAlg) -> Result<Vec<u8>, TokenError>;
+}
+
+/// Asks the person for the PIN of the chosen pair's token.
+pub trait PinPrompt {
+    fn pin(&mut self, pair: &PairSummary) -> Result<Pin, TokenError>;
+}
+
+/// Sends a registration to CENTAGATE.
+#[allow(async_fn_in_trait)]
+pub trait Registrar {
+    async fn register(&self, admin: &str, body: &RegisterBody) -> Result<Answer, ApiError>;
+}
+
+impl Registrar for crate::api::CentagateClient {
+    async fn register(&self, admin: &str, body: &RegisterBody) -> Result<Answer, ApiError> {
+        crate::api::CentagateClient::register(self, admin, body).await
+    }
+}
+
+/// Progress as it happens, for the demo, the CLI's stderr and the agent's tray.
+#[derive(Clone, Debug)]
+pub enum Step {
+    TokenFound { module: String, token: String, serial: String, uri: String, subject: String },
+    ChallengeReady { source: &'static str, len: usize },
+    PinPad,
+    Signed { algorithm: DigestAlg, kind: String, bytes: usize },
+    SelfVerified,
+    Sending { url: String },
+    Answered { code: i64, message: String },
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct CertificateInfo {
+    pub subject: String,
+    pub issuer: String,
+    pub serial: String,
+    pub sha256: String,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct TokenRef {
+    pub label: String,
+    pub serial: String,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum OutcomeKind {
+    Registered,
+    Rejected,
+    Failed,
+}
+
+/// The record of one attempt: what `--json` prints.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub outcome: OutcomeKind,
+    pub code: Option<i64>,
+    pub message: String,
+    pub user: Option<String>,
+    pub admin: Option<String>,
+    pub algorithm: String,
+    pub token: Option<TokenRef>,
+    pub certificate: Option<CertificateInfo>,
+    pub timestamp: Option<i64>,
+    #[serde(skip)]
+    pub exit_code: i32,
+}
+
+/// Errors that end an enrollment before the server has said yes or no.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EnrollError {
+    #[error("{0}")]
+    Usage(String),
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    #[error(transparent)]
+    Api(#[from] ApiError),
+}
+
+impl EnrollError {
+    /// The stable exit codes: 2 usage/config, 3 token/PIN, 5 network/TLS/protocol.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            EnrollError::Usage(_) => 2,
+            EnrollError::Token(TokenError::Ambiguous(_)) => 2,
+            EnrollError::Token(_) => 3,
+            EnrollError::Api(ApiError::Config(_)) => 2,
+            EnrollError::Api(_) => 5,
+        }
+    }
+}
+
+/// What one registration needs besides the token.
+pub struct Registration<'a> {
+    pub admin: &'a str,
+    pub user: &'a str,
+    pub status: TokenStatus,
+    pub timestamp_unit: TimestampUnit,
+    pub secrets: &'a AdminSecrets,
+    pub url_for_display: String,
+}
+
+/// Selects, asks for the PIN, signs and self-verifies. Returns the pair and the PKCS#7 DER.
+pub fn sign_challenge(
+    token: &mut impl TokenSide,
+    prompt: &mut impl PinPrompt,
+    challenge: &[u8],
+    digest: DigestAlg,
+    pair: &PairSummary,
+    on: &mut dyn FnMut(Step),
+) -> Result<Vec<u8>, EnrollError> {
+    if pair.pin_locked {
+        return Err(TokenError::PinLocked.into());
+    }
+    let login = if pair.pin_pad {
+        on(Step::PinPad);
+        PinInput::ProtectedPath
+    } else {
+        PinInput::Pin(prompt.pin(pair)?)
+    };
+    let der = token.sign_cms(login, challenge, digest)?;
+    on(Step::Signed { algorithm: digest, kind: pair.kind.describe(), bytes: der.len() });
+    self_verify(&der, challenge, digest, &pair.cert)?;
+    on(Step::SelfVerified);
+    Ok(der)
+}
+
+/// The gate before anything is sent: our own PKCS#7 must decode and verify, with the content,
+/// digest and certificate we meant. A failure is a token error — a faulty token or driver.
+pub fn self_verify(der: &[u8], content: &[u8], digest: DigestAlg, cert: &Certificate) -> Result<(), TokenError> {
+    let v = crate::cms::verify(der).map_err(|e| TokenError::SelfVerify(e.to_string()))?;
+    if v.content != content {
+        return Err(TokenError::SelfVerify("the signed content is not the challenge".into()));
+    }
+    if v.digest != digest {
+        return Err(TokenError::SelfVerify(format!("digest {} instead of {digest}", v.digest)));
+    }
+    if v.signer != *cert {
+        return Err(TokenError::SelfVerify("the signer is not the selected certificate".into()));
+    }
+    Ok(())
+}
+
+pub fn now_timestamp(unit: TimestampUnit) -> i64 {
+    let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    match unit {
+        TimestampUnit::Millis => d.as_millis() as i64,
+        TimestampUnit::Seconds => d.as_secs() as i64,
+    }
+}
+
+/// Builds the request body for a signed PKCS#7.
+pub fn register_body(reg: &Registration<'_>, pkcs7: &[u8], digest: DigestAlg, timestamp: i64) -> RegisterBody {
+    RegisterBody {
+        username: reg.user.to_string(),
+        signature: base64::engine::general_purpose::STANDARD.encode(pkcs7),
+        algorithm: digest.centagate_code().to_string(),
+        timestamp: timestamp.to_string(),
+        status: reg.status.code().to_string(),
+        cen_token: cen_token(reg.admin, reg.secrets).expose().to_string(),
+    }
+}
+
+/// Sends the registration and turns the answer into a report.
+pub async fn register(
+    registrar: &impl Registrar,
+    reg: &Registration<'_>,
+    pair: &PairSummary,
+    pkcs7: &[u8],
+    digest: DigestAlg,
+    on: &mut dyn FnMut(Step),
+) -> Result<Report, EnrollError> {
+    let timestamp = now_timestamp(reg.timestamp_unit);
+    let body = register_body(reg, pkcs7, digest, timestamp);
+    on(Step::Sending { url: reg.url_for_display.clone() });
+    let answer = registrar.register(reg.admin, &body).await?;
+    on(Step::Answered { code: answer.code, message: answer.message.clone() });
+    let registered = answer.code == crate::api::CODE_SUCCESS;
+    Ok(Report {
+        outcome: if registered { OutcomeKind::Registered } else { OutcomeKind::Rejected },
+        code: Some(answer.code),
+        message: answer.explain(),
+        user: Some(reg.user.to_string()),
+        admin: Some(reg.admin.to_string()),
+        algorithm: digest.name().to_string(),
+        token: Some(TokenRef { label: pair.token_label.clone(), serial: pair.token_serial.clone() }),
+        certificate: Some(pair.certificate_info()),
+        timestamp: Some(timestamp),
+        exit_code: if registered { 0 } else { 4 },
+    })
+}
+
+/// The report for an attempt that ended before an answer.
+pub fn failure_report(err: &EnrollError, pair: Option<&PairSummary>, reg: Option<&Registration<'_>>, digest: DigestAlg) -> Report {
+    Report {
+        outcome: OutcomeKind::Failed,
+        code: None,
+        message: err.to_string(),
+        user: reg.map(|r| r.user.to_string()),
+        admin: reg.map(|r| r.admin.to_string()),
+        algorithm: digest.name().to_string(),
+        token: pair.map(|p| TokenRef { label: p.token_label.clone(), serial: p.token_serial.clone() }),
+        certificate: pair.map(|p| p.certificate_info()),
+        timestamp: None,
+        exit_code: err.exit_code(),
+    }
+}
+
+/// The real token side: a PKCS#11 module through `token`, signing with `cms`.
+pub struct Pkcs11Side {
+    module_path: Option<std::path::PathBuf>,
+    selector: crate::token::Selector,
+    module: Option<crate::token::Module>,
+    pair: Option<crate::token::SigningPair>,
+}
+
+impl Pkcs11Side {
+    pub fn new(module_path: Option<std::path::PathBuf>, selector: crate::token::Selector) -> Self {
+        Self { module_path, selector, module: None, pair: None }
+    }
+}
+
+impl TokenSide for Pkcs11Side {
+    fn select(&mut self) -> Result<PairSummary, TokenError> {
+        let module = crate::token::Module::load(self.module_path.as_deref())?;
+        let pair = module.select(&self.selector)?;
+        let summary = PairSummary {
+            module: format!("{} ({})", module.path().display(), module.library_description()),
+            token_label: pair.token.label.clone(),
+            token_serial: pair.token.serial.clone(),
+            pin_pad: pair.token.pin_pad,
+            pin_count_low: pair.token.pin_count_low,
+            pin_final_try: pair.token.pin_final_try,
+            pin_locked: pair.token.pin_locked,
+            uri: pair.uri().to_string(),
+            subject: pair.subject(),
+            kind: pair.kind,
+            cert: pair.cert.clone(),
+            cert_der: pair.cert_der.clone(),
+        };
+        self.module = Some(module);
+        self.pair = Some(pair);
+        Ok(summary)
+    }
+
+    fn sign_cms(&mut self, login: PinInput, content: &[u8], digest: DigestAlg) -> Result<Vec<u8>, TokenError> {
+        let (Some(module), Some(pair)) = (&self.module, &self.pair) else {
+            return Err(TokenError::NoToken("selected yet".into()));
+        };
+        let mut session = module.open(pair)?;
+        match &login {
+            PinInput::Pin(pin) => session.login(crate::token::Login::Pin(pin))?,
+            PinInput::ProtectedPath => session.login(crate::token::Login::ProtectedPath)?,
+        }
+        let key = session.find_key(pair)?;
+        let signer = crate::token::TokenSigner::new(
+            &session,
+            key,
+            pair.kind,
+            digest,
+            pair.cert.tbs_certificate.subject_public_key_info.clone(),
+        );
+        crate::cms::build_attached::<_, crate::token::TokenSignature>(&signer, &pair.cert, content, digest).map_err(|e| {
+            signer.take_error().unwrap_or(TokenError::Device { op: "building the PKCS#7".into(), rv: e.to_string() })
+        })
+    }
+}

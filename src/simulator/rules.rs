@@ -1,0 +1,188 @@
+//! The contract as the simulator judges it, in the order a strict server would.
+
+use crate::api::{
+    CODE_BAD_API_SIGNATURE, CODE_CRYPTO, CODE_INVALID_INPUT, CODE_PERMISSION, CODE_SUCCESS, CODE_USER_BOUND,
+    CODE_USER_INACTIVE, CODE_USER_NOT_FOUND, TIMESTAMP_WINDOW_MS,
+};
+use crate::secret::AdminSecrets;
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use serde::Deserialize;
+use sha2::Digest;
+use std::collections::BTreeMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+use x509_cert::Certificate;
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum UserState {
+    Active,
+    Inactive,
+    Bound,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct User {
+    pub name: String,
+    #[serde(default = "active")]
+    pub state: UserState,
+}
+
+fn active() -> UserState {
+    UserState::Active
+}
+
+/// The users file: `[[user]]` tables with `name` and `state` (active, inactive, bound).
+#[derive(Clone, Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Users {
+    #[serde(default)]
+    pub user: Vec<User>,
+}
+
+impl Users {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+}
+
+pub struct Rules {
+    pub admin: String,
+    pub secrets: AdminSecrets,
+    pub users: BTreeMap<String, UserState>,
+    /// The server expects seconds rather than milliseconds (as the vendor's samples send).
+    pub timestamp_in_seconds: bool,
+    /// Issuers the tenant trusts; empty trusts any certificate.
+    pub trust: Vec<Certificate>,
+}
+
+impl Rules {
+    pub fn new(admin: String, secrets: AdminSecrets, users: Users) -> Self {
+        Self {
+            admin,
+            secrets,
+            users: users.user.into_iter().map(|u| (u.name, u.state)).collect(),
+            timestamp_in_seconds: false,
+            trust: Vec::new(),
+        }
+    }
+
+    fn expected_cen_token(&self, admin: &str) -> String {
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(self.secrets.secret_code.expose().as_bytes()).expect("any key");
+        mac.update(format!("{admin}{}", self.secrets.auth_token.expose()).as_bytes());
+        hex::encode(mac.finalize().into_bytes())
+    }
+
+    /// Judges one registration. Returns the code, the message and a record (never a secret).
+    pub fn judge(&mut self, admin: &str, content_type: &str, body: &[u8]) -> (i64, String, serde_json::Value) {
+        let mut record = serde_json::json!({
+            "time_ms": SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64,
+            "admin": admin,
+            "content_type": content_type,
+        });
+        let (code, msg) = self.judge_inner(admin, content_type, body, &mut record);
+        (code, msg, record)
+    }
+
+    fn judge_inner(&mut self, admin: &str, content_type: &str, body: &[u8], record: &mut serde_json::Value) -> (i64, String) {
+        let invalid = |m: &str| (CODE_INVALID_INPUT, format!("Invalid Input: {m}"));
+        if !content_type.to_ascii_lowercase().starts_with("application/json") {
+            return invalid("Content-Type must be application/json");
+        }
+        let Ok(serde_json::Value::Object(obj)) = serde_json::from_slice::<serde_json::Value>(body) else {
+            return invalid("body is not a JSON object");
+        };
+        // Every value as a JSON string (numbers are tolerated, and recorded as such).
+        let mut field = |name: &str| -> Option<String> {
+            let v = obj.get(name)?;
+            record[format!("{name}_type")] = serde_json::json!(if v.is_string() { "string" } else { "other" });
+            match v {
+                serde_json::Value::String(s) => Some(s.clone()),
+                serde_json::Value::Number(n) => Some(n.to_string()),
+                _ => None,
+            }
+        };
+        let fields: Vec<Option<String>> =
+            ["username", "signature", "algorithm", "timestamp", "status", "cenToken"].iter().map(|f| field(f)).collect();
+        let [username, signature, algorithm, timestamp, status, cen_token] =
+            <[Option<String>; 6]>::try_from(fields).expect("six fields");
+        record["username"] = serde_json::json!(username);
+        record["algorithm"] = serde_json::json!(algorithm);
+        record["timestamp"] = serde_json::json!(timestamp);
+        record["status"] = serde_json::json!(status);
+        record["signature_len"] = serde_json::json!(signature.as_ref().map(|s| s.len()));
+        record["cen_token_valid"] = serde_json::json!(cen_token.as_deref() == Some(self.expected_cen_token(admin).as_str()));
+
+        if admin != self.admin {
+            return (CODE_PERMISSION, "Permission not allowed".into());
+        }
+        let (Some(username), Some(signature), Some(timestamp), Some(status), Some(cen_token)) =
+            (username, signature, timestamp, status, cen_token)
+        else {
+            return invalid("a required field is missing");
+        };
+        if cen_token != self.expected_cen_token(admin) {
+            return (CODE_BAD_API_SIGNATURE, "Invalid API signature".into());
+        }
+        let Ok(ts) = timestamp.parse::<i64>() else { return invalid("timestamp is not an integer") };
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as i64;
+        let ts_ms = if self.timestamp_in_seconds { ts.saturating_mul(1000) } else { ts };
+        if (now - ts_ms).abs() > TIMESTAMP_WINDOW_MS {
+            return invalid("timestamp is outside the 5-minute window");
+        }
+        if !["1", "2", "3", "4"].contains(&status.as_str()) {
+            return invalid("status must be 1-4");
+        }
+        let declared = match algorithm.as_deref() {
+            None => None,
+            Some(a) => match crate::digest::DigestAlg::from_centagate_code(a) {
+                Some(d) => Some(d),
+                None => return invalid("algorithm must be 0-3"),
+            },
+        };
+        let Ok(der) = base64::engine::general_purpose::STANDARD.decode(signature.as_bytes()) else {
+            return invalid("signature is not standard base64");
+        };
+        record["signature_sha256"] = serde_json::json!(hex::encode(sha2::Sha256::digest(&der)));
+        let verified = match crate::cms::verify(&der) {
+            Ok(v) => v,
+            Err(e) => return (CODE_CRYPTO, format!("Crypto error: {e}")),
+        };
+        record["signed_content"] = serde_json::json!(String::from_utf8_lossy(&verified.content));
+        record["digest"] = serde_json::json!(verified.digest.name());
+        record["signer_subject"] = serde_json::json!(verified.signer.tbs_certificate.subject.to_string());
+        if let Some(d) = declared {
+            if d != verified.digest {
+                return (CODE_CRYPTO, format!("Crypto error: algorithm {} but the PKCS#7 uses {}", d, verified.digest));
+            }
+        }
+        if !self.trust.is_empty() {
+            if let Err(e) = crate::cms::verify_chain(&verified.signer, &verified.certificates, &self.trust, SystemTime::now()) {
+                return (CODE_CRYPTO, format!("Crypto error: {e}"));
+            }
+        }
+        match self.users.get(&username) {
+            None => (CODE_USER_NOT_FOUND, "User not found".into()),
+            Some(UserState::Inactive) => (CODE_USER_INACTIVE, "User is not active".into()),
+            Some(UserState::Bound) => (CODE_USER_BOUND, "User already bound with a token".into()),
+            Some(UserState::Active) => {
+                self.users.insert(username, UserState::Bound);
+                (CODE_SUCCESS, "Success".into())
+            }
+        }
+    }
+}
+
+/// GET /challenge (JSON), /challenge/centagate (CENTAGATE style), /challenge/text (text/plain).
+pub fn challenge_reply(path: &str) -> (&'static str, String) {
+    let c = crate::challenge::local();
+    match path.trim_end_matches('/') {
+        "/challenge/centagate" => (
+            "application/json",
+            serde_json::json!({"code": 0, "message": "Success", "object": {"randomString": c}}).to_string(),
+        ),
+        "/challenge/text" => ("text/plain", format!("{c}\n")),
+        _ => ("application/json", serde_json::json!({ "challenge": c }).to_string()),
+    }
+}

@@ -1,0 +1,66 @@
+//! The simulator's TLS identity: a fresh self-signed P-256 certificate for localhost per start.
+
+use der::{EncodePem, Encode};
+use p256::pkcs8::EncodePrivateKey;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+use x509_cert::builder::{Builder, CertificateBuilder, Profile};
+use x509_cert::ext::pkix::name::GeneralName;
+use x509_cert::ext::pkix::{BasicConstraints, ExtendedKeyUsage, KeyUsage, KeyUsages, SubjectAltName};
+use x509_cert::name::Name;
+use x509_cert::serial_number::SerialNumber;
+use x509_cert::time::Validity;
+
+fn ip(a: IpAddr) -> GeneralName {
+    let bytes = match a {
+        IpAddr::V4(v) => v.octets().to_vec(),
+        IpAddr::V6(v) => v.octets().to_vec(),
+    };
+    GeneralName::IpAddress(der::asn1::OctetString::new(bytes).expect("short"))
+}
+
+/// Returns the rustls config and the certificate's PEM (for clients' --ca-file).
+pub fn server_config() -> Result<(rustls::ServerConfig, String), String> {
+    let key = p256::ecdsa::SigningKey::random(&mut rand_core::OsRng);
+    let spki = spki::SubjectPublicKeyInfoOwned::from_key(*key.verifying_key()).map_err(|e| e.to_string())?;
+    let subject = Name::from_str("CN=localhost,O=tokenroll CENTAGATE simulator").map_err(|e| e.to_string())?;
+    let mut serial = [0u8; 16];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut serial);
+    serial[0] &= 0x7f;
+    let e = |e: x509_cert::builder::Error| e.to_string();
+    let mut b = CertificateBuilder::new(
+        Profile::Manual { issuer: None },
+        SerialNumber::new(&serial).map_err(|e| e.to_string())?,
+        Validity::from_now(Duration::from_secs(7 * 86400)).map_err(|e| e.to_string())?,
+        subject,
+        spki,
+        &key,
+    )
+    .map_err(e)?;
+    b.add_extension(&BasicConstraints { ca: false, path_len_constraint: None }).map_err(e)?;
+    b.add_extension(&KeyUsage(KeyUsages::DigitalSignature.into())).map_err(e)?;
+    b.add_extension(&ExtendedKeyUsage(vec![const_oid::db::rfc5280::ID_KP_SERVER_AUTH])).map_err(e)?;
+    b.add_extension(&SubjectAltName(vec![
+        GeneralName::DnsName(der::asn1::Ia5String::new("localhost").expect("ascii")),
+        ip(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+        ip(IpAddr::V6(Ipv6Addr::LOCALHOST)),
+    ]))
+    .map_err(e)?;
+    let cert = b.build::<p256::ecdsa::DerSignature>().map_err(e)?;
+    let cert_der = cert.to_der().map_err(|e| e.to_string())?;
+    let cert_pem = cert.to_pem(der::pem::LineEnding::LF).map_err(|e| e.to_string())?;
+    let key_der = key.to_pkcs8_der().map_err(|e| e.to_string())?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![rustls::pki_types::CertificateDer::from(cert_der)],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key_der.as_bytes().to_vec().into()),
+        )
+        .map_err(|e| e.to_string())?;
+    Ok((config, cert_pem))
+}
