@@ -12,3 +12,6 @@ pub mod challenge;
 pub mod enroll;
 pub mod simulator;
 pub mod ui;
+pub mod config;
+pub mod cli;
+pub mod demo;

@@ -1,0 +1,644 @@
+//! The command line: argument parsing, the `--json` rendering and the stable exit codes.
+//!
+//! Owns: argv → raw config, printing. Does not own: any step of an enrollment (see `enroll`).
+
+use crate::config::{RawConfig, RegisterOptions, SignOptions};
+use crate::enroll::{self, EnrollError, PairSummary, Pkcs11Side, Registration, Report, Step, TokenSide};
+use crate::ui::pin::CliPin;
+use clap::{Args, Parser, Subcommand};
+use std::io::Write;
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(name = "tokenroll", version, about = "Enroll PKCS#11 hardware tokens with a CENTAGATE identity server")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Sign a challenge on the token and register the token with CENTAGATE.
+    Enroll(EnrollArgs),
+    /// Sign a challenge on the token and write the PKCS#7; nothing is registered.
+    Sign(SignArgs),
+    /// List slots, tokens and signing pairs with their pkcs11: URIs.
+    Tokens(TokensArgs),
+    /// Decode and verify a PKCS#7 SignedData (DER or base64).
+    Verify(VerifyArgs),
+    /// Run the CENTAGATE simulator on loopback over TLS.
+    Simulate(SimulateArgs),
+    /// Run a whole enrollment on a throw-away SoftHSM2 token against the built-in simulator.
+    Demo,
+    /// Test tooling: put a key pair and a self-signed certificate on a (SoftHSM2) token.
+    #[command(hide = true)]
+    Provision(ProvisionArgs),
+}
+
+#[derive(Args, Debug, Default)]
+pub struct TokenArgs {
+    /// PKCS#11 module (default: p11-kit proxy, else OpenSC, else SoftHSM2).
+    #[arg(long, env = "TOKENROLL_MODULE")]
+    pub module: Option<PathBuf>,
+    /// Select the token by label.
+    #[arg(long, env = "TOKENROLL_TOKEN")]
+    pub token: Option<String>,
+    /// Select the signing pair by PKCS#11 URI (RFC 7512), e.g. pkcs11:token=alice;id=%01.
+    #[arg(long, env = "TOKENROLL_KEY")]
+    pub key: Option<String>,
+    /// Read the PIN from this environment variable (its name, not its value).
+    #[arg(long, env = "TOKENROLL_PIN_ENV", conflicts_with = "pin_stdin")]
+    pub pin_env: Option<String>,
+    /// Read the PIN from the first line of stdin.
+    #[arg(long, env = "TOKENROLL_PIN_STDIN")]
+    pub pin_stdin: bool,
+    /// Digest: sha1, sha256, sha384, sha512 or CENTAGATE's 0-3 [default: sha256].
+    #[arg(long, env = "TOKENROLL_ALGORITHM")]
+    pub algorithm: Option<String>,
+    /// Sign this text instead of a local random challenge.
+    #[arg(long, env = "TOKENROLL_CHALLENGE", conflicts_with = "challenge_url")]
+    pub challenge: Option<String>,
+    /// Fetch the challenge from this URL (JSON {"challenge"}, CENTAGATE object.randomString, or text/plain).
+    #[arg(long, env = "TOKENROLL_CHALLENGE_URL")]
+    pub challenge_url: Option<String>,
+    /// Extra trusted CA certificates (PEM) for HTTPS; never disables verification.
+    #[arg(long, env = "TOKENROLL_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// Seconds to wait for a connection [default: 10].
+    #[arg(long, env = "TOKENROLL_CONNECT_TIMEOUT")]
+    pub connect_timeout: Option<u64>,
+    /// Seconds to wait for a whole request [default: 30].
+    #[arg(long, env = "TOKENROLL_TIMEOUT")]
+    pub timeout: Option<u64>,
+    /// Print exactly one JSON object on stdout.
+    #[arg(long, env = "TOKENROLL_JSON")]
+    pub json: bool,
+    /// Config file to read instead of $XDG_CONFIG_HOME/tokenroll/config.toml.
+    #[arg(long, env = "TOKENROLL_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct EnrollArgs {
+    /// CENTAGATE origin, https://host[:port] (may end in /CentagateWS/webresources).
+    #[arg(long, env = "TOKENROLL_SERVER")]
+    pub server: Option<String>,
+    /// The CENTAGATE admin who registers the token.
+    #[arg(long, env = "TOKENROLL_ADMIN")]
+    pub admin: Option<String>,
+    /// The user the token is registered to.
+    #[arg(long, env = "TOKENROLL_USER")]
+    pub user: Option<String>,
+    /// pending, valid, temp-deactivated, deactivated or 1-4 [default: pending].
+    #[arg(long, env = "TOKENROLL_STATUS")]
+    pub status: Option<String>,
+    /// ms or s [default: ms].
+    #[arg(long, env = "TOKENROLL_TIMESTAMP_UNIT")]
+    pub timestamp_unit: Option<String>,
+    #[command(flatten)]
+    pub token: TokenArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct SignArgs {
+    /// Write the PKCS#7 here instead of stdout.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Write base64 instead of DER.
+    #[arg(long)]
+    pub base64: bool,
+    #[command(flatten)]
+    pub token: TokenArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct TokensArgs {
+    #[arg(long, env = "TOKENROLL_MODULE")]
+    pub module: Option<PathBuf>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct VerifyArgs {
+    pub file: PathBuf,
+    /// Trusted certificates (PEM): also verify the signer's chain.
+    #[arg(long)]
+    pub trust: Option<PathBuf>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct SimulateArgs {
+    /// Users file: [[user]] tables with name and state (active, inactive, bound).
+    #[arg(long)]
+    pub users: PathBuf,
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    pub listen: std::net::SocketAddr,
+    /// Write the simulator's TLS certificate (PEM) here, for clients' --ca-file.
+    #[arg(long)]
+    pub cert_out: Option<PathBuf>,
+    /// Append a JSON line per request here.
+    #[arg(long)]
+    pub record: Option<PathBuf>,
+    /// The admin allowed to register (secrets from TOKENROLL_AUTH_TOKEN / TOKENROLL_SECRET_CODE).
+    #[arg(long, env = "TOKENROLL_ADMIN")]
+    pub admin: String,
+    /// Only trust signers issued by these certificates (PEM); by default any certificate is trusted.
+    #[arg(long)]
+    pub trust: Option<PathBuf>,
+    /// Expect timestamps in seconds (as the vendor's samples send them).
+    #[arg(long)]
+    pub timestamp_seconds: bool,
+    /// Fault: answer every registration with this code.
+    #[arg(long)]
+    pub force_code: Option<i64>,
+    /// Fault: send code as a JSON string.
+    #[arg(long)]
+    pub code_as_string: bool,
+    /// Fault: answer HTTP 500 with an HTML page.
+    #[arg(long)]
+    pub html_500: bool,
+    #[arg(long, env = "TOKENROLL_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct ProvisionArgs {
+    #[arg(long, env = "TOKENROLL_MODULE")]
+    pub module: Option<PathBuf>,
+    #[arg(long)]
+    pub label: String,
+    /// Initialise a free slot as this token first (SO PIN from --so-pin-env).
+    #[arg(long)]
+    pub init: bool,
+    #[arg(long, default_value = "TOKENROLL_SO_PIN")]
+    pub so_pin_env: String,
+    #[arg(long, default_value = "TOKENROLL_PIN")]
+    pub pin_env: String,
+    /// rsa2048, rsa3072, rsa4096, p256 or p384.
+    #[arg(long, default_value = "rsa2048")]
+    pub key_type: String,
+    /// CKA_ID as hex.
+    #[arg(long, default_value = "01")]
+    pub id: String,
+    #[arg(long, default_value = "CN=Test User,O=tokenroll")]
+    pub subject: String,
+    #[arg(long)]
+    pub email: Option<String>,
+    #[arg(long)]
+    pub expired: bool,
+    #[arg(long)]
+    pub not_yet_valid: bool,
+    /// A keyEncipherment-only certificate (not a signing pair).
+    #[arg(long)]
+    pub no_sign_usage: bool,
+    #[arg(long)]
+    pub always_authenticate: bool,
+    /// Write the certificate (PEM) here.
+    #[arg(long)]
+    pub cert_out: Option<PathBuf>,
+}
+
+impl TokenArgs {
+    fn raw(&self) -> RawConfig {
+        RawConfig {
+            module: self.module.clone(),
+            token: self.token.clone(),
+            key: self.key.clone(),
+            pin_env: self.pin_env.clone(),
+            pin_stdin: self.pin_stdin.then_some(true),
+            algorithm: self.algorithm.clone(),
+            challenge: self.challenge.clone(),
+            challenge_url: self.challenge_url.clone(),
+            ca_file: self.ca_file.clone(),
+            connect_timeout: self.connect_timeout,
+            timeout: self.timeout,
+            json: self.json.then_some(true),
+            ..Default::default()
+        }
+    }
+}
+
+/// Prints progress for a person on stderr (stdout stays for results and --json).
+pub fn print_step(out: &mut dyn Write, step: &Step) {
+    let line = match step {
+        Step::TokenFound { module, token, serial, uri, subject } => format!(
+            "module loaded: {module}\ntoken found: '{token}' (serial {serial})\nsigning pair: {uri}\ncertificate: {subject}"
+        ),
+        Step::ChallengeReady { source, len } => format!("challenge ready ({source}, {len} bytes)"),
+        Step::PinPad => "enter your PIN on the reader's PIN pad".into(),
+        Step::Signed { algorithm, kind, bytes } => {
+            format!("logged in; signed with {} ({kind}): PKCS#7 of {bytes} bytes", algorithm.label())
+        }
+        Step::SelfVerified => "PKCS#7 verified locally with the certificate's public key".into(),
+        Step::Sending { url } => format!("sending registration to {url}"),
+        Step::Answered { code, message } => format!("server answered: code {code} ({message})"),
+    };
+    let _ = writeln!(out, "{line}");
+}
+
+fn emit_report(report: &Report, json: bool) -> i32 {
+    if json {
+        println!("{}", serde_json::to_string(report).expect("report serializes"));
+    } else {
+        match report.outcome {
+            enroll::OutcomeKind::Registered => println!("registered: {}", report.message),
+            _ => eprintln!("tokenroll: {}", report.message),
+        }
+    }
+    report.exit_code
+}
+
+fn usage_error(json: bool, message: String, algorithm: &str) -> i32 {
+    let err = EnrollError::Usage(message);
+    let mut r = enroll::failure_report(&err, None, None, crate::digest::DigestAlg::Sha256);
+    r.algorithm = algorithm.to_string();
+    emit_report(&r, json)
+}
+
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime")
+}
+
+fn select_and_challenge(
+    side: &mut Pkcs11Side,
+    opts: &SignOptions,
+    rt: &tokio::runtime::Runtime,
+    on: &mut dyn FnMut(Step),
+) -> Result<(PairSummary, String), (EnrollError, Option<PairSummary>)> {
+    let pair = side.select().map_err(|e| (e.into(), None))?;
+    on(Step::TokenFound {
+        module: pair.module.clone(),
+        token: pair.token_label.clone(),
+        serial: pair.token_serial.clone(),
+        uri: pair.uri.clone(),
+        subject: pair.subject.clone(),
+    });
+    if opts.algorithm.is_weak() {
+        tracing::warn!("SHA-1 is weak; use it only for servers that require it");
+        eprintln!("warning: SHA-1 is weak; use it only for a server that requires it");
+    }
+    let challenge = rt
+        .block_on(crate::challenge::obtain(&opts.challenge, &opts.http))
+        .map_err(|e| (e.into(), Some(pair.clone())))?;
+    on(Step::ChallengeReady { source: opts.challenge.describe(), len: challenge.len() });
+    Ok((pair, challenge))
+}
+
+pub fn enroll_cmd(args: EnrollArgs) -> i32 {
+    let json = args.token.json;
+    let flags = RawConfig {
+        server: args.server.clone(),
+        admin: args.admin.clone(),
+        user: args.user.clone(),
+        status: args.status.clone(),
+        timestamp_unit: args.timestamp_unit.clone(),
+        ..args.token.raw()
+    };
+    let resolved = crate::config::resolve(flags, args.token.config.as_deref())
+        .and_then(|raw| Ok((SignOptions::from_raw(&raw)?, RegisterOptions::from_raw(&raw)?, raw.json.unwrap_or(false))));
+    let (sign, reg, json) = match resolved {
+        Ok(v) => v,
+        Err(e) => return usage_error(json, e.to_string(), args.token.algorithm.as_deref().unwrap_or("sha256")),
+    };
+    let client = match crate::api::CentagateClient::new(&reg.server, sign.http.clone()) {
+        Ok(c) => c,
+        Err(e) => return emit_report(&enroll::failure_report(&e.into(), None, None, sign.algorithm), json),
+    };
+    let registration = Registration {
+        admin: &reg.admin,
+        user: &reg.user,
+        status: reg.status,
+        timestamp_unit: reg.timestamp_unit,
+        secrets: &reg.secrets,
+        url_for_display: crate::api::client::register_url(client.origin(), &reg.admin),
+    };
+    let rt = runtime();
+    let mut side = Pkcs11Side::new(sign.module.clone(), sign.selector.clone());
+    let mut stderr = std::io::stderr();
+    let mut on = |s: Step| print_step(&mut stderr, &s);
+    let (pair, challenge) = match select_and_challenge(&mut side, &sign, &rt, &mut on) {
+        Ok(v) => v,
+        Err((e, pair)) => {
+            if let EnrollError::Token(crate::token::TokenError::Ambiguous(_)) = &e {
+                // Also on exit 2 the JSON object is the only thing on stdout.
+            }
+            return emit_report(&enroll::failure_report(&e, pair.as_ref(), Some(&registration), sign.algorithm), json);
+        }
+    };
+    let mut prompt = CliPin::new(sign.pin.clone());
+    let result = enroll::sign_challenge(&mut side, &mut prompt, challenge.as_bytes(), sign.algorithm, &pair, &mut on)
+        .and_then(|der| rt.block_on(enroll::register(&client, &registration, &pair, &der, sign.algorithm, &mut on)));
+    match result {
+        Ok(report) => emit_report(&report, json),
+        Err(e) => emit_report(&enroll::failure_report(&e, Some(&pair), Some(&registration), sign.algorithm), json),
+    }
+}
+
+pub fn sign_cmd(args: SignArgs) -> i32 {
+    let json = args.token.json;
+    let opts = match crate::config::resolve(args.token.raw(), args.token.config.as_deref())
+        .and_then(|raw| SignOptions::from_raw(&raw))
+    {
+        Ok(o) => o,
+        Err(e) => return usage_error(json, e.to_string(), args.token.algorithm.as_deref().unwrap_or("sha256")),
+    };
+    let rt = runtime();
+    let mut side = Pkcs11Side::new(opts.module.clone(), opts.selector.clone());
+    let mut stderr = std::io::stderr();
+    let mut on = |s: Step| print_step(&mut stderr, &s);
+    let fail = |e: EnrollError, pair: Option<&PairSummary>| {
+        let r = enroll::failure_report(&e, pair, None, opts.algorithm);
+        emit_report(&r, json)
+    };
+    let (pair, challenge) = match select_and_challenge(&mut side, &opts, &rt, &mut on) {
+        Ok(v) => v,
+        Err((e, pair)) => return fail(e, pair.as_ref()),
+    };
+    let mut prompt = CliPin::new(opts.pin.clone());
+    let der = match enroll::sign_challenge(&mut side, &mut prompt, challenge.as_bytes(), opts.algorithm, &pair, &mut on) {
+        Ok(d) => d,
+        Err(e) => return fail(e, Some(&pair)),
+    };
+    use base64::Engine;
+    let bytes = if args.base64 {
+        let mut s = base64::engine::general_purpose::STANDARD.encode(&der);
+        s.push('\n');
+        s.into_bytes()
+    } else {
+        der.clone()
+    };
+    let written = match &args.out {
+        Some(p) => std::fs::write(p, &bytes).map_err(|e| format!("cannot write {}: {e}", p.display())),
+        None if json => Ok(()),
+        None => std::io::stdout().write_all(&bytes).map_err(|e| e.to_string()),
+    };
+    if let Err(e) = written {
+        eprintln!("tokenroll: {e}");
+        return 1;
+    }
+    if json {
+        let v = serde_json::json!({
+            "outcome": "signed",
+            "algorithm": opts.algorithm.name(),
+            "challenge": challenge,
+            "token": {"label": pair.token_label, "serial": pair.token_serial},
+            "certificate": pair.certificate_info(),
+            "pkcs7": base64::engine::general_purpose::STANDARD.encode(&der),
+        });
+        println!("{v}");
+    }
+    0
+}
+
+pub fn tokens_cmd(args: TokensArgs) -> i32 {
+    let module = match crate::token::Module::load(args.module.as_deref()) {
+        Ok(m) => m,
+        Err(e) => {
+            if args.json {
+                println!("{}", serde_json::json!({"module": null, "error": e.to_string(), "tokens": []}));
+            } else {
+                eprintln!("tokenroll: {e}");
+            }
+            return 3;
+        }
+    };
+    let tokens = match module.tokens() {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("tokenroll: {e}");
+            return 3;
+        }
+    };
+    let mut out = Vec::new();
+    for t in &tokens {
+        let pairs = module.pairs(t).unwrap_or_default();
+        let pairs: Vec<serde_json::Value> = pairs
+            .iter()
+            .map(|p| {
+                let v = &p.cert.tbs_certificate.validity;
+                serde_json::json!({
+                    "uri": p.uri().to_string(),
+                    "id": hex::encode(&p.id),
+                    "label": p.object_label,
+                    "key": p.kind.describe(),
+                    "subject": p.subject(),
+                    "issuer": p.cert.tbs_certificate.issuer.to_string(),
+                    "not_before": crate::token::fmt_time(&v.not_before),
+                    "not_after": crate::token::fmt_time(&v.not_after),
+                    "valid": p.validity == crate::token::Validity::Valid,
+                })
+            })
+            .collect();
+        let mut tv = serde_json::to_value(t).expect("token serializes");
+        tv["pairs"] = serde_json::Value::Array(pairs);
+        out.push(tv);
+    }
+    if args.json {
+        println!("{}", serde_json::json!({"module": module.path().display().to_string(), "tokens": out}));
+        return 0;
+    }
+    println!("module: {} ({})", module.path().display(), module.library_description());
+    if out.is_empty() {
+        println!("no token present");
+    }
+    for t in &out {
+        let flags: Vec<&str> = [("pin_pad", "PIN pad"), ("pin_count_low", "PIN count low"), ("pin_final_try", "PIN final try"), ("pin_locked", "PIN LOCKED")]
+            .iter()
+            .filter(|(k, _)| t[*k] == true)
+            .map(|(_, n)| *n)
+            .collect();
+        println!(
+            "token '{}' serial {} ({} {}){}",
+            t["label"].as_str().unwrap_or(""),
+            t["serial"].as_str().unwrap_or(""),
+            t["manufacturer"].as_str().unwrap_or(""),
+            t["model"].as_str().unwrap_or(""),
+            if flags.is_empty() { String::new() } else { format!(" [{}]", flags.join(", ")) }
+        );
+        let pairs = t["pairs"].as_array().cloned().unwrap_or_default();
+        if pairs.is_empty() {
+            println!("  no signing pair");
+        }
+        for p in pairs {
+            println!(
+                "  {}\n    {}  {}  valid {} .. {}{}",
+                p["uri"].as_str().unwrap_or(""),
+                p["key"].as_str().unwrap_or(""),
+                p["subject"].as_str().unwrap_or(""),
+                p["not_before"].as_str().unwrap_or(""),
+                p["not_after"].as_str().unwrap_or(""),
+                if p["valid"] == true { "" } else { "  (NOT VALID NOW)" }
+            );
+        }
+    }
+    0
+}
+
+/// Accepts DER, PEM ("-----BEGIN PKCS7-----" or "CMS") or bare base64.
+fn decode_pkcs7_file(bytes: &[u8]) -> Result<Vec<u8>, String> {
+    use base64::Engine;
+    if bytes.first() == Some(&0x30) {
+        return Ok(bytes.to_vec());
+    }
+    let text = std::str::from_utf8(bytes).map_err(|_| "neither DER nor text".to_string())?;
+    let body: String = text.lines().filter(|l| !l.starts_with("-----")).collect::<Vec<_>>().join("");
+    base64::engine::general_purpose::STANDARD
+        .decode(body.trim())
+        .map_err(|e| format!("neither DER nor base64: {e}"))
+}
+
+pub fn verify_cmd(args: VerifyArgs) -> i32 {
+    let result = (|| -> Result<(crate::cms::Verified, bool), String> {
+        let bytes = std::fs::read(&args.file).map_err(|e| format!("cannot read {}: {e}", args.file.display()))?;
+        let der = decode_pkcs7_file(&bytes)?;
+        let v = crate::cms::verify(&der).map_err(|e| e.to_string())?;
+        let mut chained = false;
+        if let Some(t) = &args.trust {
+            let pem = std::fs::read(t).map_err(|e| format!("cannot read {}: {e}", t.display()))?;
+            let trust = crate::cms::certs_from_pem(&pem).map_err(|e| e.to_string())?;
+            crate::cms::verify_chain(&v.signer, &v.certificates, &trust, std::time::SystemTime::now())
+                .map_err(|e| e.to_string())?;
+            chained = true;
+        }
+        Ok((v, chained))
+    })();
+    match result {
+        Ok((v, chained)) => {
+            let content = String::from_utf8(v.content.clone()).unwrap_or_else(|_| hex::encode(&v.content));
+            let signer = v.signer.tbs_certificate.subject.to_string();
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"valid": true, "signer": signer, "issuer": v.signer.tbs_certificate.issuer.to_string(),
+                        "digest": v.digest.name(), "content": content, "chain_verified": chained})
+                );
+            } else {
+                println!("valid: signed by {signer} with {}", v.digest.label());
+                println!("content: {content}");
+                if chained {
+                    println!("chain: trusted");
+                }
+            }
+            0
+        }
+        Err(e) => {
+            if args.json {
+                println!("{}", serde_json::json!({"valid": false, "error": e}));
+            } else {
+                eprintln!("not valid: {e}");
+            }
+            1
+        }
+    }
+}
+
+pub fn simulate_cmd(args: SimulateArgs) -> i32 {
+    let run = || -> Result<(), String> {
+        let raw = crate::config::resolve(RawConfig::default(), args.config.as_deref()).map_err(|e| e.to_string())?;
+        let secrets = crate::config::admin_secrets(&raw).map_err(|e| e.to_string())?;
+        let users_text =
+            std::fs::read_to_string(&args.users).map_err(|e| format!("cannot read {}: {e}", args.users.display()))?;
+        let users = crate::simulator::Users::parse(&users_text).map_err(|e| format!("{}: {e}", args.users.display()))?;
+        let mut rules = crate::simulator::Rules::new(args.admin.clone(), secrets, users);
+        rules.timestamp_in_seconds = args.timestamp_seconds;
+        if let Some(t) = &args.trust {
+            let pem = std::fs::read(t).map_err(|e| format!("cannot read {}: {e}", t.display()))?;
+            rules.trust = crate::cms::certs_from_pem(&pem).map_err(|e| e.to_string())?;
+        }
+        let cfg = crate::simulator::SimConfig {
+            listen: args.listen,
+            rules,
+            faults: crate::simulator::Faults {
+                force_code: args.force_code,
+                code_as_string: args.code_as_string,
+                html_500: args.html_500,
+            },
+            record: args.record.clone(),
+        };
+        runtime().block_on(async {
+            let running = crate::simulator::start(cfg).await.map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+            if let Some(p) = &args.cert_out {
+                std::fs::write(p, &running.cert_pem).map_err(|e| format!("cannot write {}: {e}", p.display()))?;
+            }
+            println!("listening on {}", running.origin());
+            let _ = std::io::stdout().flush();
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .map_err(|e| e.to_string())?;
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            Ok(())
+        })
+    };
+    match run() {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("tokenroll simulate: {e}");
+            2
+        }
+    }
+}
+
+pub fn provision_cmd(args: ProvisionArgs) -> i32 {
+    use crate::secret::Pin;
+    use crate::token::{provision, Curve, KeyKind};
+    let run = || -> Result<(), String> {
+        let kind = match args.key_type.as_str() {
+            "rsa2048" => KeyKind::Rsa { bits: 2048 },
+            "rsa3072" => KeyKind::Rsa { bits: 3072 },
+            "rsa4096" => KeyKind::Rsa { bits: 4096 },
+            "p256" => KeyKind::Ec(Curve::P256),
+            "p384" => KeyKind::Ec(Curve::P384),
+            k => return Err(format!("unknown --key-type {k}")),
+        };
+        let pin = Pin::new(std::env::var(&args.pin_env).map_err(|_| format!("{} is not set", args.pin_env))?);
+        let module = crate::token::Module::load(args.module.as_deref()).map_err(|e| e.to_string())?;
+        let token = if args.init {
+            let so = Pin::new(std::env::var(&args.so_pin_env).map_err(|_| format!("{} is not set", args.so_pin_env))?);
+            provision::init_token(&module, &args.label, &so, &pin).map_err(|e| e.to_string())?
+        } else {
+            module
+                .tokens()
+                .map_err(|e| e.to_string())?
+                .into_iter()
+                .find(|t| t.label == args.label)
+                .ok_or_else(|| format!("no token labelled {}", args.label))?
+        };
+        let id = hex::decode(&args.id).map_err(|e| format!("--id: {e}"))?;
+        let mut spec = provision::KeySpec::new(kind, 0, &args.subject);
+        spec.label = format!("key{}", args.id);
+        spec.id = id;
+        spec.email = args.email.clone();
+        spec.signing_usage = !args.no_sign_usage;
+        spec.always_authenticate = args.always_authenticate;
+        if args.expired {
+            spec.not_before = -2 * 86400;
+            spec.not_after = -86400;
+        }
+        if args.not_yet_valid {
+            spec.not_before = 86400;
+            spec.not_after = 2 * 86400;
+        }
+        let der = provision::add_key(&module, &token, &pin, &spec).map_err(|e| e.to_string())?;
+        if let Some(p) = &args.cert_out {
+            use der::Decode;
+            use der::EncodePem;
+            let pem = x509_cert::Certificate::from_der(&der)
+                .and_then(|c| c.to_pem(der::pem::LineEnding::LF))
+                .map_err(|e| e.to_string())?;
+            std::fs::write(p, pem).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    };
+    match run() {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("tokenroll provision: {e}");
+            1
+        }
+    }
+}

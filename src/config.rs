@@ -1,0 +1,274 @@
+//! Configuration, resolved once: raw layers (all `Option`) from `/etc/tokenroll/config.toml`, the
+//! user's file (or `--config`), the environment and the flags are merged key by key, then
+//! validated into the typed options each command needs. No globals.
+//!
+//! Owns: config files, `TOKENROLL_*` secrets, secret-file permission checks, XDG paths.
+//! Does not own: parsing argv (see `cli`), networks or tokens.
+
+use crate::api::{HttpOptions, TimestampUnit, TokenStatus};
+use crate::challenge::ChallengeSource;
+use crate::digest::DigestAlg;
+use crate::secret::{AdminSecrets, AuthToken, SecretCode};
+use crate::token::uri::Pkcs11Uri;
+use crate::token::Selector;
+use crate::ui::pin::PinSource;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+fn err<T>(s: impl Into<String>) -> Result<T, ConfigError> {
+    Err(ConfigError(s.into()))
+}
+
+macro_rules! raw_config {
+    ($($field:ident : $ty:ty),* $(,)?) => {
+        /// One layer of configuration; every key optional. Keys are the flags' names in snake_case.
+        #[derive(Clone, Debug, Default, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct RawConfig { $(pub $field: Option<$ty>,)* }
+
+        impl RawConfig {
+            /// Keeps `self`'s values and fills the gaps from `lower`.
+            pub fn over(self, lower: RawConfig) -> RawConfig {
+                RawConfig { $($field: self.$field.or(lower.$field),)* }
+            }
+        }
+    };
+}
+
+raw_config! {
+    server: String,
+    ca_file: PathBuf,
+    admin: String,
+    user: String,
+    status: String,
+    algorithm: String,
+    module: PathBuf,
+    token: String,
+    key: String,
+    pin_env: String,
+    pin_stdin: bool,
+    challenge: String,
+    challenge_url: String,
+    timestamp_unit: String,
+    connect_timeout: u64,
+    timeout: u64,
+    json: bool,
+    auth_token_file: PathBuf,
+    secret_code_file: PathBuf,
+}
+
+pub const SYSTEM_CONFIG: &str = "/etc/tokenroll/config.toml";
+
+/// `$XDG_CONFIG_HOME/tokenroll/config.toml`, falling back to `~/.config`.
+pub fn user_config_path() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))?;
+    Some(base.join("tokenroll/config.toml"))
+}
+
+/// Reads a config file; a missing optional file is an empty layer.
+pub fn read_file(path: &Path, required: bool) -> Result<RawConfig, ConfigError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => toml::from_str(&text).map_err(|e| ConfigError(format!("config file {}: {e}", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => Ok(RawConfig::default()),
+        Err(e) => err(format!("cannot read config file {}: {e}", path.display())),
+    }
+}
+
+/// flags+env (already merged by the caller, flags winning) over the user file over the system file.
+pub fn resolve(flags_and_env: RawConfig, config_flag: Option<&Path>) -> Result<RawConfig, ConfigError> {
+    let user = match config_flag {
+        Some(p) => read_file(p, true)?,
+        None => match user_config_path() {
+            Some(p) => read_file(&p, false)?,
+            None => RawConfig::default(),
+        },
+    };
+    let system = read_file(Path::new(SYSTEM_CONFIG), false)?;
+    Ok(flags_and_env.over(user).over(system))
+}
+
+/// Reads a secret file, refusing one that group or others can read.
+pub fn read_secret_file(path: &Path, key: &str) -> Result<String, ConfigError> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path).map_err(|e| ConfigError(format!("{key} {}: {e}", path.display())))?;
+    let mode = meta.permissions().mode();
+    if mode & 0o077 != 0 {
+        return err(format!(
+            "{key} {} is readable by group or others (mode {:o}); run 'chmod 600 {}' and try again",
+            path.display(),
+            mode & 0o777,
+            path.display()
+        ));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError(format!("{key} {}: {e}", path.display())))?;
+    let value = text.trim_end_matches(['\n', '\r']).to_string();
+    if value.is_empty() {
+        return err(format!("{key} {} is empty", path.display()));
+    }
+    Ok(value)
+}
+
+fn secret(env: &str, file: Option<&PathBuf>, key: &str) -> Result<String, ConfigError> {
+    if let Some(v) = std::env::var(env).ok().filter(|v| !v.is_empty()) {
+        return Ok(v);
+    }
+    match file {
+        Some(p) => read_secret_file(p, key),
+        None => err(format!("the admin's {} is not set: export {env} or set {key} in the config file", &key[..key.len() - 5])),
+    }
+}
+
+/// The admin's authToken and secretCode: from the environment or owner-only files, never flags.
+pub fn admin_secrets(raw: &RawConfig) -> Result<AdminSecrets, ConfigError> {
+    Ok(AdminSecrets {
+        auth_token: AuthToken::new(secret("TOKENROLL_AUTH_TOKEN", raw.auth_token_file.as_ref(), "auth_token_file")?),
+        secret_code: SecretCode::new(secret("TOKENROLL_SECRET_CODE", raw.secret_code_file.as_ref(), "secret_code_file")?),
+    })
+}
+
+/// What signing needs: module, selection, PIN source, digest, challenge, HTTP policy.
+#[derive(Clone, Debug)]
+pub struct SignOptions {
+    pub module: Option<PathBuf>,
+    pub selector: Selector,
+    pub pin: PinSource,
+    pub algorithm: DigestAlg,
+    pub challenge: ChallengeSource,
+    pub http: HttpOptions,
+}
+
+/// What registration needs on top.
+pub struct RegisterOptions {
+    pub server: String,
+    pub admin: String,
+    pub user: String,
+    pub status: TokenStatus,
+    pub timestamp_unit: TimestampUnit,
+    pub secrets: AdminSecrets,
+}
+
+pub fn http_options(raw: &RawConfig) -> Result<HttpOptions, ConfigError> {
+    let secs = |v: Option<u64>, d: u64, name: &str| match v.unwrap_or(d) {
+        0 => err(format!("--{name} must be at least 1 second")),
+        s => Ok(Duration::from_secs(s)),
+    };
+    Ok(HttpOptions {
+        ca_file: raw.ca_file.clone(),
+        connect_timeout: secs(raw.connect_timeout, 10, "connect-timeout")?,
+        timeout: secs(raw.timeout, 30, "timeout")?,
+    })
+}
+
+pub fn selector(raw: &RawConfig) -> Result<Selector, ConfigError> {
+    let uri = match &raw.key {
+        None => None,
+        Some(text) => {
+            let uri = Pkcs11Uri::parse(text).map_err(|e| ConfigError(format!("--key: {e}")))?;
+            if uri.carries_pin {
+                return err(
+                    "--key carries pin-value or pin-source; a command line is visible to every user, so give the PIN with --pin-env VAR or --pin-stdin",
+                );
+            }
+            Some(uri)
+        }
+    };
+    Ok(Selector { token_label: raw.token.clone(), uri })
+}
+
+impl SignOptions {
+    pub fn from_raw(raw: &RawConfig) -> Result<Self, ConfigError> {
+        let pin = match (&raw.pin_env, raw.pin_stdin.unwrap_or(false)) {
+            (Some(_), true) => return err("give the PIN with either --pin-env or --pin-stdin, not both"),
+            (Some(var), false) => PinSource::Env(var.clone()),
+            (None, true) => PinSource::Stdin,
+            (None, false) => PinSource::Terminal,
+        };
+        let challenge = match (&raw.challenge, &raw.challenge_url) {
+            (Some(_), Some(_)) => return err("give either --challenge or --challenge-url, not both"),
+            (Some(t), None) if t.is_empty() => return err("--challenge is empty"),
+            (Some(t), None) => ChallengeSource::Given(t.clone()),
+            (None, Some(u)) => ChallengeSource::Url(u.clone()),
+            (None, None) => ChallengeSource::Local,
+        };
+        let algorithm = match &raw.algorithm {
+            Some(a) => a.parse().map_err(ConfigError)?,
+            None => DigestAlg::Sha256,
+        };
+        Ok(Self {
+            module: raw.module.clone(),
+            selector: selector(raw)?,
+            pin,
+            algorithm,
+            challenge,
+            http: http_options(raw)?,
+        })
+    }
+}
+
+impl RegisterOptions {
+    pub fn from_raw(raw: &RawConfig) -> Result<Self, ConfigError> {
+        let need = |v: &Option<String>, flag: &str| match v.as_deref().map(str::trim) {
+            Some(s) if !s.is_empty() => Ok(s.to_string()),
+            _ => err(format!("{flag} is required (or its config key / TOKENROLL_ variable)")),
+        };
+        let server = need(&raw.server, "--server")?;
+        crate::api::client::server_origin(&server).map_err(|e| ConfigError(e.to_string()))?;
+        Ok(Self {
+            server,
+            admin: need(&raw.admin, "--admin")?,
+            user: need(&raw.user, "--user")?,
+            status: raw.status.as_deref().unwrap_or("pending").parse().map_err(ConfigError)?,
+            timestamp_unit: raw.timestamp_unit.as_deref().unwrap_or("ms").parse().map_err(ConfigError)?,
+            secrets: admin_secrets(raw)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layers_merge_key_by_key() {
+        let flags = RawConfig { admin: Some("flag-admin".into()), ..Default::default() };
+        let user: RawConfig = toml::from_str("admin = \"file-admin\"\nuser = \"alice\"").unwrap();
+        let system: RawConfig = toml::from_str("user = \"bob\"\nserver = \"https://cg\"").unwrap();
+        let m = flags.over(user).over(system);
+        assert_eq!(m.admin.as_deref(), Some("flag-admin"));
+        assert_eq!(m.user.as_deref(), Some("alice"));
+        assert_eq!(m.server.as_deref(), Some("https://cg"));
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        assert!(toml::from_str::<RawConfig>("sever = \"x\"").is_err());
+    }
+
+    #[test]
+    fn pin_in_key_uri_is_refused() {
+        let raw = RawConfig { key: Some("pkcs11:token=a?pin-value=1234".into()), ..Default::default() };
+        let e = selector(&raw).unwrap_err().to_string();
+        assert!(e.contains("--pin-env") && !e.contains("1234"), "{e}");
+    }
+
+    #[test]
+    fn group_readable_secret_files_are_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("token");
+        std::fs::write(&p, "AT-1\n").unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let e = read_secret_file(&p, "auth_token_file").unwrap_err().to_string();
+        assert!(e.contains("chmod 600") && !e.contains("AT-1"), "{e}");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(read_secret_file(&p, "auth_token_file").unwrap(), "AT-1");
+    }
+}

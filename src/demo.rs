@@ -1,0 +1,127 @@
+//! `tokenroll demo`: a whole enrollment with nothing configured — a throw-away SoftHSM2 token with
+//! a fresh key pair and certificate, the simulator in-process, and each step printed as it happens.
+//!
+//! Owns: the demo's setup and narration. Does not own: any step of the enrollment itself, which is
+//! the same `enroll` code the CLI runs.
+
+use crate::api::{CentagateClient, HttpOptions, TimestampUnit, TokenStatus};
+use crate::digest::DigestAlg;
+use crate::enroll::{self, PairSummary, PinPrompt, Pkcs11Side, Registration, Step, TokenSide};
+use crate::secret::{AdminSecrets, AuthToken, Pin, SecretCode};
+use crate::token::{provision, KeyKind, TokenError};
+use std::io::Write;
+
+pub const SOFTHSM_TEMPLATE: &str = include_str!("../softhsm-config/softhsm2.conf.in");
+
+/// Writes a SoftHSM2 config for a fresh token directory under `dir`; returns the config's path.
+pub fn softhsm_conf(dir: &std::path::Path) -> std::io::Result<std::path::PathBuf> {
+    let tokens = dir.join("tokens");
+    std::fs::create_dir_all(&tokens)?;
+    let conf = dir.join("softhsm2.conf");
+    std::fs::write(&conf, SOFTHSM_TEMPLATE.replace("@TOKENDIR@", &tokens.display().to_string()))?;
+    Ok(conf)
+}
+
+struct KnownPin(Pin);
+
+impl PinPrompt for KnownPin {
+    fn pin(&mut self, _: &PairSummary) -> Result<Pin, TokenError> {
+        Ok(self.0.clone())
+    }
+}
+
+fn random_hex(n: usize) -> String {
+    let mut b = vec![0u8; n];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut b);
+    hex::encode(b)
+}
+
+pub fn run() -> i32 {
+    match run_inner() {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("demo failed: {e}");
+            1
+        }
+    }
+}
+
+fn run_inner() -> Result<i32, String> {
+    let say = |s: String| {
+        println!("{s}");
+        let _ = std::io::stdout().flush();
+    };
+    let module_path = crate::token::softhsm_module()
+        .ok_or("SoftHSM2 is not installed: run 'apt-get install softhsm2' (the README's first command does)")?;
+    let dir = tempfile::Builder::new().prefix("tokenroll-demo-").tempdir().map_err(|e| e.to_string())?;
+    let conf = softhsm_conf(dir.path()).map_err(|e| e.to_string())?;
+    // Set before any thread exists: SoftHSM2 reads it at C_Initialize.
+    std::env::set_var("SOFTHSM2_CONF", &conf);
+    say(format!("[setup] throw-away SoftHSM2 token in {}", dir.path().display()));
+
+    let pin = Pin::new(random_hex(4));
+    {
+        let module = crate::token::Module::load(Some(&module_path)).map_err(|e| e.to_string())?;
+        let so = Pin::new(random_hex(8));
+        let token = provision::init_token(&module, "tokenroll-demo", &so, &pin).map_err(|e| e.to_string())?;
+        let spec = provision::KeySpec::new(KeyKind::Rsa { bits: 2048 }, 1, "CN=Demo User,O=tokenroll demo");
+        provision::add_key(&module, &token, &pin, &spec).map_err(|e| e.to_string())?;
+        say("[setup] RSA-2048 key pair generated on the token, self-signed certificate CN=Demo User stored".into());
+    }
+
+    let secrets = AdminSecrets {
+        auth_token: AuthToken::new(random_hex(16)),
+        secret_code: SecretCode::new(random_hex(16)),
+    };
+    let users = crate::simulator::Users::parse("[[user]]\nname = \"demo-user\"\nstate = \"active\"\n").expect("static");
+    let rules = crate::simulator::Rules::new("demo-admin".into(), secrets.clone(), users);
+    let rt = crate::cli::runtime();
+    let sim = rt
+        .block_on(crate::simulator::start(crate::simulator::SimConfig {
+            listen: "127.0.0.1:0".parse().expect("static"),
+            rules,
+            faults: Default::default(),
+            record: None,
+        }))
+        .map_err(|e| format!("cannot start the simulator: {e}"))?;
+    let ca = dir.path().join("simulator.pem");
+    std::fs::write(&ca, &sim.cert_pem).map_err(|e| e.to_string())?;
+    say(format!("[setup] CENTAGATE simulator listening on {} (TLS, certificate trusted for this run)", sim.origin()));
+
+    let http = HttpOptions { ca_file: Some(ca), ..Default::default() };
+    let client = CentagateClient::new(&sim.origin(), http).map_err(|e| e.to_string())?;
+    let registration = Registration {
+        admin: "demo-admin",
+        user: "demo-user",
+        status: TokenStatus::Pending,
+        timestamp_unit: TimestampUnit::Millis,
+        secrets: &secrets,
+        url_for_display: crate::api::client::register_url(client.origin(), "demo-admin"),
+    };
+    let mut side = Pkcs11Side::new(Some(module_path), crate::token::Selector::default());
+    let mut stdout = std::io::stdout();
+    let mut on = |s: Step| crate::cli::print_step(&mut stdout, &s);
+    let digest = DigestAlg::Sha256;
+    let pair = side.select().map_err(|e| e.to_string())?;
+    on(Step::TokenFound {
+        module: pair.module.clone(),
+        token: pair.token_label.clone(),
+        serial: pair.token_serial.clone(),
+        uri: pair.uri.clone(),
+        subject: pair.subject.clone(),
+    });
+    let challenge = crate::challenge::local();
+    on(Step::ChallengeReady { source: "local random", len: challenge.len() });
+    let der = enroll::sign_challenge(&mut side, &mut KnownPin(pin), challenge.as_bytes(), digest, &pair, &mut on)
+        .map_err(|e| e.to_string())?;
+    let report = rt
+        .block_on(enroll::register(&client, &registration, &pair, &der, digest, &mut on))
+        .map_err(|e| e.to_string())?;
+    sim.task.abort();
+    match report.code {
+        Some(0) => say(format!("registered: code 0 — token '{}' is bound to demo-user", pair.token_label)),
+        _ => say(format!("not registered: {}", report.message)),
+    }
+    say("[cleanup] token and simulator removed".into());
+    Ok(report.exit_code)
+}
