@@ -1,0 +1,221 @@
+//! `TestEnv`: a fresh SoftHSM2 token directory per test, the real tokenroll binary with a clean
+//! environment, a simulator child process, and the openssl cross-checks.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+pub const PIN: &str = "246810";
+pub const SO_PIN: &str = "13579111";
+pub const AUTH_TOKEN: &str = "AT-secret-7f3a9c";
+pub const SECRET_CODE: &str = "SC-secret-51d2e8";
+pub const ADMIN: &str = "helpdesk";
+
+pub fn softhsm_module() -> PathBuf {
+    for p in [
+        "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
+        "/usr/lib/aarch64-linux-gnu/softhsm/libsofthsm2.so",
+        "/usr/lib/softhsm/libsofthsm2.so",
+        "/usr/lib64/softhsm/libsofthsm2.so",
+    ] {
+        if Path::new(p).is_file() {
+            return p.into();
+        }
+    }
+    // A missing module fails the suite rather than skipping it.
+    panic!("SoftHSM2 is not installed (apt-get install softhsm2)");
+}
+
+pub struct TestEnv {
+    pub dir: tempfile::TempDir,
+    pub conf: PathBuf,
+    sims: Vec<Child>,
+}
+
+pub struct Sim {
+    pub origin: String,
+    pub ca: PathBuf,
+    pub record: PathBuf,
+}
+
+impl Sim {
+    pub fn records(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.record)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("record line is JSON"))
+            .collect()
+    }
+}
+
+impl TestEnv {
+    pub fn new() -> Self {
+        let dir = tempfile::Builder::new().prefix("tokenroll-test-").tempdir().unwrap();
+        let conf = tokenroll::demo::softhsm_conf(dir.path()).unwrap();
+        std::fs::create_dir_all(dir.path().join("home")).unwrap();
+        Self { dir, conf, sims: Vec::new() }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// The binary with only the variables a test means to give it.
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_tokenroll"));
+        for (k, _) in std::env::vars() {
+            if k.starts_with("TOKENROLL_") || k == "RUST_LOG" || k == "XDG_CONFIG_HOME" {
+                c.env_remove(k);
+            }
+        }
+        c.env("SOFTHSM2_CONF", &self.conf)
+            .env("HOME", self.path("home"))
+            .env("XDG_CONFIG_HOME", self.path("home/.config"))
+            .env("TOKENROLL_MODULE", softhsm_module())
+            .env("TOKENROLL_PIN", PIN)
+            .env("TOKENROLL_SO_PIN", SO_PIN)
+            .stdin(Stdio::null());
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().unwrap()
+    }
+
+    /// Initialises a token (first call per label) and adds a key pair with a certificate.
+    pub fn provision(&self, label: &str, init: bool, key_type: &str, id: &str, subject: &str, extra: &[&str]) -> PathBuf {
+        let cert = self.path(&format!("{label}-{id}.pem"));
+        let mut args = vec![
+            "provision", "--label", label, "--key-type", key_type, "--id", id, "--subject", subject, "--cert-out",
+        ];
+        let cert_s = cert.display().to_string();
+        args.push(&cert_s);
+        if init {
+            args.push("--init");
+        }
+        args.extend_from_slice(extra);
+        let out = self.run(&args);
+        assert!(out.status.success(), "provision failed: {}", String::from_utf8_lossy(&out.stderr));
+        cert
+    }
+
+    /// A token "alice" with one RSA-2048 pair; returns its certificate's PEM path.
+    pub fn alice(&self) -> PathBuf {
+        self.provision("alice", true, "rsa2048", "01", "CN=Alice Example,O=Acme", &[])
+    }
+
+    pub fn users_file(&self) -> PathBuf {
+        let p = self.path("users.toml");
+        std::fs::write(
+            &p,
+            "[[user]]\nname = \"alice\"\nstate = \"active\"\n\n[[user]]\nname = \"bob\"\nstate = \"active\"\n\n\
+             [[user]]\nname = \"ivan\"\nstate = \"inactive\"\n\n[[user]]\nname = \"bella\"\nstate = \"bound\"\n",
+        )
+        .unwrap();
+        p
+    }
+
+    /// Starts `tokenroll simulate` on a free loopback port with `extra` flags.
+    pub fn simulator(&mut self, extra: &[&str]) -> Sim {
+        let n = self.sims.len();
+        let ca = self.path(&format!("sim{n}.pem"));
+        let record = self.path(&format!("sim{n}.jsonl"));
+        let users = self.users_file();
+        let mut child = self
+            .cmd()
+            .args(["simulate", "--listen", "127.0.0.1:0", "--admin", ADMIN, "--users"])
+            .arg(&users)
+            .arg("--cert-out")
+            .arg(&ca)
+            .arg("--record")
+            .arg(&record)
+            .args(extra)
+            .env("TOKENROLL_AUTH_TOKEN", AUTH_TOKEN)
+            .env("TOKENROLL_SECRET_CODE", SECRET_CODE)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let origin = line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("simulator said {line:?}")).to_string();
+        self.sims.push(child);
+        Sim { origin, ca, record }
+    }
+
+    /// `tokenroll enroll` against `sim` for `user`, with the admin's secrets in the environment.
+    pub fn enroll(&self, sim: &Sim, user: &str, extra: &[&str]) -> Output {
+        let mut c = self.cmd();
+        c.args(["enroll", "--server", &sim.origin, "--admin", ADMIN, "--user", user, "--pin-env", "TOKENROLL_PIN"])
+            .arg("--ca-file")
+            .arg(&sim.ca)
+            .args(extra)
+            .env("TOKENROLL_AUTH_TOKEN", AUTH_TOKEN)
+            .env("TOKENROLL_SECRET_CODE", SECRET_CODE);
+        c.output().unwrap()
+    }
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        for c in &mut self.sims {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn json(o: &Output) -> serde_json::Value {
+    let text = stdout(o);
+    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+    let first = lines.next().unwrap_or_else(|| panic!("no JSON on stdout; stderr: {}", stderr(o)));
+    assert!(lines.next().is_none(), "more than one line on stdout: {text}");
+    serde_json::from_str(first).unwrap_or_else(|e| panic!("not JSON ({e}): {first}"))
+}
+
+/// `openssl cms -verify` with the certificate as trust anchor; returns the signed content.
+pub fn openssl_verify(p7: &Path, ca: &Path) -> Vec<u8> {
+    let content = p7.with_extension("content");
+    let out = Command::new("openssl")
+        .args(["cms", "-verify", "-binary", "-inform", "DER", "-in"])
+        .arg(p7)
+        .arg("-CAfile")
+        .arg(ca)
+        .arg("-out")
+        .arg(&content)
+        .output()
+        .expect("openssl is installed");
+    assert!(out.status.success(), "openssl cms -verify failed: {}", String::from_utf8_lossy(&out.stderr));
+    std::fs::read(content).unwrap()
+}
+
+/// `openssl cms -cmsout -print`: the structure as openssl reads it.
+pub fn openssl_print(p7: &Path) -> String {
+    let out = Command::new("openssl")
+        .args(["cms", "-cmsout", "-print", "-inform", "DER", "-in"])
+        .arg(p7)
+        .output()
+        .expect("openssl is installed");
+    assert!(out.status.success(), "openssl cms -print failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The digest algorithm names openssl prints for a SignerInfo.
+pub fn openssl_digest_name(alg: &str) -> &'static str {
+    match alg {
+        "sha1" => "sha1",
+        "sha256" => "sha256",
+        "sha384" => "sha384",
+        "sha512" => "sha512",
+        _ => panic!("{alg}"),
+    }
+}
