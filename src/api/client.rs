@@ -122,6 +122,11 @@ pub fn classify(url: &str, timeout: Duration, e: reqwest::Error) -> ApiError {
         reason = format!("{reason}: {s}");
         src = s.source();
     }
+    // hyper-util boxes the connector's error so the rustls::Error is not always reachable by
+    // downcasting; rustls' own wording is the fallback.
+    if let Some(at) = reason.find("invalid peer certificate") {
+        return ApiError::Tls(reason[at..].to_string());
+    }
     ApiError::Network { url: url.to_string(), reason }
 }
 

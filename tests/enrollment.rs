@@ -1,0 +1,296 @@
+//! Whole enrollments against the simulator over TLS: every documented code, unknown codes, codes as
+//! strings, HTML error pages, refused connections, untrusted TLS, server challenges, and secrets
+//! that never leak.
+
+mod common;
+use common::*;
+
+#[test]
+fn enrolls_and_sends_the_contract_shape() {
+    let mut env = TestEnv::new();
+    let cert = env.alice();
+    let sim = env.simulator(&[]);
+    let o = env.enroll(&sim, "alice", &["--json", "--algorithm", "sha384", "--status", "valid", "--challenge", "verbatim challenge"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let j = json(&o);
+    assert_eq!(j["outcome"], "registered");
+    assert_eq!(j["code"], 0);
+    assert_eq!(j["user"], "alice");
+    assert_eq!(j["admin"], ADMIN);
+    assert_eq!(j["algorithm"], "sha384");
+    assert_eq!(j["token"]["label"], "alice");
+    assert_eq!(j["certificate"]["subject"], "CN=Alice Example,O=Acme");
+    let pem = std::fs::read_to_string(&cert).unwrap();
+    use base64::Engine;
+    let b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    let der = base64::engine::general_purpose::STANDARD.decode(b64).unwrap();
+    use sha2::Digest;
+    assert_eq!(j["certificate"]["sha256"], hex::encode(sha2::Sha256::digest(&der)));
+    let ts = j["timestamp"].as_i64().unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    assert!((now - ts).abs() < 60_000, "timestamp in ms: {ts}");
+
+    let rec = sim.records();
+    assert_eq!(rec.len(), 1);
+    let r = &rec[0];
+    assert_eq!(r["answer_code"], 0);
+    assert_eq!(r["cen_token_valid"], true);
+    assert_eq!(r["content_type"], "application/json");
+    for f in ["username", "signature", "algorithm", "timestamp", "status", "cenToken"] {
+        assert_eq!(r[format!("{f}_type")], "string", "{f} sent as a JSON string");
+    }
+    assert_eq!(r["algorithm"], "2");
+    assert_eq!(r["status"], "2");
+    assert_eq!(r["digest"], "sha384");
+    assert_eq!(r["signed_content"], "verbatim challenge");
+
+    // The same user again: already bound.
+    let o = env.enroll(&sim, "alice", &["--json"]);
+    assert_eq!(o.status.code(), Some(4));
+    let j = json(&o);
+    assert_eq!((j["outcome"].as_str(), j["code"].as_i64()), (Some("rejected"), Some(22027)));
+    assert!(j["message"].as_str().unwrap().contains("unbind"), "{j}");
+}
+
+#[test]
+fn each_documented_refusal_has_its_code_and_advice() {
+    let mut env = TestEnv::new();
+    env.alice();
+    let sim = env.simulator(&[]);
+    for (user, code, advice) in [
+        ("nobody", 22002, "check the username"),
+        ("ivan", 22004, "activate the user"),
+        ("bella", 22027, "already has a registered token"),
+    ] {
+        let o = env.enroll(&sim, user, &["--json"]);
+        assert_eq!(o.status.code(), Some(4), "{user}: {}", stderr(&o));
+        let j = json(&o);
+        assert_eq!(j["code"], code);
+        assert_eq!(j["outcome"], "rejected");
+        assert!(j["message"].as_str().unwrap().contains(advice), "{j}");
+    }
+    // Seconds to a server that wants milliseconds: outside the window, 10002.
+    let o = env.enroll(&sim, "bob", &["--json", "--timestamp-unit", "s"]);
+    assert_eq!(o.status.code(), Some(4));
+    assert_eq!(json(&o)["code"], 10002);
+    // A wrong admin secret: the cenToken does not verify.
+    let mut c = env.cmd();
+    c.args(["enroll", "--server", &sim.origin, "--admin", ADMIN, "--user", "bob", "--pin-env", "TOKENROLL_PIN", "--json", "--ca-file"])
+        .arg(&sim.ca)
+        .env("TOKENROLL_AUTH_TOKEN", AUTH_TOKEN)
+        .env("TOKENROLL_SECRET_CODE", "wrong");
+    let o = c.output().unwrap();
+    assert_eq!(o.status.code(), Some(4));
+    assert_eq!(json(&o)["code"], 23022);
+}
+
+#[test]
+fn seconds_server_and_untrusted_issuer() {
+    let mut env = TestEnv::new();
+    env.alice();
+    let other = env.provision("other", true, "p256", "01", "CN=Some CA", &[]);
+    let sim = env.simulator(&["--timestamp-seconds", "--trust", other.to_str().unwrap()]);
+    let o = env.enroll(&sim, "bob", &["--json", "--timestamp-unit", "s", "--token", "alice"]);
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    let j = json(&o);
+    assert_eq!(j["code"], 10011, "{j}");
+    assert!(j["message"].as_str().unwrap().contains("trusted CAs"), "{j}");
+    // With seconds accepted and the signer trusted, it registers.
+    let alice = env.path("alice-01.pem");
+    let sim2 = env.simulator(&["--timestamp-seconds", "--trust", alice.to_str().unwrap()]);
+    let o = env.enroll(&sim2, "bob", &["--json", "--timestamp-unit", "s", "--token", "alice"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    let ts = json(&o)["timestamp"].as_i64().unwrap();
+    assert!(ts < 10_000_000_000, "seconds, not ms: {ts}");
+}
+
+#[test]
+fn unknown_codes_and_codes_as_strings() {
+    let mut env = TestEnv::new();
+    env.alice();
+    let sim = env.simulator(&["--force-code", "99999"]);
+    let o = env.enroll(&sim, "alice", &["--json"]);
+    assert_eq!(o.status.code(), Some(4));
+    let j = json(&o);
+    assert_eq!(j["code"], 99999);
+    assert_eq!(j["message"], "the server refused with code 99999: Forced answer 99999");
+    let sim = env.simulator(&["--force-code", "10002", "--code-as-string"]);
+    let o = env.enroll(&sim, "alice", &["--json"]);
+    assert_eq!(o.status.code(), Some(4));
+    assert_eq!(json(&o)["code"], 10002);
+    let sim = env.simulator(&["--force-code", "0", "--code-as-string"]);
+    let o = env.enroll(&sim, "bob", &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stdout(&o).starts_with("registered"));
+}
+
+#[test]
+fn html_500_is_a_protocol_error() {
+    let mut env = TestEnv::new();
+    env.alice();
+    let sim = env.simulator(&["--html-500"]);
+    let o = env.enroll(&sim, "alice", &["--json"]);
+    assert_eq!(o.status.code(), Some(5));
+    let j = json(&o);
+    assert_eq!(j["outcome"], "failed");
+    assert!(j["code"].is_null());
+    let m = j["message"].as_str().unwrap();
+    assert!(m.contains("HTTP 500") && m.contains("Internal Server Error") && m.contains("not the CENTAGATE API"), "{m}");
+}
+
+#[test]
+fn refused_connection_and_untrusted_tls_are_network_errors() {
+    let mut env = TestEnv::new();
+    env.alice();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let dead = format!("https://127.0.0.1:{port}");
+    let o = env
+        .cmd()
+        .args(["enroll", "--server", &dead, "--admin", ADMIN, "--user", "alice", "--pin-env", "TOKENROLL_PIN", "--json"])
+        .env("TOKENROLL_AUTH_TOKEN", AUTH_TOKEN)
+        .env("TOKENROLL_SECRET_CODE", SECRET_CODE)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(5), "{}", stdout(&o));
+    assert!(json(&o)["message"].as_str().unwrap().contains("could not reach the server"));
+
+    let sim = env.simulator(&[]);
+    let o = env
+        .cmd()
+        .args(["enroll", "--server", &sim.origin, "--admin", ADMIN, "--user", "alice", "--pin-env", "TOKENROLL_PIN", "--json"])
+        .env("TOKENROLL_AUTH_TOKEN", AUTH_TOKEN)
+        .env("TOKENROLL_SECRET_CODE", SECRET_CODE)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(5), "{}", stdout(&o));
+    let m = json(&o)["message"].as_str().unwrap().to_string();
+    assert!(m.contains("TLS certificate was refused") && m.contains("--ca-file"), "{m}");
+    assert!(sim.records().is_empty(), "nothing reached the server");
+}
+
+#[test]
+fn wrong_pin_sends_nothing() {
+    let mut env = TestEnv::new();
+    env.alice();
+    let sim = env.simulator(&[]);
+    let o = env
+        .cmd()
+        .args(["enroll", "--server", &sim.origin, "--admin", ADMIN, "--user", "alice", "--pin-env", "BAD", "--json", "--ca-file"])
+        .arg(&sim.ca)
+        .env("BAD", "999999")
+        .env("TOKENROLL_AUTH_TOKEN", AUTH_TOKEN)
+        .env("TOKENROLL_SECRET_CODE", SECRET_CODE)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(3));
+    let j = json(&o);
+    assert_eq!(j["outcome"], "failed");
+    assert_eq!(j["token"]["label"], "alice");
+    assert!(sim.records().is_empty());
+}
+
+#[test]
+fn server_challenges_are_signed_verbatim() {
+    let mut env = TestEnv::new();
+    let cert = env.alice();
+    let sim = env.simulator(&[]);
+    for path in ["/challenge", "/challenge/centagate", "/challenge/text"] {
+        let url = format!("{}{path}", sim.origin);
+        let o = env
+            .cmd()
+            .args(["sign", "--token", "alice", "--pin-env", "TOKENROLL_PIN", "--json", "--challenge-url", &url, "--ca-file"])
+            .arg(&sim.ca)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{path}: {}", stderr(&o));
+        let j = json(&o);
+        let challenge = j["challenge"].as_str().unwrap();
+        assert_eq!(challenge.len(), 64, "{path}: the newline of text/plain is removed");
+        use base64::Engine;
+        let p = env.path("c.p7");
+        std::fs::write(&p, base64::engine::general_purpose::STANDARD.decode(j["pkcs7"].as_str().unwrap()).unwrap()).unwrap();
+        assert_eq!(openssl_verify(&p, &cert), challenge.as_bytes());
+    }
+    let o = env.enroll(&sim, "alice", &["--json", "--challenge-url", &format!("{}/challenge", sim.origin)]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let signed = sim.records()[0]["signed_content"].as_str().unwrap().to_string();
+    assert_eq!(signed.len(), 64);
+    // A challenge service that fails is a network/protocol error, before any PIN is asked.
+    let o = env.enroll(&sim, "bob", &["--json", "--challenge-url", &format!("{}/nothing-here", sim.origin)]);
+    assert_eq!(o.status.code(), Some(5), "{}", stdout(&o));
+}
+
+#[test]
+fn plain_http_only_to_loopback_and_config_layers() {
+    let env = TestEnv::new();
+    env.alice();
+    let o = env
+        .cmd()
+        .args(["enroll", "--server", "http://cg.example.com", "--admin", ADMIN, "--user", "a", "--json"])
+        .env("TOKENROLL_AUTH_TOKEN", AUTH_TOKEN)
+        .env("TOKENROLL_SECRET_CODE", SECRET_CODE)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(json(&o)["message"].as_str().unwrap().contains("plain http"));
+
+    // Secrets from owner-only files named in the config; a group-readable one is refused.
+    use std::os::unix::fs::PermissionsExt;
+    let at = env.path("auth_token");
+    let sc = env.path("secret_code");
+    std::fs::write(&at, AUTH_TOKEN).unwrap();
+    std::fs::write(&sc, SECRET_CODE).unwrap();
+    std::fs::set_permissions(&at, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::set_permissions(&sc, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let cfg = env.path("home/.config/tokenroll/config.toml");
+    std::fs::create_dir_all(cfg.parent().unwrap()).unwrap();
+    std::fs::write(
+        &cfg,
+        format!(
+            "server = \"https://127.0.0.1:1\"\nadmin = \"{ADMIN}\"\nuser = \"alice\"\npin_env = \"TOKENROLL_PIN\"\nauth_token_file = \"{}\"\nsecret_code_file = \"{}\"\n",
+            at.display(),
+            sc.display()
+        ),
+    )
+    .unwrap();
+    let o = env.run(&["enroll", "--json"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stdout(&o));
+    let m = json(&o)["message"].as_str().unwrap().to_string();
+    assert!(m.contains("chmod 600") && !m.contains(SECRET_CODE), "{m}");
+    std::fs::set_permissions(&sc, std::fs::Permissions::from_mode(0o600)).unwrap();
+    // Now the config is complete: it gets as far as the (closed) server: exit 5.
+    let o = env.run(&["enroll", "--json"]);
+    assert_eq!(o.status.code(), Some(5), "{}", stdout(&o));
+    // A flag beats the environment, which beats the file.
+    let o = env.cmd().args(["enroll", "--json", "--user", "flag-user"]).env("TOKENROLL_USER", "env-user").output().unwrap();
+    assert_eq!(json(&o)["user"], "flag-user");
+    let o = env.cmd().args(["enroll", "--json"]).env("TOKENROLL_USER", "env-user").output().unwrap();
+    assert_eq!(json(&o)["user"], "env-user");
+}
+
+#[test]
+fn no_secret_appears_anywhere_at_trace_level() {
+    let mut env = TestEnv::new();
+    env.alice();
+    let sim = env.simulator(&[]);
+    let o = env
+        .cmd()
+        .args(["enroll", "--server", &sim.origin, "--admin", ADMIN, "--user", "alice", "--pin-env", "TOKENROLL_PIN", "--json", "--ca-file"])
+        .arg(&sim.ca)
+        .env("TOKENROLL_AUTH_TOKEN", AUTH_TOKEN)
+        .env("TOKENROLL_SECRET_CODE", SECRET_CODE)
+        .env("RUST_LOG", "trace")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let secrets = tokenroll::secret::AdminSecrets {
+        auth_token: tokenroll::secret::AuthToken::new(AUTH_TOKEN.into()),
+        secret_code: tokenroll::secret::SecretCode::new(SECRET_CODE.into()),
+    };
+    let cen = tokenroll::api::cen_token(ADMIN, &secrets);
+    let all = format!("{}{}{}", stdout(&o), stderr(&o), std::fs::read_to_string(&sim.record).unwrap());
+    assert!(stderr(&o).contains("TRACE") || stderr(&o).contains("DEBUG"), "trace logging was on");
+    for s in [PIN, AUTH_TOKEN, SECRET_CODE, cen.expose()] {
+        assert!(!all.contains(s), "secret leaked");
+    }
+}
