@@ -36,13 +36,21 @@ pub fn local() -> String {
 pub fn parse_answer(content_type: &str, body: &[u8]) -> Result<String, String> {
     let is_json = content_type.contains("json") || body.first() == Some(&b'{');
     let challenge = if is_json {
-        let v: serde_json::Value = serde_json::from_slice(body).map_err(|e| format!("invalid JSON: {e}"))?;
+        let v: serde_json::Value =
+            serde_json::from_slice(body).map_err(|e| format!("invalid JSON: {e}"))?;
         if let Some(c) = v.get("challenge") {
-            c.as_str().ok_or("\"challenge\" is not a string")?.to_string()
+            c.as_str()
+                .ok_or("\"challenge\" is not a string")?
+                .to_string()
         } else if let Some(code) = v.get("code") {
-            let code = code.as_i64().or_else(|| code.as_str().and_then(|s| s.parse().ok()));
+            let code = code
+                .as_i64()
+                .or_else(|| code.as_str().and_then(|s| s.parse().ok()));
             if code != Some(0) {
-                return Err(format!("the service refused with code {}: {}", v["code"], v["message"]));
+                return Err(format!(
+                    "the service refused with code {}: {}",
+                    v["code"], v["message"]
+                ));
             }
             v.pointer("/object/randomString")
                 .and_then(|s| s.as_str())
@@ -53,7 +61,10 @@ pub fn parse_answer(content_type: &str, body: &[u8]) -> Result<String, String> {
         }
     } else if content_type.is_empty() || content_type.starts_with("text/plain") {
         let text = std::str::from_utf8(body).map_err(|_| "the text is not UTF-8")?;
-        let text = text.strip_suffix('\n').map(|t| t.strip_suffix('\r').unwrap_or(t)).unwrap_or(text);
+        let text = text
+            .strip_suffix('\n')
+            .map(|t| t.strip_suffix('\r').unwrap_or(t))
+            .unwrap_or(text);
         text.to_string()
     } else {
         return Err(format!("unexpected content type {content_type}"));
@@ -93,7 +104,9 @@ pub async fn obtain(src: &ChallengeSource, http: &HttpOptions) -> Result<String,
         snippet: format!("{why}; body: {}", snippet(&body, truncated)),
     };
     if !status.is_success() || truncated {
-        return Err(protocol("the challenge service did not answer with a challenge".into()));
+        return Err(protocol(
+            "the challenge service did not answer with a challenge".into(),
+        ));
     }
     parse_answer(&content_type, &body).map_err(protocol)
 }
@@ -112,12 +125,22 @@ mod tests {
 
     #[test]
     fn parses_each_answer_shape() {
-        assert_eq!(parse_answer("application/json", br#"{"challenge":"abc"}"#).unwrap(), "abc");
         assert_eq!(
-            parse_answer("application/json", br#"{"code":"0","object":{"randomString":"R1"}}"#).unwrap(),
+            parse_answer("application/json", br#"{"challenge":"abc"}"#).unwrap(),
+            "abc"
+        );
+        assert_eq!(
+            parse_answer(
+                "application/json",
+                br#"{"code":"0","object":{"randomString":"R1"}}"#
+            )
+            .unwrap(),
             "R1"
         );
-        assert_eq!(parse_answer("text/plain; charset=utf-8", b"hello world\n").unwrap(), "hello world");
+        assert_eq!(
+            parse_answer("text/plain; charset=utf-8", b"hello world\n").unwrap(),
+            "hello world"
+        );
         assert_eq!(parse_answer("text/plain", b"two\n\n").unwrap(), "two\n");
         assert!(parse_answer("application/json", br#"{"code":10001,"message":"no"}"#).is_err());
         assert!(parse_answer("application/json", br#"{"challenge":5}"#).is_err());

@@ -3,14 +3,20 @@
 //! Owns: argv → raw config, printing. Does not own: any step of an enrollment (see `enroll`).
 
 use crate::config::{RawConfig, RegisterOptions, SignOptions};
-use crate::enroll::{self, EnrollError, PairSummary, Pkcs11Side, Registration, Report, Step, TokenSide};
+use crate::enroll::{
+    self, EnrollError, PairSummary, Pkcs11Side, Registration, Report, Step, TokenSide,
+};
 use crate::ui::pin::CliPin;
 use clap::{Args, Parser, Subcommand};
 use std::io::Write;
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
-#[command(name = "tokenroll", version, about = "Enroll PKCS#11 hardware tokens with a CENTAGATE identity server")]
+#[command(
+    name = "tokenroll",
+    version,
+    about = "Enroll PKCS#11 hardware tokens with a CENTAGATE identity server"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -241,7 +247,10 @@ pub fn print_step(out: &mut dyn Write, step: &Step) {
 
 fn emit_report(report: &Report, json: bool) -> i32 {
     if json {
-        println!("{}", serde_json::to_string(report).expect("report serializes"));
+        println!(
+            "{}",
+            serde_json::to_string(report).expect("report serializes")
+        );
     } else {
         match report.outcome {
             enroll::OutcomeKind::Registered => println!("registered: {}", report.message),
@@ -259,16 +268,22 @@ fn usage_error(json: bool, message: String, algorithm: &str) -> i32 {
 }
 
 pub fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime")
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
 }
+
+/// An error before signing, with the pair if one was chosen (for the report).
+type EarlyFailure = Box<(EnrollError, Option<PairSummary>)>;
 
 fn select_and_challenge(
     side: &mut Pkcs11Side,
     opts: &SignOptions,
     rt: &tokio::runtime::Runtime,
     on: &mut dyn FnMut(Step),
-) -> Result<(PairSummary, String), (EnrollError, Option<PairSummary>)> {
-    let pair = side.select().map_err(|e| (e.into(), None))?;
+) -> Result<(PairSummary, String), EarlyFailure> {
+    let pair = side.select().map_err(|e| Box::new((e.into(), None)))?;
     on(Step::TokenFound {
         module: pair.module.clone(),
         token: pair.token_label.clone(),
@@ -282,8 +297,11 @@ fn select_and_challenge(
     }
     let challenge = rt
         .block_on(crate::challenge::obtain(&opts.challenge, &opts.http))
-        .map_err(|e| (e.into(), Some(pair.clone())))?;
-    on(Step::ChallengeReady { source: opts.challenge.describe(), len: challenge.len() });
+        .map_err(|e| Box::new((e.into(), Some(pair.clone()))))?;
+    on(Step::ChallengeReady {
+        source: opts.challenge.describe(),
+        len: challenge.len(),
+    });
     Ok((pair, challenge))
 }
 
@@ -297,15 +315,31 @@ pub fn enroll_cmd(args: EnrollArgs) -> i32 {
         timestamp_unit: args.timestamp_unit.clone(),
         ..args.token.raw()
     };
-    let resolved = crate::config::resolve(flags, args.token.config.as_deref())
-        .and_then(|raw| Ok((SignOptions::from_raw(&raw)?, RegisterOptions::from_raw(&raw)?, raw.json.unwrap_or(false))));
+    let resolved = crate::config::resolve(flags, args.token.config.as_deref()).and_then(|raw| {
+        Ok((
+            SignOptions::from_raw(&raw)?,
+            RegisterOptions::from_raw(&raw)?,
+            raw.json.unwrap_or(false),
+        ))
+    });
     let (sign, reg, json) = match resolved {
         Ok(v) => v,
-        Err(e) => return usage_error(json, e.to_string(), args.token.algorithm.as_deref().unwrap_or("sha256")),
+        Err(e) => {
+            return usage_error(
+                json,
+                e.to_string(),
+                args.token.algorithm.as_deref().unwrap_or("sha256"),
+            )
+        }
     };
     let client = match crate::api::CentagateClient::new(&reg.server, sign.http.clone()) {
         Ok(c) => c,
-        Err(e) => return emit_report(&enroll::failure_report(&e.into(), None, None, sign.algorithm), json),
+        Err(e) => {
+            return emit_report(
+                &enroll::failure_report(&e.into(), None, None, sign.algorithm),
+                json,
+            )
+        }
     };
     let registration = Registration {
         admin: &reg.admin,
@@ -321,19 +355,39 @@ pub fn enroll_cmd(args: EnrollArgs) -> i32 {
     let mut on = |s: Step| print_step(&mut stderr, &s);
     let (pair, challenge) = match select_and_challenge(&mut side, &sign, &rt, &mut on) {
         Ok(v) => v,
-        Err((e, pair)) => {
-            if let EnrollError::Token(crate::token::TokenError::Ambiguous(_)) = &e {
-                // Also on exit 2 the JSON object is the only thing on stdout.
-            }
-            return emit_report(&enroll::failure_report(&e, pair.as_ref(), Some(&registration), sign.algorithm), json);
+        Err(b) => {
+            let (e, pair) = *b;
+            return emit_report(
+                &enroll::failure_report(&e, pair.as_ref(), Some(&registration), sign.algorithm),
+                json,
+            );
         }
     };
     let mut prompt = CliPin::new(sign.pin.clone());
-    let result = enroll::sign_challenge(&mut side, &mut prompt, challenge.as_bytes(), sign.algorithm, &pair, &mut on)
-        .and_then(|der| rt.block_on(enroll::register(&client, &registration, &pair, &der, sign.algorithm, &mut on)));
+    let result = enroll::sign_challenge(
+        &mut side,
+        &mut prompt,
+        challenge.as_bytes(),
+        sign.algorithm,
+        &pair,
+        &mut on,
+    )
+    .and_then(|der| {
+        rt.block_on(enroll::register(
+            &client,
+            &registration,
+            &pair,
+            &der,
+            sign.algorithm,
+            &mut on,
+        ))
+    });
     match result {
         Ok(report) => emit_report(&report, json),
-        Err(e) => emit_report(&enroll::failure_report(&e, Some(&pair), Some(&registration), sign.algorithm), json),
+        Err(e) => emit_report(
+            &enroll::failure_report(&e, Some(&pair), Some(&registration), sign.algorithm),
+            json,
+        ),
     }
 }
 
@@ -343,7 +397,13 @@ pub fn sign_cmd(args: SignArgs) -> i32 {
         .and_then(|raw| SignOptions::from_raw(&raw))
     {
         Ok(o) => o,
-        Err(e) => return usage_error(json, e.to_string(), args.token.algorithm.as_deref().unwrap_or("sha256")),
+        Err(e) => {
+            return usage_error(
+                json,
+                e.to_string(),
+                args.token.algorithm.as_deref().unwrap_or("sha256"),
+            )
+        }
     };
     let rt = runtime();
     let mut side = Pkcs11Side::new(opts.module.clone(), opts.selector.clone());
@@ -355,10 +415,17 @@ pub fn sign_cmd(args: SignArgs) -> i32 {
     };
     let (pair, challenge) = match select_and_challenge(&mut side, &opts, &rt, &mut on) {
         Ok(v) => v,
-        Err((e, pair)) => return fail(e, pair.as_ref()),
+        Err(b) => return fail(b.0, b.1.as_ref()),
     };
     let mut prompt = CliPin::new(opts.pin.clone());
-    let der = match enroll::sign_challenge(&mut side, &mut prompt, challenge.as_bytes(), opts.algorithm, &pair, &mut on) {
+    let der = match enroll::sign_challenge(
+        &mut side,
+        &mut prompt,
+        challenge.as_bytes(),
+        opts.algorithm,
+        &pair,
+        &mut on,
+    ) {
         Ok(d) => d,
         Err(e) => return fail(e, Some(&pair)),
     };
@@ -371,9 +438,13 @@ pub fn sign_cmd(args: SignArgs) -> i32 {
         der.clone()
     };
     let written = match &args.out {
-        Some(p) => std::fs::write(p, &bytes).map_err(|e| format!("cannot write {}: {e}", p.display())),
+        Some(p) => {
+            std::fs::write(p, &bytes).map_err(|e| format!("cannot write {}: {e}", p.display()))
+        }
         None if json => Ok(()),
-        None => std::io::stdout().write_all(&bytes).map_err(|e| e.to_string()),
+        None => std::io::stdout()
+            .write_all(&bytes)
+            .map_err(|e| e.to_string()),
     };
     if let Err(e) = written {
         eprintln!("tokenroll: {e}");
@@ -398,7 +469,10 @@ pub fn tokens_cmd(args: TokensArgs) -> i32 {
         Ok(m) => m,
         Err(e) => {
             if args.json {
-                println!("{}", serde_json::json!({"module": null, "error": e.to_string(), "tokens": []}));
+                println!(
+                    "{}",
+                    serde_json::json!({"module": null, "error": e.to_string(), "tokens": []})
+                );
             } else {
                 eprintln!("tokenroll: {e}");
             }
@@ -437,26 +511,42 @@ pub fn tokens_cmd(args: TokensArgs) -> i32 {
         out.push(tv);
     }
     if args.json {
-        println!("{}", serde_json::json!({"module": module.path().display().to_string(), "tokens": out}));
+        println!(
+            "{}",
+            serde_json::json!({"module": module.path().display().to_string(), "tokens": out})
+        );
         return 0;
     }
-    println!("module: {} ({})", module.path().display(), module.library_description());
+    println!(
+        "module: {} ({})",
+        module.path().display(),
+        module.library_description()
+    );
     if out.is_empty() {
         println!("no token present");
     }
     for t in &out {
-        let flags: Vec<&str> = [("pin_pad", "PIN pad"), ("pin_count_low", "PIN count low"), ("pin_final_try", "PIN final try"), ("pin_locked", "PIN LOCKED")]
-            .iter()
-            .filter(|(k, _)| t[*k] == true)
-            .map(|(_, n)| *n)
-            .collect();
+        let flags: Vec<&str> = [
+            ("pin_pad", "PIN pad"),
+            ("pin_count_low", "PIN count low"),
+            ("pin_final_try", "PIN final try"),
+            ("pin_locked", "PIN LOCKED"),
+        ]
+        .iter()
+        .filter(|(k, _)| t[*k] == true)
+        .map(|(_, n)| *n)
+        .collect();
         println!(
             "token '{}' serial {} ({} {}){}",
             t["label"].as_str().unwrap_or(""),
             t["serial"].as_str().unwrap_or(""),
             t["manufacturer"].as_str().unwrap_or(""),
             t["model"].as_str().unwrap_or(""),
-            if flags.is_empty() { String::new() } else { format!(" [{}]", flags.join(", ")) }
+            if flags.is_empty() {
+                String::new()
+            } else {
+                format!(" [{}]", flags.join(", "))
+            }
         );
         let pairs = t["pairs"].as_array().cloned().unwrap_or_default();
         if pairs.is_empty() {
@@ -470,7 +560,11 @@ pub fn tokens_cmd(args: TokensArgs) -> i32 {
                 p["subject"].as_str().unwrap_or(""),
                 p["not_before"].as_str().unwrap_or(""),
                 p["not_after"].as_str().unwrap_or(""),
-                if p["valid"] == true { "" } else { "  (NOT VALID NOW)" }
+                if p["valid"] == true {
+                    ""
+                } else {
+                    "  (NOT VALID NOW)"
+                }
             );
         }
     }
@@ -484,7 +578,11 @@ fn decode_pkcs7_file(bytes: &[u8]) -> Result<Vec<u8>, String> {
         return Ok(bytes.to_vec());
     }
     let text = std::str::from_utf8(bytes).map_err(|_| "neither DER nor text".to_string())?;
-    let body: String = text.lines().filter(|l| !l.starts_with("-----")).collect::<Vec<_>>().join("");
+    let body: String = text
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect::<Vec<_>>()
+        .join("");
     base64::engine::general_purpose::STANDARD
         .decode(body.trim())
         .map_err(|e| format!("neither DER nor base64: {e}"))
@@ -492,22 +590,29 @@ fn decode_pkcs7_file(bytes: &[u8]) -> Result<Vec<u8>, String> {
 
 pub fn verify_cmd(args: VerifyArgs) -> i32 {
     let result = (|| -> Result<(crate::cms::Verified, bool), String> {
-        let bytes = std::fs::read(&args.file).map_err(|e| format!("cannot read {}: {e}", args.file.display()))?;
+        let bytes = std::fs::read(&args.file)
+            .map_err(|e| format!("cannot read {}: {e}", args.file.display()))?;
         let der = decode_pkcs7_file(&bytes)?;
         let v = crate::cms::verify(&der).map_err(|e| e.to_string())?;
         let mut chained = false;
         if let Some(t) = &args.trust {
             let pem = std::fs::read(t).map_err(|e| format!("cannot read {}: {e}", t.display()))?;
             let trust = crate::cms::certs_from_pem(&pem).map_err(|e| e.to_string())?;
-            crate::cms::verify_chain(&v.signer, &v.certificates, &trust, std::time::SystemTime::now())
-                .map_err(|e| e.to_string())?;
+            crate::cms::verify_chain(
+                &v.signer,
+                &v.certificates,
+                &trust,
+                std::time::SystemTime::now(),
+            )
+            .map_err(|e| e.to_string())?;
             chained = true;
         }
         Ok((v, chained))
     })();
     match result {
         Ok((v, chained)) => {
-            let content = String::from_utf8(v.content.clone()).unwrap_or_else(|_| hex::encode(&v.content));
+            let content =
+                String::from_utf8(v.content.clone()).unwrap_or_else(|_| hex::encode(&v.content));
             let signer = v.signer.tbs_certificate.subject.to_string();
             if args.json {
                 println!(
@@ -537,11 +642,13 @@ pub fn verify_cmd(args: VerifyArgs) -> i32 {
 
 pub fn simulate_cmd(args: SimulateArgs) -> i32 {
     let run = || -> Result<(), String> {
-        let raw = crate::config::resolve(RawConfig::default(), args.config.as_deref()).map_err(|e| e.to_string())?;
+        let raw = crate::config::resolve(RawConfig::default(), args.config.as_deref())
+            .map_err(|e| e.to_string())?;
         let secrets = crate::config::admin_secrets(&raw).map_err(|e| e.to_string())?;
-        let users_text =
-            std::fs::read_to_string(&args.users).map_err(|e| format!("cannot read {}: {e}", args.users.display()))?;
-        let users = crate::simulator::Users::parse(&users_text).map_err(|e| format!("{}: {e}", args.users.display()))?;
+        let users_text = std::fs::read_to_string(&args.users)
+            .map_err(|e| format!("cannot read {}: {e}", args.users.display()))?;
+        let users = crate::simulator::Users::parse(&users_text)
+            .map_err(|e| format!("{}: {e}", args.users.display()))?;
         let mut rules = crate::simulator::Rules::new(args.admin.clone(), secrets, users);
         rules.timestamp_in_seconds = args.timestamp_seconds;
         if let Some(t) = &args.trust {
@@ -559,14 +666,18 @@ pub fn simulate_cmd(args: SimulateArgs) -> i32 {
             record: args.record.clone(),
         };
         runtime().block_on(async {
-            let running = crate::simulator::start(cfg).await.map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+            let running = crate::simulator::start(cfg)
+                .await
+                .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
             if let Some(p) = &args.cert_out {
-                std::fs::write(p, &running.cert_pem).map_err(|e| format!("cannot write {}: {e}", p.display()))?;
+                std::fs::write(p, &running.cert_pem)
+                    .map_err(|e| format!("cannot write {}: {e}", p.display()))?;
             }
             println!("listening on {}", running.origin());
             let _ = std::io::stdout().flush();
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                .map_err(|e| e.to_string())?;
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .map_err(|e| e.to_string())?;
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}
                 _ = term.recv() => {}
@@ -595,10 +706,16 @@ pub fn provision_cmd(args: ProvisionArgs) -> i32 {
             "p384" => KeyKind::Ec(Curve::P384),
             k => return Err(format!("unknown --key-type {k}")),
         };
-        let pin = Pin::new(std::env::var(&args.pin_env).map_err(|_| format!("{} is not set", args.pin_env))?);
-        let module = crate::token::Module::load(args.module.as_deref()).map_err(|e| e.to_string())?;
+        let pin = Pin::new(
+            std::env::var(&args.pin_env).map_err(|_| format!("{} is not set", args.pin_env))?,
+        );
+        let module =
+            crate::token::Module::load(args.module.as_deref()).map_err(|e| e.to_string())?;
         let token = if args.init {
-            let so = Pin::new(std::env::var(&args.so_pin_env).map_err(|_| format!("{} is not set", args.so_pin_env))?);
+            let so = Pin::new(
+                std::env::var(&args.so_pin_env)
+                    .map_err(|_| format!("{} is not set", args.so_pin_env))?,
+            );
             provision::init_token(&module, &args.label, &so, &pin).map_err(|e| e.to_string())?
         } else {
             module

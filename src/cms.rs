@@ -14,7 +14,10 @@ use const_oid::ObjectIdentifier;
 use der::referenced::OwnedToRef;
 use der::{Decode, Encode};
 use signature::{Keypair, Signer};
-use spki::{AlgorithmIdentifierOwned, DynSignatureAlgorithmIdentifier, SignatureBitStringEncoding, SubjectPublicKeyInfoOwned};
+use spki::{
+    AlgorithmIdentifierOwned, DynSignatureAlgorithmIdentifier, SignatureBitStringEncoding,
+    SubjectPublicKeyInfoOwned,
+};
 use std::time::SystemTime;
 use x509_cert::Certificate;
 
@@ -37,7 +40,12 @@ fn invalid(s: impl Into<String>) -> CmsError {
 
 /// Builds an attached SignedData over `content` (eContentType id-data) with content-type,
 /// message-digest and signing-time signed attributes and `cert` included. Returns DER.
-pub fn build_attached<S, Sig>(signer: &S, cert: &Certificate, content: &[u8], digest: DigestAlg) -> Result<Vec<u8>, CmsError>
+pub fn build_attached<S, Sig>(
+    signer: &S,
+    cert: &Certificate,
+    content: &[u8],
+    digest: DigestAlg,
+) -> Result<Vec<u8>, CmsError>
 where
     S: Keypair + DynSignatureAlgorithmIdentifier + Signer<Sig>,
     Sig: SignatureBitStringEncoding,
@@ -46,14 +54,22 @@ where
         CmsError::Build(e.to_string())
     }
     let econtent = der::Any::new(der::Tag::OctetString, content).map_err(build)?;
-    let eci = EncapsulatedContentInfo { econtent_type: rfc5911::ID_DATA, econtent: Some(econtent) };
-    let digest_alg = AlgorithmIdentifierOwned { oid: digest.oid(), parameters: None };
+    let eci = EncapsulatedContentInfo {
+        econtent_type: rfc5911::ID_DATA,
+        econtent: Some(econtent),
+    };
+    let digest_alg = AlgorithmIdentifierOwned {
+        oid: digest.oid(),
+        parameters: None,
+    };
     let sid = SignerIdentifier::IssuerAndSerialNumber(IssuerAndSerialNumber {
         issuer: cert.tbs_certificate.issuer.clone(),
         serial_number: cert.tbs_certificate.serial_number.clone(),
     });
-    let mut sib = SignerInfoBuilder::new(signer, sid, digest_alg.clone(), &eci, None).map_err(build)?;
-    sib.add_signed_attribute(create_signing_time_attribute().map_err(build)?).map_err(build)?;
+    let mut sib =
+        SignerInfoBuilder::new(signer, sid, digest_alg.clone(), &eci, None).map_err(build)?;
+    sib.add_signed_attribute(create_signing_time_attribute().map_err(build)?)
+        .map_err(build)?;
     let ci = SignedDataBuilder::new(&eci)
         .add_digest_algorithm(digest_alg)
         .map_err(build)?
@@ -76,9 +92,14 @@ pub struct Verified {
     pub signing_time: Option<SystemTime>,
 }
 
-fn attr_value<'a>(attrs: &'a cms::signed_data::SignedAttributes, oid: ObjectIdentifier) -> Result<&'a der::Any, CmsError> {
+fn attr_value(
+    attrs: &cms::signed_data::SignedAttributes,
+    oid: ObjectIdentifier,
+) -> Result<&der::Any, CmsError> {
     let mut found = attrs.iter().filter(|a| a.oid == oid);
-    let attr = found.next().ok_or_else(|| invalid(format!("has no signed attribute {oid}")))?;
+    let attr = found
+        .next()
+        .ok_or_else(|| invalid(format!("has no signed attribute {oid}")))?;
     if found.next().is_some() || attr.values.len() != 1 {
         return Err(invalid(format!("has a repeated signed attribute {oid}")));
     }
@@ -92,7 +113,10 @@ pub fn verify(der: &[u8]) -> Result<Verified, CmsError> {
     let malformed = |e: der::Error| CmsError::Malformed(e.to_string());
     let ci = ContentInfo::from_der(der).map_err(malformed)?;
     if ci.content_type != rfc5911::ID_SIGNED_DATA {
-        return Err(invalid(format!("is of type {}, not SignedData", ci.content_type)));
+        return Err(invalid(format!(
+            "is of type {}, not SignedData",
+            ci.content_type
+        )));
     }
     let sd: SignedData = ci.content.decode_as().map_err(malformed)?;
     if sd.encap_content_info.econtent_type != rfc5911::ID_DATA {
@@ -107,7 +131,10 @@ pub fn verify(der: &[u8]) -> Result<Verified, CmsError> {
         .map_err(malformed)?
         .into_bytes();
     if sd.signer_infos.0.len() != 1 {
-        return Err(invalid(format!("has {} signers; exactly one is expected", sd.signer_infos.0.len())));
+        return Err(invalid(format!(
+            "has {} signers; exactly one is expected",
+            sd.signer_infos.0.len()
+        )));
     }
     let si = sd.signer_infos.0.get(0).expect("one signer");
     let digest = DigestAlg::from_oid(&si.digest_alg.oid)
@@ -125,14 +152,22 @@ pub fn verify(der: &[u8]) -> Result<Verified, CmsError> {
         .iter()
         .find(|c| match &si.sid {
             SignerIdentifier::IssuerAndSerialNumber(ias) => {
-                c.tbs_certificate.issuer == ias.issuer && c.tbs_certificate.serial_number == ias.serial_number
+                c.tbs_certificate.issuer == ias.issuer
+                    && c.tbs_certificate.serial_number == ias.serial_number
             }
-            SignerIdentifier::SubjectKeyIdentifier(ski) => subject_key_id(c).as_deref() == Some(ski.0.as_bytes()),
+            SignerIdentifier::SubjectKeyIdentifier(ski) => {
+                subject_key_id(c).as_deref() == Some(ski.0.as_bytes())
+            }
         })
         .cloned()
         .ok_or_else(|| invalid("does not include the signer's certificate"))?;
-    let attrs = si.signed_attrs.as_ref().ok_or_else(|| invalid("has no signed attributes"))?;
-    let ct: ObjectIdentifier = attr_value(attrs, rfc5911::ID_CONTENT_TYPE)?.decode_as().map_err(malformed)?;
+    let attrs = si
+        .signed_attrs
+        .as_ref()
+        .ok_or_else(|| invalid("has no signed attributes"))?;
+    let ct: ObjectIdentifier = attr_value(attrs, rfc5911::ID_CONTENT_TYPE)?
+        .decode_as()
+        .map_err(malformed)?;
     if ct != rfc5911::ID_DATA {
         return Err(invalid("content-type attribute is not id-data"));
     }
@@ -140,7 +175,9 @@ pub fn verify(der: &[u8]) -> Result<Verified, CmsError> {
         .decode_as::<der::asn1::OctetString>()
         .map_err(malformed)?;
     if md.as_bytes() != digest.hash(&content).as_slice() {
-        return Err(invalid("message-digest attribute does not match the content"));
+        return Err(invalid(
+            "message-digest attribute does not match the content",
+        ));
     }
     let signing_time = attrs
         .iter()
@@ -156,7 +193,13 @@ pub fn verify(der: &[u8]) -> Result<Verified, CmsError> {
         &signed,
         si.signature.as_bytes(),
     )?;
-    Ok(Verified { content, digest, signer, certificates, signing_time })
+    Ok(Verified {
+        content,
+        digest,
+        signer,
+        certificates,
+        signing_time,
+    })
 }
 
 fn subject_key_id(c: &Certificate) -> Option<Vec<u8>> {
@@ -205,26 +248,39 @@ pub fn verify_signature(
     let implied = digest_of_signature_alg(&sig_alg.oid);
     let digest = match (digest, implied) {
         (Some(d), Some(i)) if d != i => {
-            return Err(invalid(format!("signature algorithm {} disagrees with digest {}", sig_alg.oid, d)))
+            return Err(invalid(format!(
+                "signature algorithm {} disagrees with digest {}",
+                sig_alg.oid, d
+            )))
         }
         (Some(d), _) | (None, Some(d)) => d,
-        (None, None) => return Err(invalid(format!("uses an unknown signature algorithm {}", sig_alg.oid))),
+        (None, None) => {
+            return Err(invalid(format!(
+                "uses an unknown signature algorithm {}",
+                sig_alg.oid
+            )))
+        }
     };
     let hash = digest.hash(msg);
     let key_oid = spki.algorithm.oid;
     let bad_sig = |what: &str| invalid(format!("signature does not verify ({what})"));
     if key_oid == rfc5912::RSA_ENCRYPTION {
         if sig_alg.oid != rfc5912::RSA_ENCRYPTION && implied.is_none() {
-            return Err(invalid(format!("signature algorithm {} does not fit an RSA key", sig_alg.oid)));
+            return Err(invalid(format!(
+                "signature algorithm {} does not fit an RSA key",
+                sig_alg.oid
+            )));
         }
-        let key = rsa::RsaPublicKey::try_from(spki.owned_to_ref()).map_err(|e| invalid(format!("RSA key: {e}")))?;
+        let key = rsa::RsaPublicKey::try_from(spki.owned_to_ref())
+            .map_err(|e| invalid(format!("RSA key: {e}")))?;
         let scheme = match digest {
             DigestAlg::Sha1 => rsa::Pkcs1v15Sign::new::<sha1::Sha1>(),
             DigestAlg::Sha256 => rsa::Pkcs1v15Sign::new::<sha2::Sha256>(),
             DigestAlg::Sha384 => rsa::Pkcs1v15Sign::new::<sha2::Sha384>(),
             DigestAlg::Sha512 => rsa::Pkcs1v15Sign::new::<sha2::Sha512>(),
         };
-        key.verify(scheme, &hash, sig).map_err(|_| bad_sig("RSA PKCS#1 v1.5"))
+        key.verify(scheme, &hash, sig)
+            .map_err(|_| bad_sig("RSA PKCS#1 v1.5"))
     } else if key_oid == rfc5912::ID_EC_PUBLIC_KEY {
         let curve: ObjectIdentifier = spki
             .algorithm
@@ -234,13 +290,19 @@ pub fn verify_signature(
             .ok_or_else(|| invalid("EC key has no named curve"))?;
         let point = spki.subject_public_key.raw_bytes();
         if curve == const_oid::db::rfc5912::SECP_256_R_1 {
-            let vk = p256::ecdsa::VerifyingKey::from_sec1_bytes(point).map_err(|_| invalid("bad P-256 key"))?;
-            let s = p256::ecdsa::Signature::from_der(sig).map_err(|_| bad_sig("malformed ECDSA signature"))?;
-            vk.verify_prehash(&ecdsa_prehash(&hash, 32), &s).map_err(|_| bad_sig("ECDSA P-256"))
+            let vk = p256::ecdsa::VerifyingKey::from_sec1_bytes(point)
+                .map_err(|_| invalid("bad P-256 key"))?;
+            let s = p256::ecdsa::Signature::from_der(sig)
+                .map_err(|_| bad_sig("malformed ECDSA signature"))?;
+            vk.verify_prehash(&ecdsa_prehash(&hash, 32), &s)
+                .map_err(|_| bad_sig("ECDSA P-256"))
         } else if curve == const_oid::db::rfc5912::SECP_384_R_1 {
-            let vk = p384::ecdsa::VerifyingKey::from_sec1_bytes(point).map_err(|_| invalid("bad P-384 key"))?;
-            let s = p384::ecdsa::Signature::from_der(sig).map_err(|_| bad_sig("malformed ECDSA signature"))?;
-            vk.verify_prehash(&ecdsa_prehash(&hash, 48), &s).map_err(|_| bad_sig("ECDSA P-384"))
+            let vk = p384::ecdsa::VerifyingKey::from_sec1_bytes(point)
+                .map_err(|_| invalid("bad P-384 key"))?;
+            let s = p384::ecdsa::Signature::from_der(sig)
+                .map_err(|_| bad_sig("malformed ECDSA signature"))?;
+            vk.verify_prehash(&ecdsa_prehash(&hash, 48), &s)
+                .map_err(|_| bad_sig("ECDSA P-384"))
         } else {
             Err(invalid(format!("EC curve {curve} is not supported")))
         }
@@ -251,13 +313,21 @@ pub fn verify_signature(
 
 /// Checks that `leaf` chains to one of `trust` through `intermediates`, every link's signature
 /// verifying and every certificate valid at `now`.
-pub fn verify_chain(leaf: &Certificate, intermediates: &[Certificate], trust: &[Certificate], now: SystemTime) -> Result<(), CmsError> {
+pub fn verify_chain(
+    leaf: &Certificate,
+    intermediates: &[Certificate],
+    trust: &[Certificate],
+    now: SystemTime,
+) -> Result<(), CmsError> {
     let untrusted = |s: String| CmsError::Untrusted(s);
     let mut cur = leaf.clone();
     for _ in 0..8 {
         let v = &cur.tbs_certificate.validity;
         if now < v.not_before.to_system_time() || now > v.not_after.to_system_time() {
-            return Err(untrusted(format!("{} is outside its validity period", cur.tbs_certificate.subject)));
+            return Err(untrusted(format!(
+                "{} is outside its validity period",
+                cur.tbs_certificate.subject
+            )));
         }
         if trust.contains(&cur) {
             return Ok(());
@@ -278,7 +348,12 @@ pub fn verify_chain(leaf: &Certificate, intermediates: &[Certificate], trust: &[
                 .is_ok()
             })
             .cloned()
-            .ok_or_else(|| untrusted(format!("no trusted issuer {} for {}", cur.tbs_certificate.issuer, cur.tbs_certificate.subject)))?;
+            .ok_or_else(|| {
+                untrusted(format!(
+                    "no trusted issuer {} for {}",
+                    cur.tbs_certificate.issuer, cur.tbs_certificate.subject
+                ))
+            })?;
         if trust.contains(&issuer) {
             return Ok(());
         }
@@ -289,7 +364,8 @@ pub fn verify_chain(leaf: &Certificate, intermediates: &[Certificate], trust: &[
 
 /// Reads every certificate from a PEM file's text.
 pub fn certs_from_pem(pem: &[u8]) -> Result<Vec<Certificate>, CmsError> {
-    let certs = Certificate::load_pem_chain(pem).map_err(|e| CmsError::Malformed(format!("PEM certificates: {e}")))?;
+    let certs = Certificate::load_pem_chain(pem)
+        .map_err(|e| CmsError::Malformed(format!("PEM certificates: {e}")))?;
     if certs.is_empty() {
         return Err(CmsError::Malformed("no certificate in the PEM file".into()));
     }

@@ -76,14 +76,18 @@ pub fn user_config_path() -> Option<PathBuf> {
 /// Reads a config file; a missing optional file is an empty layer.
 pub fn read_file(path: &Path, required: bool) -> Result<RawConfig, ConfigError> {
     match std::fs::read_to_string(path) {
-        Ok(text) => toml::from_str(&text).map_err(|e| ConfigError(format!("config file {}: {e}", path.display()))),
+        Ok(text) => toml::from_str(&text)
+            .map_err(|e| ConfigError(format!("config file {}: {e}", path.display()))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => Ok(RawConfig::default()),
         Err(e) => err(format!("cannot read config file {}: {e}", path.display())),
     }
 }
 
 /// flags+env (already merged by the caller, flags winning) over the user file over the system file.
-pub fn resolve(flags_and_env: RawConfig, config_flag: Option<&Path>) -> Result<RawConfig, ConfigError> {
+pub fn resolve(
+    flags_and_env: RawConfig,
+    config_flag: Option<&Path>,
+) -> Result<RawConfig, ConfigError> {
     let user = match config_flag {
         Some(p) => read_file(p, true)?,
         None => match user_config_path() {
@@ -98,7 +102,8 @@ pub fn resolve(flags_and_env: RawConfig, config_flag: Option<&Path>) -> Result<R
 /// Reads a secret file, refusing one that group or others can read.
 pub fn read_secret_file(path: &Path, key: &str) -> Result<String, ConfigError> {
     use std::os::unix::fs::PermissionsExt;
-    let meta = std::fs::metadata(path).map_err(|e| ConfigError(format!("{key} {}: {e}", path.display())))?;
+    let meta = std::fs::metadata(path)
+        .map_err(|e| ConfigError(format!("{key} {}: {e}", path.display())))?;
     let mode = meta.permissions().mode();
     if mode & 0o077 != 0 {
         return err(format!(
@@ -108,7 +113,8 @@ pub fn read_secret_file(path: &Path, key: &str) -> Result<String, ConfigError> {
             path.display()
         ));
     }
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError(format!("{key} {}: {e}", path.display())))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError(format!("{key} {}: {e}", path.display())))?;
     let value = text.trim_end_matches(['\n', '\r']).to_string();
     if value.is_empty() {
         return err(format!("{key} {} is empty", path.display()));
@@ -122,15 +128,26 @@ fn secret(env: &str, file: Option<&PathBuf>, key: &str) -> Result<String, Config
     }
     match file {
         Some(p) => read_secret_file(p, key),
-        None => err(format!("the admin's {} is not set: export {env} or set {key} in the config file", &key[..key.len() - 5])),
+        None => err(format!(
+            "the admin's {} is not set: export {env} or set {key} in the config file",
+            &key[..key.len() - 5]
+        )),
     }
 }
 
 /// The admin's authToken and secretCode: from the environment or owner-only files, never flags.
 pub fn admin_secrets(raw: &RawConfig) -> Result<AdminSecrets, ConfigError> {
     Ok(AdminSecrets {
-        auth_token: AuthToken::new(secret("TOKENROLL_AUTH_TOKEN", raw.auth_token_file.as_ref(), "auth_token_file")?),
-        secret_code: SecretCode::new(secret("TOKENROLL_SECRET_CODE", raw.secret_code_file.as_ref(), "secret_code_file")?),
+        auth_token: AuthToken::new(secret(
+            "TOKENROLL_AUTH_TOKEN",
+            raw.auth_token_file.as_ref(),
+            "auth_token_file",
+        )?),
+        secret_code: SecretCode::new(secret(
+            "TOKENROLL_SECRET_CODE",
+            raw.secret_code_file.as_ref(),
+            "secret_code_file",
+        )?),
     })
 }
 
@@ -180,19 +197,26 @@ pub fn selector(raw: &RawConfig) -> Result<Selector, ConfigError> {
             Some(uri)
         }
     };
-    Ok(Selector { token_label: raw.token.clone(), uri })
+    Ok(Selector {
+        token_label: raw.token.clone(),
+        uri,
+    })
 }
 
 impl SignOptions {
     pub fn from_raw(raw: &RawConfig) -> Result<Self, ConfigError> {
         let pin = match (&raw.pin_env, raw.pin_stdin.unwrap_or(false)) {
-            (Some(_), true) => return err("give the PIN with either --pin-env or --pin-stdin, not both"),
+            (Some(_), true) => {
+                return err("give the PIN with either --pin-env or --pin-stdin, not both")
+            }
             (Some(var), false) => PinSource::Env(var.clone()),
             (None, true) => PinSource::Stdin,
             (None, false) => PinSource::Terminal,
         };
         let challenge = match (&raw.challenge, &raw.challenge_url) {
-            (Some(_), Some(_)) => return err("give either --challenge or --challenge-url, not both"),
+            (Some(_), Some(_)) => {
+                return err("give either --challenge or --challenge-url, not both")
+            }
             (Some(t), None) if t.is_empty() => return err("--challenge is empty"),
             (Some(t), None) => ChallengeSource::Given(t.clone()),
             (None, Some(u)) => ChallengeSource::Url(u.clone()),
@@ -217,7 +241,9 @@ impl RegisterOptions {
     pub fn from_raw(raw: &RawConfig) -> Result<Self, ConfigError> {
         let need = |v: &Option<String>, flag: &str| match v.as_deref().map(str::trim) {
             Some(s) if !s.is_empty() => Ok(s.to_string()),
-            _ => err(format!("{flag} is required (or its config key / TOKENROLL_ variable)")),
+            _ => err(format!(
+                "{flag} is required (or its config key / TOKENROLL_ variable)"
+            )),
         };
         let server = need(&raw.server, "--server")?;
         crate::api::client::server_origin(&server).map_err(|e| ConfigError(e.to_string()))?;
@@ -225,8 +251,18 @@ impl RegisterOptions {
             server,
             admin: need(&raw.admin, "--admin")?,
             user: need(&raw.user, "--user")?,
-            status: raw.status.as_deref().unwrap_or("pending").parse().map_err(ConfigError)?,
-            timestamp_unit: raw.timestamp_unit.as_deref().unwrap_or("ms").parse().map_err(ConfigError)?,
+            status: raw
+                .status
+                .as_deref()
+                .unwrap_or("pending")
+                .parse()
+                .map_err(ConfigError)?,
+            timestamp_unit: raw
+                .timestamp_unit
+                .as_deref()
+                .unwrap_or("ms")
+                .parse()
+                .map_err(ConfigError)?,
             secrets: admin_secrets(raw)?,
         })
     }
@@ -238,7 +274,10 @@ mod tests {
 
     #[test]
     fn layers_merge_key_by_key() {
-        let flags = RawConfig { admin: Some("flag-admin".into()), ..Default::default() };
+        let flags = RawConfig {
+            admin: Some("flag-admin".into()),
+            ..Default::default()
+        };
         let user: RawConfig = toml::from_str("admin = \"file-admin\"\nuser = \"alice\"").unwrap();
         let system: RawConfig = toml::from_str("user = \"bob\"\nserver = \"https://cg\"").unwrap();
         let m = flags.over(user).over(system);
@@ -254,7 +293,10 @@ mod tests {
 
     #[test]
     fn pin_in_key_uri_is_refused() {
-        let raw = RawConfig { key: Some("pkcs11:token=a?pin-value=1234".into()), ..Default::default() };
+        let raw = RawConfig {
+            key: Some("pkcs11:token=a?pin-value=1234".into()),
+            ..Default::default()
+        };
         let e = selector(&raw).unwrap_err().to_string();
         assert!(e.contains("--pin-env") && !e.contains("1234"), "{e}");
     }
@@ -266,7 +308,9 @@ mod tests {
         let p = dir.path().join("token");
         std::fs::write(&p, "AT-1\n").unwrap();
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o640)).unwrap();
-        let e = read_secret_file(&p, "auth_token_file").unwrap_err().to_string();
+        let e = read_secret_file(&p, "auth_token_file")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("chmod 600") && !e.contains("AT-1"), "{e}");
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
         assert_eq!(read_secret_file(&p, "auth_token_file").unwrap(), "AT-1");

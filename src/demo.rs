@@ -18,7 +18,10 @@ pub fn softhsm_conf(dir: &std::path::Path) -> std::io::Result<std::path::PathBuf
     let tokens = dir.join("tokens");
     std::fs::create_dir_all(&tokens)?;
     let conf = dir.join("softhsm2.conf");
-    std::fs::write(&conf, SOFTHSM_TEMPLATE.replace("@TOKENDIR@", &tokens.display().to_string()))?;
+    std::fs::write(
+        &conf,
+        SOFTHSM_TEMPLATE.replace("@TOKENDIR@", &tokens.display().to_string()),
+    )?;
     Ok(conf)
 }
 
@@ -53,18 +56,29 @@ fn run_inner() -> Result<i32, String> {
     };
     let module_path = crate::token::softhsm_module()
         .ok_or("SoftHSM2 is not installed: run 'apt-get install softhsm2' (the README's first command does)")?;
-    let dir = tempfile::Builder::new().prefix("tokenroll-demo-").tempdir().map_err(|e| e.to_string())?;
+    let dir = tempfile::Builder::new()
+        .prefix("tokenroll-demo-")
+        .tempdir()
+        .map_err(|e| e.to_string())?;
     let conf = softhsm_conf(dir.path()).map_err(|e| e.to_string())?;
     // Set before any thread exists: SoftHSM2 reads it at C_Initialize.
     std::env::set_var("SOFTHSM2_CONF", &conf);
-    say(format!("[setup] throw-away SoftHSM2 token in {}", dir.path().display()));
+    say(format!(
+        "[setup] throw-away SoftHSM2 token in {}",
+        dir.path().display()
+    ));
 
     let pin = Pin::new(random_hex(4));
     {
         let module = crate::token::Module::load(Some(&module_path)).map_err(|e| e.to_string())?;
         let so = Pin::new(random_hex(8));
-        let token = provision::init_token(&module, "tokenroll-demo", &so, &pin).map_err(|e| e.to_string())?;
-        let spec = provision::KeySpec::new(KeyKind::Rsa { bits: 2048 }, 1, "CN=Demo User,O=tokenroll demo");
+        let token = provision::init_token(&module, "tokenroll-demo", &so, &pin)
+            .map_err(|e| e.to_string())?;
+        let spec = provision::KeySpec::new(
+            KeyKind::Rsa { bits: 2048 },
+            1,
+            "CN=Demo User,O=tokenroll demo",
+        );
         provision::add_key(&module, &token, &pin, &spec).map_err(|e| e.to_string())?;
         say("[setup] RSA-2048 key pair generated on the token, self-signed certificate CN=Demo User stored".into());
     }
@@ -73,7 +87,9 @@ fn run_inner() -> Result<i32, String> {
         auth_token: AuthToken::new(random_hex(16)),
         secret_code: SecretCode::new(random_hex(16)),
     };
-    let users = crate::simulator::Users::parse("[[user]]\nname = \"demo-user\"\nstate = \"active\"\n").expect("static");
+    let users =
+        crate::simulator::Users::parse("[[user]]\nname = \"demo-user\"\nstate = \"active\"\n")
+            .expect("static");
     let rules = crate::simulator::Rules::new("demo-admin".into(), secrets.clone(), users);
     let rt = crate::cli::runtime();
     let sim = rt
@@ -86,9 +102,15 @@ fn run_inner() -> Result<i32, String> {
         .map_err(|e| format!("cannot start the simulator: {e}"))?;
     let ca = dir.path().join("simulator.pem");
     std::fs::write(&ca, &sim.cert_pem).map_err(|e| e.to_string())?;
-    say(format!("[setup] CENTAGATE simulator listening on {} (TLS, certificate trusted for this run)", sim.origin()));
+    say(format!(
+        "[setup] CENTAGATE simulator listening on {} (TLS, certificate trusted for this run)",
+        sim.origin()
+    ));
 
-    let http = HttpOptions { ca_file: Some(ca), ..Default::default() };
+    let http = HttpOptions {
+        ca_file: Some(ca),
+        ..Default::default()
+    };
     let client = CentagateClient::new(&sim.origin(), http).map_err(|e| e.to_string())?;
     let registration = Registration {
         admin: "demo-admin",
@@ -111,15 +133,35 @@ fn run_inner() -> Result<i32, String> {
         subject: pair.subject.clone(),
     });
     let challenge = crate::challenge::local();
-    on(Step::ChallengeReady { source: "local random", len: challenge.len() });
-    let der = enroll::sign_challenge(&mut side, &mut KnownPin(pin), challenge.as_bytes(), digest, &pair, &mut on)
-        .map_err(|e| e.to_string())?;
+    on(Step::ChallengeReady {
+        source: "local random",
+        len: challenge.len(),
+    });
+    let der = enroll::sign_challenge(
+        &mut side,
+        &mut KnownPin(pin),
+        challenge.as_bytes(),
+        digest,
+        &pair,
+        &mut on,
+    )
+    .map_err(|e| e.to_string())?;
     let report = rt
-        .block_on(enroll::register(&client, &registration, &pair, &der, digest, &mut on))
+        .block_on(enroll::register(
+            &client,
+            &registration,
+            &pair,
+            &der,
+            digest,
+            &mut on,
+        ))
         .map_err(|e| e.to_string())?;
     sim.task.abort();
     match report.code {
-        Some(0) => say(format!("registered: code 0 — token '{}' is bound to demo-user", pair.token_label)),
+        Some(0) => say(format!(
+            "registered: code 0 — token '{}' is bound to demo-user",
+            pair.token_label
+        )),
         _ => say(format!("not registered: {}", report.message)),
     }
     say("[cleanup] token and simulator removed".into());

@@ -51,7 +51,9 @@ impl DigestAlg {
     }
 
     pub fn from_centagate_code(code: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|a| a.centagate_code().to_string() == code)
+        Self::ALL
+            .into_iter()
+            .find(|a| a.centagate_code().to_string() == code)
     }
 
     pub fn oid(self) -> ObjectIdentifier {
@@ -134,7 +136,9 @@ impl FromStr for DigestAlg {
         Self::ALL
             .into_iter()
             .find(|a| a.name() == norm || a.centagate_code().to_string() == norm)
-            .ok_or_else(|| format!("unknown algorithm '{s}': use sha1, sha256, sha384, sha512 or 0-3"))
+            .ok_or_else(|| {
+                format!("unknown algorithm '{s}': use sha1, sha256, sha384, sha512 or 0-3")
+            })
     }
 }
 

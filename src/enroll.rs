@@ -54,7 +54,12 @@ pub enum PinInput {
 /// The token side: find the pair (no PIN), then log in and produce an attached PKCS#7.
 pub trait TokenSide {
     fn select(&mut self) -> Result<PairSummary, TokenError>;
-    fn sign_cms(&mut self, login: PinInput, content: &[u8], digest: DigestAlg) -> Result<Vec<u8>, TokenError>;
+    fn sign_cms(
+        &mut self,
+        login: PinInput,
+        content: &[u8],
+        digest: DigestAlg,
+    ) -> Result<Vec<u8>, TokenError>;
 }
 
 /// Asks the person for the PIN of the chosen pair's token.
@@ -77,13 +82,31 @@ impl Registrar for crate::api::CentagateClient {
 /// Progress as it happens, for the demo, the CLI's stderr and the agent's tray.
 #[derive(Clone, Debug)]
 pub enum Step {
-    TokenFound { module: String, token: String, serial: String, uri: String, subject: String },
-    ChallengeReady { source: &'static str, len: usize },
+    TokenFound {
+        module: String,
+        token: String,
+        serial: String,
+        uri: String,
+        subject: String,
+    },
+    ChallengeReady {
+        source: &'static str,
+        len: usize,
+    },
     PinPad,
-    Signed { algorithm: DigestAlg, kind: String, bytes: usize },
+    Signed {
+        algorithm: DigestAlg,
+        kind: String,
+        bytes: usize,
+    },
     SelfVerified,
-    Sending { url: String },
-    Answered { code: i64, message: String },
+    Sending {
+        url: String,
+    },
+    Answered {
+        code: i64,
+        message: String,
+    },
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
@@ -178,7 +201,11 @@ pub fn sign_challenge(
         PinInput::Pin(prompt.pin(pair)?)
     };
     let der = token.sign_cms(login, challenge, digest)?;
-    on(Step::Signed { algorithm: digest, kind: pair.kind.describe(), bytes: der.len() });
+    on(Step::Signed {
+        algorithm: digest,
+        kind: pair.kind.describe(),
+        bytes: der.len(),
+    });
     self_verify(&der, challenge, digest, &pair.cert)?;
     on(Step::SelfVerified);
     Ok(der)
@@ -186,22 +213,36 @@ pub fn sign_challenge(
 
 /// The gate before anything is sent: our own PKCS#7 must decode and verify, with the content,
 /// digest and certificate we meant. A failure is a token error — a faulty token or driver.
-pub fn self_verify(der: &[u8], content: &[u8], digest: DigestAlg, cert: &Certificate) -> Result<(), TokenError> {
+pub fn self_verify(
+    der: &[u8],
+    content: &[u8],
+    digest: DigestAlg,
+    cert: &Certificate,
+) -> Result<(), TokenError> {
     let v = crate::cms::verify(der).map_err(|e| TokenError::SelfVerify(e.to_string()))?;
     if v.content != content {
-        return Err(TokenError::SelfVerify("the signed content is not the challenge".into()));
+        return Err(TokenError::SelfVerify(
+            "the signed content is not the challenge".into(),
+        ));
     }
     if v.digest != digest {
-        return Err(TokenError::SelfVerify(format!("digest {} instead of {digest}", v.digest)));
+        return Err(TokenError::SelfVerify(format!(
+            "digest {} instead of {digest}",
+            v.digest
+        )));
     }
     if v.signer != *cert {
-        return Err(TokenError::SelfVerify("the signer is not the selected certificate".into()));
+        return Err(TokenError::SelfVerify(
+            "the signer is not the selected certificate".into(),
+        ));
     }
     Ok(())
 }
 
 pub fn now_timestamp(unit: TimestampUnit) -> i64 {
-    let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let d = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     match unit {
         TimestampUnit::Millis => d.as_millis() as i64,
         TimestampUnit::Seconds => d.as_secs() as i64,
@@ -209,7 +250,12 @@ pub fn now_timestamp(unit: TimestampUnit) -> i64 {
 }
 
 /// Builds the request body for a signed PKCS#7.
-pub fn register_body(reg: &Registration<'_>, pkcs7: &[u8], digest: DigestAlg, timestamp: i64) -> RegisterBody {
+pub fn register_body(
+    reg: &Registration<'_>,
+    pkcs7: &[u8],
+    digest: DigestAlg,
+    timestamp: i64,
+) -> RegisterBody {
     RegisterBody {
         username: reg.user.to_string(),
         signature: base64::engine::general_purpose::STANDARD.encode(pkcs7),
@@ -231,18 +277,30 @@ pub async fn register(
 ) -> Result<Report, EnrollError> {
     let timestamp = now_timestamp(reg.timestamp_unit);
     let body = register_body(reg, pkcs7, digest, timestamp);
-    on(Step::Sending { url: reg.url_for_display.clone() });
+    on(Step::Sending {
+        url: reg.url_for_display.clone(),
+    });
     let answer = registrar.register(reg.admin, &body).await?;
-    on(Step::Answered { code: answer.code, message: answer.message.clone() });
+    on(Step::Answered {
+        code: answer.code,
+        message: answer.message.clone(),
+    });
     let registered = answer.code == crate::api::CODE_SUCCESS;
     Ok(Report {
-        outcome: if registered { OutcomeKind::Registered } else { OutcomeKind::Rejected },
+        outcome: if registered {
+            OutcomeKind::Registered
+        } else {
+            OutcomeKind::Rejected
+        },
         code: Some(answer.code),
         message: answer.explain(),
         user: Some(reg.user.to_string()),
         admin: Some(reg.admin.to_string()),
         algorithm: digest.name().to_string(),
-        token: Some(TokenRef { label: pair.token_label.clone(), serial: pair.token_serial.clone() }),
+        token: Some(TokenRef {
+            label: pair.token_label.clone(),
+            serial: pair.token_serial.clone(),
+        }),
         certificate: Some(pair.certificate_info()),
         timestamp: Some(timestamp),
         exit_code: if registered { 0 } else { 4 },
@@ -250,7 +308,12 @@ pub async fn register(
 }
 
 /// The report for an attempt that ended before an answer.
-pub fn failure_report(err: &EnrollError, pair: Option<&PairSummary>, reg: Option<&Registration<'_>>, digest: DigestAlg) -> Report {
+pub fn failure_report(
+    err: &EnrollError,
+    pair: Option<&PairSummary>,
+    reg: Option<&Registration<'_>>,
+    digest: DigestAlg,
+) -> Report {
     Report {
         outcome: OutcomeKind::Failed,
         code: None,
@@ -258,7 +321,10 @@ pub fn failure_report(err: &EnrollError, pair: Option<&PairSummary>, reg: Option
         user: reg.map(|r| r.user.to_string()),
         admin: reg.map(|r| r.admin.to_string()),
         algorithm: digest.name().to_string(),
-        token: pair.map(|p| TokenRef { label: p.token_label.clone(), serial: p.token_serial.clone() }),
+        token: pair.map(|p| TokenRef {
+            label: p.token_label.clone(),
+            serial: p.token_serial.clone(),
+        }),
         certificate: pair.map(|p| p.certificate_info()),
         timestamp: None,
         exit_code: err.exit_code(),
@@ -275,7 +341,12 @@ pub struct Pkcs11Side {
 
 impl Pkcs11Side {
     pub fn new(module_path: Option<std::path::PathBuf>, selector: crate::token::Selector) -> Self {
-        Self { module_path, selector, module: None, pair: None }
+        Self {
+            module_path,
+            selector,
+            module: None,
+            pair: None,
+        }
     }
 }
 
@@ -284,7 +355,11 @@ impl TokenSide for Pkcs11Side {
         let module = crate::token::Module::load(self.module_path.as_deref())?;
         let pair = module.select(&self.selector)?;
         let summary = PairSummary {
-            module: format!("{} ({})", module.path().display(), module.library_description()),
+            module: format!(
+                "{} ({})",
+                module.path().display(),
+                module.library_description()
+            ),
             token_label: pair.token.label.clone(),
             token_serial: pair.token.serial.clone(),
             pin_pad: pair.token.pin_pad,
@@ -302,7 +377,12 @@ impl TokenSide for Pkcs11Side {
         Ok(summary)
     }
 
-    fn sign_cms(&mut self, login: PinInput, content: &[u8], digest: DigestAlg) -> Result<Vec<u8>, TokenError> {
+    fn sign_cms(
+        &mut self,
+        login: PinInput,
+        content: &[u8],
+        digest: DigestAlg,
+    ) -> Result<Vec<u8>, TokenError> {
         let (Some(module), Some(pair)) = (&self.module, &self.pair) else {
             return Err(TokenError::NoToken("selected yet".into()));
         };
@@ -319,8 +399,255 @@ impl TokenSide for Pkcs11Side {
             digest,
             pair.cert.tbs_certificate.subject_public_key_info.clone(),
         );
-        crate::cms::build_attached::<_, crate::token::TokenSignature>(&signer, &pair.cert, content, digest).map_err(|e| {
-            signer.take_error().unwrap_or(TokenError::Device { op: "building the PKCS#7".into(), rv: e.to_string() })
+        crate::cms::build_attached::<_, crate::token::TokenSignature>(
+            &signer, &pair.cert, content, digest,
+        )
+        .map_err(|e| {
+            signer.take_error().unwrap_or(TokenError::Device {
+                op: "building the PKCS#7".into(),
+                rv: e.to_string(),
+            })
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::CODE_USER_BOUND;
+    use crate::secret::{AuthToken, SecretCode};
+    use std::cell::RefCell;
+
+    /// A token with a software P-256 key: real CMS, no hardware.
+    struct FakeToken {
+        key: p256::ecdsa::SigningKey,
+        cert: Certificate,
+        /// Signs with this key instead, as a faulty token would.
+        wrong_key: Option<p256::ecdsa::SigningKey>,
+        locked: bool,
+        pin_pad: bool,
+        logins: Vec<bool>,
+    }
+
+    impl FakeToken {
+        fn new() -> Self {
+            let key = p256::ecdsa::SigningKey::random(&mut rand_core::OsRng);
+            let cert = crate::token::tests::software_cert("Fake", &key, 30);
+            Self {
+                key,
+                cert,
+                wrong_key: None,
+                locked: false,
+                pin_pad: false,
+                logins: vec![],
+            }
+        }
+    }
+
+    impl TokenSide for FakeToken {
+        fn select(&mut self) -> Result<PairSummary, TokenError> {
+            Ok(PairSummary {
+                module: "fake".into(),
+                token_label: "fake".into(),
+                token_serial: "0001".into(),
+                pin_pad: self.pin_pad,
+                pin_count_low: false,
+                pin_final_try: false,
+                pin_locked: self.locked,
+                uri: "pkcs11:token=fake".into(),
+                subject: "CN=Fake".into(),
+                kind: KeyKind::Ec(crate::token::Curve::P256),
+                cert: self.cert.clone(),
+                cert_der: der::Encode::to_der(&self.cert).unwrap(),
+            })
+        }
+        fn sign_cms(
+            &mut self,
+            login: PinInput,
+            content: &[u8],
+            digest: DigestAlg,
+        ) -> Result<Vec<u8>, TokenError> {
+            self.logins.push(matches!(login, PinInput::ProtectedPath));
+            let key = self.wrong_key.as_ref().unwrap_or(&self.key);
+            Ok(crate::cms::build_attached::<_, p256::ecdsa::DerSignature>(
+                key, &self.cert, content, digest,
+            )
+            .unwrap())
+        }
+    }
+
+    struct CountingPrompt(usize);
+    impl PinPrompt for CountingPrompt {
+        fn pin(&mut self, _: &PairSummary) -> Result<Pin, TokenError> {
+            self.0 += 1;
+            Ok(Pin::new("1234".into()))
+        }
+    }
+
+    struct FakeRegistrar {
+        code: i64,
+        bodies: RefCell<Vec<RegisterBody>>,
+    }
+    impl Registrar for FakeRegistrar {
+        async fn register(&self, _: &str, body: &RegisterBody) -> Result<Answer, ApiError> {
+            self.bodies.borrow_mut().push(body.clone());
+            Ok(Answer {
+                code: self.code,
+                message: "m".into(),
+                object: serde_json::Value::Null,
+            })
+        }
+    }
+
+    fn secrets() -> AdminSecrets {
+        AdminSecrets {
+            auth_token: AuthToken::new("AT-123".into()),
+            secret_code: SecretCode::new("S3cr3t".into()),
+        }
+    }
+
+    #[test]
+    fn a_locked_pin_is_never_asked_for_or_tried() {
+        let mut t = FakeToken::new();
+        t.locked = true;
+        let pair = t.select().unwrap();
+        let mut p = CountingPrompt(0);
+        let e = sign_challenge(&mut t, &mut p, b"c", DigestAlg::Sha256, &pair, &mut |_| {})
+            .unwrap_err();
+        assert!(matches!(e, EnrollError::Token(TokenError::PinLocked)));
+        assert_eq!(e.exit_code(), 3);
+        assert_eq!(p.0, 0);
+        assert!(t.logins.is_empty());
+    }
+
+    #[test]
+    fn a_pin_pad_token_is_not_asked_for_a_pin() {
+        let mut t = FakeToken::new();
+        t.pin_pad = true;
+        let pair = t.select().unwrap();
+        let mut p = CountingPrompt(0);
+        let mut steps = vec![];
+        sign_challenge(&mut t, &mut p, b"c", DigestAlg::Sha256, &pair, &mut |s| {
+            steps.push(s)
+        })
+        .unwrap();
+        assert_eq!(p.0, 0);
+        assert_eq!(t.logins, vec![true]);
+        assert!(matches!(steps[0], Step::PinPad));
+    }
+
+    #[test]
+    fn a_faulty_token_never_reaches_the_server() {
+        let mut t = FakeToken::new();
+        t.wrong_key = Some(p256::ecdsa::SigningKey::random(&mut rand_core::OsRng));
+        let pair = t.select().unwrap();
+        let e = sign_challenge(
+            &mut t,
+            &mut CountingPrompt(0),
+            b"c",
+            DigestAlg::Sha256,
+            &pair,
+            &mut |_| {},
+        )
+        .unwrap_err();
+        assert!(
+            matches!(e, EnrollError::Token(TokenError::SelfVerify(_))),
+            "{e}"
+        );
+        assert_eq!(e.exit_code(), 3);
+    }
+
+    #[test]
+    fn a_signer_that_hashes_with_another_digest_is_caught() {
+        // p256's software key always hashes with SHA-256, whatever the SignerInfo declares.
+        let mut t = FakeToken::new();
+        let pair = t.select().unwrap();
+        let e = sign_challenge(
+            &mut t,
+            &mut CountingPrompt(0),
+            b"c",
+            DigestAlg::Sha384,
+            &pair,
+            &mut |_| {},
+        )
+        .unwrap_err();
+        assert!(
+            matches!(e, EnrollError::Token(TokenError::SelfVerify(_))),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn registration_body_and_outcomes() {
+        let mut t = FakeToken::new();
+        let pair = t.select().unwrap();
+        let der = sign_challenge(
+            &mut t,
+            &mut CountingPrompt(0),
+            b"c",
+            DigestAlg::Sha256,
+            &pair,
+            &mut |_| {},
+        )
+        .unwrap();
+        let s = secrets();
+        let reg = Registration {
+            admin: "helpdesk",
+            user: "alice",
+            status: TokenStatus::Valid,
+            timestamp_unit: TimestampUnit::Millis,
+            secrets: &s,
+            url_for_display: "u".into(),
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let ok = FakeRegistrar {
+            code: 0,
+            bodies: RefCell::new(vec![]),
+        };
+        let r = rt
+            .block_on(register(
+                &ok,
+                &reg,
+                &pair,
+                &der,
+                DigestAlg::Sha256,
+                &mut |_| {},
+            ))
+            .unwrap();
+        assert_eq!((r.outcome, r.exit_code), (OutcomeKind::Registered, 0));
+        let b = ok.bodies.borrow()[0].clone();
+        assert_eq!(
+            (b.algorithm.as_str(), b.status.as_str(), b.username.as_str()),
+            ("1", "2", "alice")
+        );
+        assert_eq!(
+            b.cen_token,
+            "6f1433106d2466c15b4d324c3009375249e72162f223b63bd3e5d157e9813499"
+        );
+        assert_eq!(b.timestamp, r.timestamp.unwrap().to_string());
+        assert!(
+            !format!("{b:?}").contains("6f1433"),
+            "Debug redacts the cenToken"
+        );
+        let bound = FakeRegistrar {
+            code: CODE_USER_BOUND,
+            bodies: RefCell::new(vec![]),
+        };
+        let r = rt
+            .block_on(register(
+                &bound,
+                &reg,
+                &pair,
+                &der,
+                DigestAlg::Sha256,
+                &mut |_| {},
+            ))
+            .unwrap();
+        assert_eq!(
+            (r.outcome, r.exit_code, r.code),
+            (OutcomeKind::Rejected, 4, Some(CODE_USER_BOUND))
+        );
     }
 }

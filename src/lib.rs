@@ -4,14 +4,14 @@
 //! `cli` is one face of it; the tray agent is another.
 
 pub mod api;
-pub mod cms;
-pub mod digest;
-pub mod secret;
-pub mod token;
 pub mod challenge;
-pub mod enroll;
-pub mod simulator;
-pub mod ui;
-pub mod config;
 pub mod cli;
+pub mod cms;
+pub mod config;
 pub mod demo;
+pub mod digest;
+pub mod enroll;
+pub mod secret;
+pub mod simulator;
+pub mod token;
+pub mod ui;

@@ -10,7 +10,19 @@ fn enrolls_and_sends_the_contract_shape() {
     let mut env = TestEnv::new();
     let cert = env.alice();
     let sim = env.simulator(&[]);
-    let o = env.enroll(&sim, "alice", &["--json", "--algorithm", "sha384", "--status", "valid", "--challenge", "verbatim challenge"]);
+    let o = env.enroll(
+        &sim,
+        "alice",
+        &[
+            "--json",
+            "--algorithm",
+            "sha384",
+            "--status",
+            "valid",
+            "--challenge",
+            "verbatim challenge",
+        ],
+    );
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let j = json(&o);
     assert_eq!(j["outcome"], "registered");
@@ -23,11 +35,19 @@ fn enrolls_and_sends_the_contract_shape() {
     let pem = std::fs::read_to_string(&cert).unwrap();
     use base64::Engine;
     let b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
-    let der = base64::engine::general_purpose::STANDARD.decode(b64).unwrap();
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .unwrap();
     use sha2::Digest;
-    assert_eq!(j["certificate"]["sha256"], hex::encode(sha2::Sha256::digest(&der)));
+    assert_eq!(
+        j["certificate"]["sha256"],
+        hex::encode(sha2::Sha256::digest(&der))
+    );
     let ts = j["timestamp"].as_i64().unwrap();
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
     assert!((now - ts).abs() < 60_000, "timestamp in ms: {ts}");
 
     let rec = sim.records();
@@ -36,8 +56,19 @@ fn enrolls_and_sends_the_contract_shape() {
     assert_eq!(r["answer_code"], 0);
     assert_eq!(r["cen_token_valid"], true);
     assert_eq!(r["content_type"], "application/json");
-    for f in ["username", "signature", "algorithm", "timestamp", "status", "cenToken"] {
-        assert_eq!(r[format!("{f}_type")], "string", "{f} sent as a JSON string");
+    for f in [
+        "username",
+        "signature",
+        "algorithm",
+        "timestamp",
+        "status",
+        "cenToken",
+    ] {
+        assert_eq!(
+            r[format!("{f}_type")],
+            "string",
+            "{f} sent as a JSON string"
+        );
     }
     assert_eq!(r["algorithm"], "2");
     assert_eq!(r["status"], "2");
@@ -48,7 +79,10 @@ fn enrolls_and_sends_the_contract_shape() {
     let o = env.enroll(&sim, "alice", &["--json"]);
     assert_eq!(o.status.code(), Some(4));
     let j = json(&o);
-    assert_eq!((j["outcome"].as_str(), j["code"].as_i64()), (Some("rejected"), Some(22027)));
+    assert_eq!(
+        (j["outcome"].as_str(), j["code"].as_i64()),
+        (Some("rejected"), Some(22027))
+    );
     assert!(j["message"].as_str().unwrap().contains("unbind"), "{j}");
 }
 
@@ -75,10 +109,22 @@ fn each_documented_refusal_has_its_code_and_advice() {
     assert_eq!(json(&o)["code"], 10002);
     // A wrong admin secret: the cenToken does not verify.
     let mut c = env.cmd();
-    c.args(["enroll", "--server", &sim.origin, "--admin", ADMIN, "--user", "bob", "--pin-env", "TOKENROLL_PIN", "--json", "--ca-file"])
-        .arg(&sim.ca)
-        .env("TOKENROLL_AUTH_TOKEN", AUTH_TOKEN)
-        .env("TOKENROLL_SECRET_CODE", "wrong");
+    c.args([
+        "enroll",
+        "--server",
+        &sim.origin,
+        "--admin",
+        ADMIN,
+        "--user",
+        "bob",
+        "--pin-env",
+        "TOKENROLL_PIN",
+        "--json",
+        "--ca-file",
+    ])
+    .arg(&sim.ca)
+    .env("TOKENROLL_AUTH_TOKEN", AUTH_TOKEN)
+    .env("TOKENROLL_SECRET_CODE", "wrong");
     let o = c.output().unwrap();
     assert_eq!(o.status.code(), Some(4));
     assert_eq!(json(&o)["code"], 23022);
@@ -90,15 +136,26 @@ fn seconds_server_and_untrusted_issuer() {
     env.alice();
     let other = env.provision("other", true, "p256", "01", "CN=Some CA", &[]);
     let sim = env.simulator(&["--timestamp-seconds", "--trust", other.to_str().unwrap()]);
-    let o = env.enroll(&sim, "bob", &["--json", "--timestamp-unit", "s", "--token", "alice"]);
+    let o = env.enroll(
+        &sim,
+        "bob",
+        &["--json", "--timestamp-unit", "s", "--token", "alice"],
+    );
     assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
     let j = json(&o);
     assert_eq!(j["code"], 10011, "{j}");
-    assert!(j["message"].as_str().unwrap().contains("trusted CAs"), "{j}");
+    assert!(
+        j["message"].as_str().unwrap().contains("trusted CAs"),
+        "{j}"
+    );
     // With seconds accepted and the signer trusted, it registers.
     let alice = env.path("alice-01.pem");
     let sim2 = env.simulator(&["--timestamp-seconds", "--trust", alice.to_str().unwrap()]);
-    let o = env.enroll(&sim2, "bob", &["--json", "--timestamp-unit", "s", "--token", "alice"]);
+    let o = env.enroll(
+        &sim2,
+        "bob",
+        &["--json", "--timestamp-unit", "s", "--token", "alice"],
+    );
     assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
     let ts = json(&o)["timestamp"].as_i64().unwrap();
     assert!(ts < 10_000_000_000, "seconds, not ms: {ts}");
@@ -113,7 +170,10 @@ fn unknown_codes_and_codes_as_strings() {
     assert_eq!(o.status.code(), Some(4));
     let j = json(&o);
     assert_eq!(j["code"], 99999);
-    assert_eq!(j["message"], "the server refused with code 99999: Forced answer 99999");
+    assert_eq!(
+        j["message"],
+        "the server refused with code 99999: Forced answer 99999"
+    );
     let sim = env.simulator(&["--force-code", "10002", "--code-as-string"]);
     let o = env.enroll(&sim, "alice", &["--json"]);
     assert_eq!(o.status.code(), Some(4));
@@ -135,36 +195,73 @@ fn html_500_is_a_protocol_error() {
     assert_eq!(j["outcome"], "failed");
     assert!(j["code"].is_null());
     let m = j["message"].as_str().unwrap();
-    assert!(m.contains("HTTP 500") && m.contains("Internal Server Error") && m.contains("not the CENTAGATE API"), "{m}");
+    assert!(
+        m.contains("HTTP 500")
+            && m.contains("Internal Server Error")
+            && m.contains("not the CENTAGATE API"),
+        "{m}"
+    );
 }
 
 #[test]
 fn refused_connection_and_untrusted_tls_are_network_errors() {
     let mut env = TestEnv::new();
     env.alice();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let dead = format!("https://127.0.0.1:{port}");
     let o = env
         .cmd()
-        .args(["enroll", "--server", &dead, "--admin", ADMIN, "--user", "alice", "--pin-env", "TOKENROLL_PIN", "--json"])
+        .args([
+            "enroll",
+            "--server",
+            &dead,
+            "--admin",
+            ADMIN,
+            "--user",
+            "alice",
+            "--pin-env",
+            "TOKENROLL_PIN",
+            "--json",
+        ])
         .env("TOKENROLL_AUTH_TOKEN", AUTH_TOKEN)
         .env("TOKENROLL_SECRET_CODE", SECRET_CODE)
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(5), "{}", stdout(&o));
-    assert!(json(&o)["message"].as_str().unwrap().contains("could not reach the server"));
+    assert!(json(&o)["message"]
+        .as_str()
+        .unwrap()
+        .contains("could not reach the server"));
 
     let sim = env.simulator(&[]);
     let o = env
         .cmd()
-        .args(["enroll", "--server", &sim.origin, "--admin", ADMIN, "--user", "alice", "--pin-env", "TOKENROLL_PIN", "--json"])
+        .args([
+            "enroll",
+            "--server",
+            &sim.origin,
+            "--admin",
+            ADMIN,
+            "--user",
+            "alice",
+            "--pin-env",
+            "TOKENROLL_PIN",
+            "--json",
+        ])
         .env("TOKENROLL_AUTH_TOKEN", AUTH_TOKEN)
         .env("TOKENROLL_SECRET_CODE", SECRET_CODE)
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(5), "{}", stdout(&o));
     let m = json(&o)["message"].as_str().unwrap().to_string();
-    assert!(m.contains("TLS certificate was refused") && m.contains("--ca-file"), "{m}");
+    assert!(
+        m.contains("TLS certificate was refused") && m.contains("--ca-file"),
+        "{m}"
+    );
     assert!(sim.records().is_empty(), "nothing reached the server");
 }
 
@@ -175,7 +272,19 @@ fn wrong_pin_sends_nothing() {
     let sim = env.simulator(&[]);
     let o = env
         .cmd()
-        .args(["enroll", "--server", &sim.origin, "--admin", ADMIN, "--user", "alice", "--pin-env", "BAD", "--json", "--ca-file"])
+        .args([
+            "enroll",
+            "--server",
+            &sim.origin,
+            "--admin",
+            ADMIN,
+            "--user",
+            "alice",
+            "--pin-env",
+            "BAD",
+            "--json",
+            "--ca-file",
+        ])
         .arg(&sim.ca)
         .env("BAD", "999999")
         .env("TOKENROLL_AUTH_TOKEN", AUTH_TOKEN)
@@ -198,25 +307,64 @@ fn server_challenges_are_signed_verbatim() {
         let url = format!("{}{path}", sim.origin);
         let o = env
             .cmd()
-            .args(["sign", "--token", "alice", "--pin-env", "TOKENROLL_PIN", "--json", "--challenge-url", &url, "--ca-file"])
+            .args([
+                "sign",
+                "--token",
+                "alice",
+                "--pin-env",
+                "TOKENROLL_PIN",
+                "--json",
+                "--challenge-url",
+                &url,
+                "--ca-file",
+            ])
             .arg(&sim.ca)
             .output()
             .unwrap();
         assert!(o.status.success(), "{path}: {}", stderr(&o));
         let j = json(&o);
         let challenge = j["challenge"].as_str().unwrap();
-        assert_eq!(challenge.len(), 64, "{path}: the newline of text/plain is removed");
+        assert_eq!(
+            challenge.len(),
+            64,
+            "{path}: the newline of text/plain is removed"
+        );
         use base64::Engine;
         let p = env.path("c.p7");
-        std::fs::write(&p, base64::engine::general_purpose::STANDARD.decode(j["pkcs7"].as_str().unwrap()).unwrap()).unwrap();
+        std::fs::write(
+            &p,
+            base64::engine::general_purpose::STANDARD
+                .decode(j["pkcs7"].as_str().unwrap())
+                .unwrap(),
+        )
+        .unwrap();
         assert_eq!(openssl_verify(&p, &cert), challenge.as_bytes());
     }
-    let o = env.enroll(&sim, "alice", &["--json", "--challenge-url", &format!("{}/challenge", sim.origin)]);
+    let o = env.enroll(
+        &sim,
+        "alice",
+        &[
+            "--json",
+            "--challenge-url",
+            &format!("{}/challenge", sim.origin),
+        ],
+    );
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    let signed = sim.records()[0]["signed_content"].as_str().unwrap().to_string();
+    let signed = sim.records()[0]["signed_content"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert_eq!(signed.len(), 64);
     // A challenge service that fails is a network/protocol error, before any PIN is asked.
-    let o = env.enroll(&sim, "bob", &["--json", "--challenge-url", &format!("{}/nothing-here", sim.origin)]);
+    let o = env.enroll(
+        &sim,
+        "bob",
+        &[
+            "--json",
+            "--challenge-url",
+            &format!("{}/nothing-here", sim.origin),
+        ],
+    );
     assert_eq!(o.status.code(), Some(5), "{}", stdout(&o));
 }
 
@@ -226,7 +374,16 @@ fn plain_http_only_to_loopback_and_config_layers() {
     env.alice();
     let o = env
         .cmd()
-        .args(["enroll", "--server", "http://cg.example.com", "--admin", ADMIN, "--user", "a", "--json"])
+        .args([
+            "enroll",
+            "--server",
+            "http://cg.example.com",
+            "--admin",
+            ADMIN,
+            "--user",
+            "a",
+            "--json",
+        ])
         .env("TOKENROLL_AUTH_TOKEN", AUTH_TOKEN)
         .env("TOKENROLL_SECRET_CODE", SECRET_CODE)
         .output()
@@ -262,9 +419,19 @@ fn plain_http_only_to_loopback_and_config_layers() {
     let o = env.run(&["enroll", "--json"]);
     assert_eq!(o.status.code(), Some(5), "{}", stdout(&o));
     // A flag beats the environment, which beats the file.
-    let o = env.cmd().args(["enroll", "--json", "--user", "flag-user"]).env("TOKENROLL_USER", "env-user").output().unwrap();
+    let o = env
+        .cmd()
+        .args(["enroll", "--json", "--user", "flag-user"])
+        .env("TOKENROLL_USER", "env-user")
+        .output()
+        .unwrap();
     assert_eq!(json(&o)["user"], "flag-user");
-    let o = env.cmd().args(["enroll", "--json"]).env("TOKENROLL_USER", "env-user").output().unwrap();
+    let o = env
+        .cmd()
+        .args(["enroll", "--json"])
+        .env("TOKENROLL_USER", "env-user")
+        .output()
+        .unwrap();
     assert_eq!(json(&o)["user"], "env-user");
 }
 
@@ -275,7 +442,19 @@ fn no_secret_appears_anywhere_at_trace_level() {
     let sim = env.simulator(&[]);
     let o = env
         .cmd()
-        .args(["enroll", "--server", &sim.origin, "--admin", ADMIN, "--user", "alice", "--pin-env", "TOKENROLL_PIN", "--json", "--ca-file"])
+        .args([
+            "enroll",
+            "--server",
+            &sim.origin,
+            "--admin",
+            ADMIN,
+            "--user",
+            "alice",
+            "--pin-env",
+            "TOKENROLL_PIN",
+            "--json",
+            "--ca-file",
+        ])
         .arg(&sim.ca)
         .env("TOKENROLL_AUTH_TOKEN", AUTH_TOKEN)
         .env("TOKENROLL_SECRET_CODE", SECRET_CODE)
@@ -288,8 +467,16 @@ fn no_secret_appears_anywhere_at_trace_level() {
         secret_code: tokenroll::secret::SecretCode::new(SECRET_CODE.into()),
     };
     let cen = tokenroll::api::cen_token(ADMIN, &secrets);
-    let all = format!("{}{}{}", stdout(&o), stderr(&o), std::fs::read_to_string(&sim.record).unwrap());
-    assert!(stderr(&o).contains("TRACE") || stderr(&o).contains("DEBUG"), "trace logging was on");
+    let all = format!(
+        "{}{}{}",
+        stdout(&o),
+        stderr(&o),
+        std::fs::read_to_string(&sim.record).unwrap()
+    );
+    assert!(
+        stderr(&o).contains("TRACE") || stderr(&o).contains("DEBUG"),
+        "trace logging was on"
+    );
     for s in [PIN, AUTH_TOKEN, SECRET_CODE, cen.expose()] {
         assert!(!all.contains(s), "secret leaked");
     }

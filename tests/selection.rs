@@ -19,10 +19,18 @@ fn tokens_lists_pairs_with_uris() {
     let pairs = tokens[0]["pairs"].as_array().unwrap();
     assert_eq!(pairs.len(), 2);
     let uris: Vec<&str> = pairs.iter().map(|p| p["uri"].as_str().unwrap()).collect();
-    assert!(uris.iter().any(|u| u.contains("token=alice") && u.contains("id=%01")), "{uris:?}");
+    assert!(
+        uris.iter()
+            .any(|u| u.contains("token=alice") && u.contains("id=%01")),
+        "{uris:?}"
+    );
     assert!(uris.iter().any(|u| u.contains("id=%02")), "{uris:?}");
     let human = env.run(&["tokens"]);
-    assert!(stdout(&human).contains("token 'alice'"), "{}", stdout(&human));
+    assert!(
+        stdout(&human).contains("token 'alice'"),
+        "{}",
+        stdout(&human)
+    );
 }
 
 #[test]
@@ -30,22 +38,53 @@ fn several_pairs_need_a_choice_and_a_uri_makes_it() {
     let env = TestEnv::new();
     let c1 = env.alice();
     let c2 = env.provision("alice", false, "p256", "02", "CN=Alice EC", &[]);
-    let o = env.run(&["sign", "--token", "alice", "--pin-env", "TOKENROLL_PIN", "--challenge", "x", "--json"]);
+    let o = env.run(&[
+        "sign",
+        "--token",
+        "alice",
+        "--pin-env",
+        "TOKENROLL_PIN",
+        "--challenge",
+        "x",
+        "--json",
+    ]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     let j = json(&o);
     assert_eq!(j["outcome"], "failed");
     let msg = j["message"].as_str().unwrap();
-    assert!(msg.contains("id=%01") && msg.contains("id=%02") && msg.contains("--key"), "{msg}");
+    assert!(
+        msg.contains("id=%01") && msg.contains("id=%02") && msg.contains("--key"),
+        "{msg}"
+    );
 
     for (id, cert) in [("%02", &c2), ("%01", &c1)] {
         let p = env.path(&format!("pick{id}.p7"));
         let uri = format!("pkcs11:token=alice;id={id}");
-        let o = env.run(&["sign", "--key", &uri, "--pin-env", "TOKENROLL_PIN", "--challenge", "pick", "--out", p.to_str().unwrap()]);
+        let o = env.run(&[
+            "sign",
+            "--key",
+            &uri,
+            "--pin-env",
+            "TOKENROLL_PIN",
+            "--challenge",
+            "pick",
+            "--out",
+            p.to_str().unwrap(),
+        ]);
         assert!(o.status.success(), "{}", stderr(&o));
         assert_eq!(openssl_verify(&p, cert), b"pick");
     }
     // The object label selects too.
-    let o = env.run(&["sign", "--key", "pkcs11:object=key02", "--pin-env", "TOKENROLL_PIN", "--challenge", "x", "--json"]);
+    let o = env.run(&[
+        "sign",
+        "--key",
+        "pkcs11:object=key02",
+        "--pin-env",
+        "TOKENROLL_PIN",
+        "--challenge",
+        "x",
+        "--json",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(json(&o)["certificate"]["subject"], "CN=Alice EC");
 }
@@ -55,24 +94,70 @@ fn selects_among_tokens_by_label_and_uri() {
     let env = TestEnv::new();
     env.alice();
     let bob = env.provision("bob", true, "p256", "07", "CN=Bob", &[]);
-    let o = env.run(&["sign", "--pin-env", "TOKENROLL_PIN", "--challenge", "x", "--json"]);
-    assert_eq!(o.status.code(), Some(2), "two tokens, no choice: {}", stdout(&o));
+    let o = env.run(&[
+        "sign",
+        "--pin-env",
+        "TOKENROLL_PIN",
+        "--challenge",
+        "x",
+        "--json",
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "two tokens, no choice: {}",
+        stdout(&o)
+    );
     let p = env.path("bob.p7");
-    let o = env.run(&["sign", "--token", "bob", "--pin-env", "TOKENROLL_PIN", "--challenge", "b", "--out", p.to_str().unwrap()]);
+    let o = env.run(&[
+        "sign",
+        "--token",
+        "bob",
+        "--pin-env",
+        "TOKENROLL_PIN",
+        "--challenge",
+        "b",
+        "--out",
+        p.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(openssl_verify(&p, &bob), b"b");
-    let o = env.run(&["sign", "--key", "pkcs11:token=b%6Fb", "--pin-env", "TOKENROLL_PIN", "--challenge", "x", "--json"]);
+    let o = env.run(&[
+        "sign",
+        "--key",
+        "pkcs11:token=b%6Fb",
+        "--pin-env",
+        "TOKENROLL_PIN",
+        "--challenge",
+        "x",
+        "--json",
+    ]);
     assert!(o.status.success(), "percent-decoded label: {}", stderr(&o));
-    let o = env.run(&["sign", "--token", "carol", "--pin-env", "TOKENROLL_PIN", "--json"]);
+    let o = env.run(&[
+        "sign",
+        "--token",
+        "carol",
+        "--pin-env",
+        "TOKENROLL_PIN",
+        "--json",
+    ]);
     assert_eq!(o.status.code(), Some(3));
-    assert!(json(&o)["message"].as_str().unwrap().contains("no token labelled 'carol'"));
+    assert!(json(&o)["message"]
+        .as_str()
+        .unwrap()
+        .contains("no token labelled 'carol'"));
 }
 
 #[test]
 fn pin_in_a_command_line_uri_is_refused() {
     let env = TestEnv::new();
     env.alice();
-    let o = env.run(&["sign", "--key", "pkcs11:token=alice?pin-value=246810", "--json"]);
+    let o = env.run(&[
+        "sign",
+        "--key",
+        "pkcs11:token=alice?pin-value=246810",
+        "--json",
+    ]);
     assert_eq!(o.status.code(), Some(2));
     let text = format!("{}{}", stdout(&o), stderr(&o));
     assert!(text.contains("--pin-env"), "{text}");
@@ -83,19 +168,61 @@ fn pin_in_a_command_line_uri_is_refused() {
 fn expired_and_not_yet_valid_certificates_are_never_used() {
     let env = TestEnv::new();
     env.provision("old", true, "rsa2048", "01", "CN=Old", &["--expired"]);
-    let o = env.run(&["sign", "--token", "old", "--pin-env", "TOKENROLL_PIN", "--json"]);
+    let o = env.run(&[
+        "sign",
+        "--token",
+        "old",
+        "--pin-env",
+        "TOKENROLL_PIN",
+        "--json",
+    ]);
     assert_eq!(o.status.code(), Some(3));
-    assert!(json(&o)["message"].as_str().unwrap().contains("expired"), "{}", stdout(&o));
+    assert!(
+        json(&o)["message"].as_str().unwrap().contains("expired"),
+        "{}",
+        stdout(&o)
+    );
 
-    env.provision("future", true, "p256", "01", "CN=Future", &["--not-yet-valid"]);
-    let o = env.run(&["sign", "--token", "future", "--pin-env", "TOKENROLL_PIN", "--json"]);
+    env.provision(
+        "future",
+        true,
+        "p256",
+        "01",
+        "CN=Future",
+        &["--not-yet-valid"],
+    );
+    let o = env.run(&[
+        "sign",
+        "--token",
+        "future",
+        "--pin-env",
+        "TOKENROLL_PIN",
+        "--json",
+    ]);
     assert_eq!(o.status.code(), Some(3));
-    assert!(json(&o)["message"].as_str().unwrap().contains("not valid before"), "{}", stdout(&o));
+    assert!(
+        json(&o)["message"]
+            .as_str()
+            .unwrap()
+            .contains("not valid before"),
+        "{}",
+        stdout(&o)
+    );
 
     // An expired pair beside a valid one: the valid one is chosen without asking.
     let fresh = env.provision("old", false, "p256", "02", "CN=Renewed", &[]);
     let p = env.path("renewed.p7");
-    let o = env.run(&["sign", "--token", "old", "--pin-env", "TOKENROLL_PIN", "--challenge", "r", "--out", p.to_str().unwrap()]);
+    let o = env.run(&[
+        "sign",
+        "--token",
+        "old",
+        "--pin-env",
+        "TOKENROLL_PIN",
+        "--challenge",
+        "r",
+        "--out",
+        p.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(openssl_verify(&p, &fresh), b"r");
 }
@@ -103,17 +230,43 @@ fn expired_and_not_yet_valid_certificates_are_never_used() {
 #[test]
 fn certificates_that_may_not_sign_are_not_pairs() {
     let env = TestEnv::new();
-    env.provision("enc", true, "rsa2048", "01", "CN=Encrypt Only", &["--no-sign-usage"]);
-    let o = env.run(&["sign", "--token", "enc", "--pin-env", "TOKENROLL_PIN", "--json"]);
+    env.provision(
+        "enc",
+        true,
+        "rsa2048",
+        "01",
+        "CN=Encrypt Only",
+        &["--no-sign-usage"],
+    );
+    let o = env.run(&[
+        "sign",
+        "--token",
+        "enc",
+        "--pin-env",
+        "TOKENROLL_PIN",
+        "--json",
+    ]);
     assert_eq!(o.status.code(), Some(3));
-    assert!(json(&o)["message"].as_str().unwrap().contains("no signing pair"), "{}", stdout(&o));
+    assert!(
+        json(&o)["message"]
+            .as_str()
+            .unwrap()
+            .contains("no signing pair"),
+        "{}",
+        stdout(&o)
+    );
 }
 
 #[test]
 fn wrong_pin_is_a_token_error_and_is_not_retried() {
     let env = TestEnv::new();
     env.alice();
-    let o = env.cmd().args(["sign", "--token", "alice", "--pin-env", "BAD_PIN", "--json"]).env("BAD_PIN", "000000").output().unwrap();
+    let o = env
+        .cmd()
+        .args(["sign", "--token", "alice", "--pin-env", "BAD_PIN", "--json"])
+        .env("BAD_PIN", "000000")
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(3));
     let j = json(&o);
     let msg = j["message"].as_str().unwrap();
@@ -124,21 +277,50 @@ fn wrong_pin_is_a_token_error_and_is_not_retried() {
     assert_eq!(listed["tokens"][0]["pin_count_low"], true);
     // A PIN from stdin works, and a good login clears the flag.
     let mut c = env.cmd();
-    c.args(["sign", "--token", "alice", "--pin-stdin", "--challenge", "s", "--json"]).stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    c.args([
+        "sign",
+        "--token",
+        "alice",
+        "--pin-stdin",
+        "--challenge",
+        "s",
+        "--json",
+    ])
+    .stdin(std::process::Stdio::piped())
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped());
     let mut child = c.spawn().unwrap();
     use std::io::Write;
-    child.stdin.take().unwrap().write_all(format!("{PIN}\n").as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{PIN}\n").as_bytes())
+        .unwrap();
     let o = child.wait_with_output().unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
-    assert_eq!(json(&env.run(&["tokens", "--json"]))["tokens"][0]["pin_count_low"], false);
+    assert_eq!(
+        json(&env.run(&["tokens", "--json"]))["tokens"][0]["pin_count_low"],
+        false
+    );
 }
 
 #[test]
 fn a_module_that_cannot_load_is_reported() {
     let env = TestEnv::new();
-    let o = env.run(&["sign", "--module", "/nonexistent/module.so", "--pin-env", "TOKENROLL_PIN", "--json"]);
+    let o = env.run(&[
+        "sign",
+        "--module",
+        "/nonexistent/module.so",
+        "--pin-env",
+        "TOKENROLL_PIN",
+        "--json",
+    ]);
     assert_eq!(o.status.code(), Some(3));
-    assert!(json(&o)["message"].as_str().unwrap().contains("could not load the PKCS#11 module"));
+    assert!(json(&o)["message"]
+        .as_str()
+        .unwrap()
+        .contains("could not load the PKCS#11 module"));
     let o = env.run(&["tokens", "--module", "/etc/hostname"]);
     assert_eq!(o.status.code(), Some(3));
 }

@@ -8,7 +8,16 @@ fn sign_and_check(env: &TestEnv, label: &str, cert: &std::path::Path, alg: &str)
     let out_file = env.path(&format!("{label}-{alg}.p7"));
     let challenge = format!("challenge for {label} with {alg}");
     let o = env.run(&[
-        "sign", "--token", label, "--pin-env", "TOKENROLL_PIN", "--algorithm", alg, "--challenge", &challenge, "--out",
+        "sign",
+        "--token",
+        label,
+        "--pin-env",
+        "TOKENROLL_PIN",
+        "--algorithm",
+        alg,
+        "--challenge",
+        &challenge,
+        "--out",
         out_file.to_str().unwrap(),
     ]);
     assert!(o.status.success(), "sign {label} {alg}: {}", stderr(&o));
@@ -19,13 +28,25 @@ fn sign_and_check(env: &TestEnv, label: &str, cert: &std::path::Path, alg: &str)
     assert_eq!(openssl_verify(&out_file, cert), challenge.as_bytes());
     let printed = openssl_print(&out_file);
     assert!(printed.contains("eContentType: pkcs7-data"), "{printed}");
-    assert!(printed.contains("OBJECT:pkcs7-data"), "content-type attribute missing:\n{printed}");
+    assert!(
+        printed.contains("OBJECT:pkcs7-data"),
+        "content-type attribute missing:\n{printed}"
+    );
     assert!(printed.contains("object: signingTime"), "{printed}");
     assert!(printed.contains("object: messageDigest"), "{printed}");
     let digest_line = format!("algorithm: {} ", openssl_digest_name(alg));
-    assert!(printed.contains(&digest_line), "digest {alg} not in:\n{printed}");
+    assert!(
+        printed.contains(&digest_line),
+        "digest {alg} not in:\n{printed}"
+    );
     // tokenroll's own verifier agrees.
-    let v = env.run(&["verify", out_file.to_str().unwrap(), "--json", "--trust", cert.to_str().unwrap()]);
+    let v = env.run(&[
+        "verify",
+        out_file.to_str().unwrap(),
+        "--json",
+        "--trust",
+        cert.to_str().unwrap(),
+    ]);
     assert!(v.status.success(), "{}", stdout(&v));
     let j = json(&v);
     assert_eq!(j["digest"], alg);
@@ -65,7 +86,14 @@ fn rsa4096_and_always_authenticate_keys_sign() {
     let env = TestEnv::new();
     let cert = env.provision("big", true, "rsa4096", "01", "CN=Big RSA", &[]);
     sign_and_check(&env, "big", &cert, "sha512");
-    let cert = env.provision("strict", true, "p256", "01", "CN=Always Auth", &["--always-authenticate"]);
+    let cert = env.provision(
+        "strict",
+        true,
+        "p256",
+        "01",
+        "CN=Always Auth",
+        &["--always-authenticate"],
+    );
     sign_and_check(&env, "strict", &cert, "sha256");
 }
 
@@ -73,15 +101,33 @@ fn rsa4096_and_always_authenticate_keys_sign() {
 fn base64_output_and_stdout_der() {
     let env = TestEnv::new();
     let cert = env.alice();
-    let o = env.run(&["sign", "--token", "alice", "--pin-env", "TOKENROLL_PIN", "--challenge", "abc", "--base64"]);
+    let o = env.run(&[
+        "sign",
+        "--token",
+        "alice",
+        "--pin-env",
+        "TOKENROLL_PIN",
+        "--challenge",
+        "abc",
+        "--base64",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     use base64::Engine;
-    let der = base64::engine::general_purpose::STANDARD.decode(stdout(&o).trim()).unwrap();
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(stdout(&o).trim())
+        .unwrap();
     let p = env.path("b64.p7");
     std::fs::write(&p, der).unwrap();
     assert_eq!(openssl_verify(&p, &cert), b"abc");
     // Default challenge: 64 hex characters from the CSPRNG.
-    let o = env.run(&["sign", "--token", "alice", "--pin-env", "TOKENROLL_PIN", "--json"]);
+    let o = env.run(&[
+        "sign",
+        "--token",
+        "alice",
+        "--pin-env",
+        "TOKENROLL_PIN",
+        "--json",
+    ]);
     let j = json(&o);
     let challenge = j["challenge"].as_str().unwrap();
     assert_eq!(challenge.len(), 64);
@@ -93,7 +139,17 @@ fn tampered_pkcs7_does_not_verify() {
     let env = TestEnv::new();
     env.alice();
     let p = env.path("t.p7");
-    let o = env.run(&["sign", "--token", "alice", "--pin-env", "TOKENROLL_PIN", "--challenge", "hello-world", "--out", p.to_str().unwrap()]);
+    let o = env.run(&[
+        "sign",
+        "--token",
+        "alice",
+        "--pin-env",
+        "TOKENROLL_PIN",
+        "--challenge",
+        "hello-world",
+        "--out",
+        p.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let mut der = std::fs::read(&p).unwrap();
     let at = der.windows(11).position(|w| w == b"hello-world").unwrap();

@@ -10,7 +10,11 @@ use std::time::Duration;
 /// Answers larger than this are not read further: no CENTAGATE answer comes near it.
 pub const MAX_BODY: usize = 1 << 20;
 
-const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 #[derive(Clone, Debug)]
 pub struct HttpOptions {
@@ -21,7 +25,11 @@ pub struct HttpOptions {
 
 impl Default for HttpOptions {
     fn default() -> Self {
-        Self { ca_file: None, connect_timeout: Duration::from_secs(10), timeout: Duration::from_secs(30) }
+        Self {
+            ca_file: None,
+            connect_timeout: Duration::from_secs(10),
+            timeout: Duration::from_secs(30),
+        }
     }
 }
 
@@ -36,7 +44,8 @@ fn is_loopback(url: &reqwest::Url) -> bool {
 
 /// Parses a URL and enforces the transport rule: https, or plain http to loopback only.
 pub fn checked_url(text: &str, what: &str) -> Result<reqwest::Url, ApiError> {
-    let url = reqwest::Url::parse(text.trim()).map_err(|e| ApiError::Config(format!("{what} '{text}' is not a URL: {e}")))?;
+    let url = reqwest::Url::parse(text.trim())
+        .map_err(|e| ApiError::Config(format!("{what} '{text}' is not a URL: {e}")))?;
     match url.scheme() {
         "https" => {}
         "http" if is_loopback(&url) => {}
@@ -45,7 +54,11 @@ pub fn checked_url(text: &str, what: &str) -> Result<reqwest::Url, ApiError> {
                 "{what} '{text}' uses plain http to a host that is not loopback; use https"
             )))
         }
-        s => return Err(ApiError::Config(format!("{what} '{text}' has scheme '{s}'; use https"))),
+        s => {
+            return Err(ApiError::Config(format!(
+                "{what} '{text}' has scheme '{s}'; use https"
+            )))
+        }
     }
     if url.host().is_none() {
         return Err(ApiError::Config(format!("{what} '{text}' has no host")));
@@ -57,7 +70,9 @@ pub fn checked_url(text: &str, what: &str) -> Result<reqwest::Url, ApiError> {
 pub fn server_origin(text: &str) -> Result<String, ApiError> {
     let url = checked_url(text, "--server")?;
     if url.query().is_some() || url.fragment().is_some() {
-        return Err(ApiError::Config(format!("--server '{text}' must not carry a query or fragment")));
+        return Err(ApiError::Config(format!(
+            "--server '{text}' must not carry a query or fragment"
+        )));
     }
     let path = url.path().trim_end_matches('/');
     if !(path.is_empty() || path == WEB_ROOT) {
@@ -70,7 +85,10 @@ pub fn server_origin(text: &str) -> Result<String, ApiError> {
 
 /// The registration URL for `admin` (a percent-encoded path segment).
 pub fn register_url(origin: &str, admin: &str) -> String {
-    format!("{origin}{REGISTER_PATH}{}", utf8_percent_encode(admin, SEGMENT))
+    format!(
+        "{origin}{REGISTER_PATH}{}",
+        utf8_percent_encode(admin, SEGMENT)
+    )
 }
 
 /// Builds the shared client: system roots plus `--ca-file`, TLS 1.2 minimum, no redirects.
@@ -85,18 +103,27 @@ pub fn http_client(opts: &HttpOptions) -> Result<reqwest::Client, ApiError> {
         .no_proxy()
         .user_agent(concat!("tokenroll/", env!("CARGO_PKG_VERSION")));
     if let Some(path) = &opts.ca_file {
-        let pem = std::fs::read(path)
-            .map_err(|e| ApiError::Config(format!("cannot read --ca-file {}: {e}", path.display())))?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem)
-            .map_err(|e| ApiError::Config(format!("--ca-file {} holds no PEM certificate: {e}", path.display())))?;
+        let pem = std::fs::read(path).map_err(|e| {
+            ApiError::Config(format!("cannot read --ca-file {}: {e}", path.display()))
+        })?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+            ApiError::Config(format!(
+                "--ca-file {} holds no PEM certificate: {e}",
+                path.display()
+            ))
+        })?;
         if certs.is_empty() {
-            return Err(ApiError::Config(format!("--ca-file {} holds no PEM certificate", path.display())));
+            return Err(ApiError::Config(format!(
+                "--ca-file {} holds no PEM certificate",
+                path.display()
+            )));
         }
         for c in certs {
             b = b.add_root_certificate(c);
         }
     }
-    b.build().map_err(|e| ApiError::Config(format!("cannot set up HTTPS: {e}")))
+    b.build()
+        .map_err(|e| ApiError::Config(format!("cannot set up HTTPS: {e}")))
 }
 
 /// Turns a transport failure into the error a person can act on.
@@ -127,11 +154,18 @@ pub fn classify(url: &str, timeout: Duration, e: reqwest::Error) -> ApiError {
     if let Some(at) = reason.find("invalid peer certificate") {
         return ApiError::Tls(reason[at..].to_string());
     }
-    ApiError::Network { url: url.to_string(), reason }
+    ApiError::Network {
+        url: url.to_string(),
+        reason,
+    }
 }
 
 /// Reads at most `MAX_BODY` bytes of a response.
-pub async fn read_limited(url: &str, timeout: Duration, mut resp: reqwest::Response) -> Result<(Vec<u8>, bool), ApiError> {
+pub async fn read_limited(
+    url: &str,
+    timeout: Duration,
+    mut resp: reqwest::Response,
+) -> Result<(Vec<u8>, bool), ApiError> {
     let mut body = Vec::new();
     while let Some(chunk) = resp.chunk().await.map_err(|e| classify(url, timeout, e))? {
         let room = MAX_BODY - body.len();
@@ -153,7 +187,11 @@ pub struct CentagateClient {
 
 impl CentagateClient {
     pub fn new(server: &str, opts: HttpOptions) -> Result<Self, ApiError> {
-        Ok(Self { http: http_client(&opts)?, origin: server_origin(server)?, opts })
+        Ok(Self {
+            http: http_client(&opts)?,
+            origin: server_origin(server)?,
+            opts,
+        })
     }
 
     pub fn origin(&self) -> &str {
@@ -181,7 +219,11 @@ impl CentagateClient {
             .unwrap_or("")
             .to_string();
         let (bytes, truncated) = read_limited(&url, self.opts.timeout, resp).await?;
-        let answer = if truncated { None } else { Answer::parse(&bytes) };
+        let answer = if truncated {
+            None
+        } else {
+            Answer::parse(&bytes)
+        };
         tracing::debug!(status = status.as_u16(), ?answer, "answer");
         answer.ok_or_else(|| ApiError::Protocol {
             status: status.as_u16(),
@@ -194,7 +236,10 @@ impl CentagateClient {
 /// The first line or so of a body, printable, for an error message.
 pub fn snippet(bytes: &[u8], truncated: bool) -> String {
     let text = String::from_utf8_lossy(&bytes[..bytes.len().min(160)]);
-    let mut s: String = text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    let mut s: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
     s = s.split_whitespace().collect::<Vec<_>>().join(" ");
     if s.is_empty() {
         s = "(empty body)".into();
@@ -211,8 +256,14 @@ mod tests {
 
     #[test]
     fn server_is_an_origin_with_an_optional_root() {
-        assert_eq!(server_origin("https://cg.example.com").unwrap(), "https://cg.example.com");
-        assert_eq!(server_origin("https://cg.example.com:8443/").unwrap(), "https://cg.example.com:8443");
+        assert_eq!(
+            server_origin("https://cg.example.com").unwrap(),
+            "https://cg.example.com"
+        );
+        assert_eq!(
+            server_origin("https://cg.example.com:8443/").unwrap(),
+            "https://cg.example.com:8443"
+        );
         assert_eq!(
             server_origin("https://cg.example.com/CentagateWS/webresources/").unwrap(),
             "https://cg.example.com"
@@ -220,9 +271,18 @@ mod tests {
         assert!(server_origin("https://cg.example.com/other").is_err());
         assert!(server_origin("http://cg.example.com").is_err());
         assert!(server_origin("ftp://cg.example.com").is_err());
-        assert_eq!(server_origin("http://127.0.0.1:8080").unwrap(), "http://127.0.0.1:8080");
-        assert_eq!(server_origin("http://[::1]:8080").unwrap(), "http://[::1]:8080");
-        assert_eq!(server_origin("http://localhost:1").unwrap(), "http://localhost:1");
+        assert_eq!(
+            server_origin("http://127.0.0.1:8080").unwrap(),
+            "http://127.0.0.1:8080"
+        );
+        assert_eq!(
+            server_origin("http://[::1]:8080").unwrap(),
+            "http://[::1]:8080"
+        );
+        assert_eq!(
+            server_origin("http://localhost:1").unwrap(),
+            "http://localhost:1"
+        );
     }
 
     #[test]

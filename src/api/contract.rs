@@ -94,7 +94,11 @@ impl std::str::FromStr for TokenStatus {
             "valid" | "2" => Self::Valid,
             "temp-deactivated" | "temp_deactivated" | "3" => Self::TempDeactivated,
             "deactivated" | "4" => Self::Deactivated,
-            _ => return Err(format!("unknown status '{s}': use pending, valid, temp-deactivated, deactivated or 1-4")),
+            _ => {
+                return Err(format!(
+                "unknown status '{s}': use pending, valid, temp-deactivated, deactivated or 1-4"
+            ))
+            }
         })
     }
 }
@@ -140,7 +144,14 @@ impl Answer {
             Some(serde_json::Value::Null) | None => String::new(),
             Some(other) => other.to_string(),
         };
-        Some(Answer { code, message, object: obj.get("object").cloned().unwrap_or(serde_json::Value::Null) })
+        Some(Answer {
+            code,
+            message,
+            object: obj
+                .get("object")
+                .cloned()
+                .unwrap_or(serde_json::Value::Null),
+        })
     }
 
     /// One line for a person: the meaning and the next step, or the server's words for unknown codes.
@@ -148,7 +159,10 @@ impl Answer {
         match explain(self.code) {
             Some((_, advice)) if self.code == CODE_SUCCESS => advice.to_string(),
             Some((meaning, advice)) => format!("{meaning} (code {}): {advice}", self.code),
-            None => format!("the server refused with code {}: {}", self.code, self.message),
+            None => format!(
+                "the server refused with code {}: {}",
+                self.code, self.message
+            ),
         }
     }
 }
@@ -161,7 +175,8 @@ mod tests {
     fn answers_accept_number_or_string_codes_and_any_object() {
         let a = Answer::parse(br#"{"code":0,"message":"Success","object":null}"#).unwrap();
         assert_eq!((a.code, a.message.as_str()), (0, "Success"));
-        let a = Answer::parse(br#"{"code":"22027","message":"bound","object":"{\"x\":1}"}"#).unwrap();
+        let a =
+            Answer::parse(br#"{"code":"22027","message":"bound","object":"{\"x\":1}"}"#).unwrap();
         assert_eq!(a.code, 22027);
         assert_eq!(a.object, serde_json::json!("{\"x\":1}"));
         let a = Answer::parse(br#"{"code":10002,"object":{"a":[1]}}"#).unwrap();
@@ -174,16 +189,30 @@ mod tests {
 
     #[test]
     fn unknown_codes_are_shown_verbatim() {
-        let a = Answer { code: 99999, message: "Strange thing".into(), object: serde_json::Value::Null };
-        assert_eq!(a.explain(), "the server refused with code 99999: Strange thing");
-        let a = Answer { code: 22027, message: "x".into(), object: serde_json::Value::Null };
+        let a = Answer {
+            code: 99999,
+            message: "Strange thing".into(),
+            object: serde_json::Value::Null,
+        };
+        assert_eq!(
+            a.explain(),
+            "the server refused with code 99999: Strange thing"
+        );
+        let a = Answer {
+            code: 22027,
+            message: "x".into(),
+            object: serde_json::Value::Null,
+        };
         assert!(a.explain().contains("already has a registered token"));
     }
 
     #[test]
     fn status_parses_names_and_numbers() {
         assert_eq!("pending".parse::<TokenStatus>().unwrap().code(), 1);
-        assert_eq!("3".parse::<TokenStatus>().unwrap(), TokenStatus::TempDeactivated);
+        assert_eq!(
+            "3".parse::<TokenStatus>().unwrap(),
+            TokenStatus::TempDeactivated
+        );
         assert!("5".parse::<TokenStatus>().is_err());
     }
 }

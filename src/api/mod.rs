@@ -26,7 +26,11 @@ pub enum ApiError {
     #[error("the server did not answer within {0} s; try again, or raise --timeout")]
     Timeout(u64),
     #[error("the server's answer is not the CENTAGATE API's (HTTP {status}{}): {snippet}; check --server, and whether a proxy is in the way", if .content_type.is_empty() { String::new() } else { format!(", {}", .content_type) })]
-    Protocol { status: u16, content_type: String, snippet: String },
+    Protocol {
+        status: u16,
+        content_type: String,
+        snippet: String,
+    },
 }
 
 /// HMAC-SHA256(key = secretCode, message = admin + authToken) as lowercase hex.

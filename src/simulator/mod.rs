@@ -64,18 +64,29 @@ pub async fn start(cfg: SimConfig) -> std::io::Result<Running> {
     let addr = listener.local_addr()?;
     let record = match &cfg.record {
         Some(p) => Some(Mutex::new(
-            std::fs::OpenOptions::new().create(true).append(true).open(p)?,
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)?,
         )),
         None => None,
     };
-    let state = Arc::new(State { rules: Mutex::new(cfg.rules), faults: cfg.faults, record });
+    let state = Arc::new(State {
+        rules: Mutex::new(cfg.rules),
+        faults: cfg.faults,
+        record,
+    });
     let task = tokio::spawn(async move {
         loop {
-            let Ok((tcp, _)) = listener.accept().await else { continue };
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
             let acceptor = acceptor.clone();
             let state = state.clone();
             tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(tcp).await else { return };
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
                 let svc = hyper::service::service_fn(move |req| handle(state.clone(), req));
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
@@ -83,7 +94,11 @@ pub async fn start(cfg: SimConfig) -> std::io::Result<Running> {
             });
         }
     });
-    Ok(Running { addr, cert_pem, task })
+    Ok(Running {
+        addr,
+        cert_pem,
+        task,
+    })
 }
 
 fn reply(status: StatusCode, content_type: &str, body: String) -> Response<Full<Bytes>> {
@@ -95,12 +110,19 @@ fn reply(status: StatusCode, content_type: &str, body: String) -> Response<Full<
 }
 
 fn json_answer(code: i64, message: &str, as_string: bool) -> Response<Full<Bytes>> {
-    let code = if as_string { serde_json::json!(code.to_string()) } else { serde_json::json!(code) };
+    let code = if as_string {
+        serde_json::json!(code.to_string())
+    } else {
+        serde_json::json!(code)
+    };
     let body = serde_json::json!({ "code": code, "message": message, "object": "" });
     reply(StatusCode::OK, "application/json", body.to_string())
 }
 
-async fn handle(state: Arc<State>, req: Request<hyper::body::Incoming>) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
+async fn handle(
+    state: Arc<State>,
+    req: Request<hyper::body::Incoming>,
+) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let content_type = req
@@ -114,17 +136,38 @@ async fn handle(state: Arc<State>, req: Request<hyper::body::Incoming>) -> Resul
         return Ok(reply(StatusCode::OK, r.0, r.1));
     }
     let Some(admin) = path.strip_prefix(crate::api::REGISTER_PATH) else {
-        return Ok(reply(StatusCode::NOT_FOUND, "text/html", "<html><body><h1>404 Not Found</h1></body></html>".into()));
+        return Ok(reply(
+            StatusCode::NOT_FOUND,
+            "text/html",
+            "<html><body><h1>404 Not Found</h1></body></html>".into(),
+        ));
     };
     if method != hyper::Method::PUT {
-        return Ok(reply(StatusCode::METHOD_NOT_ALLOWED, "text/html", "<html><body><h1>405 Method Not Allowed</h1></body></html>".into()));
+        return Ok(reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/html",
+            "<html><body><h1>405 Method Not Allowed</h1></body></html>".into(),
+        ));
     }
-    let admin = percent_encoding::percent_decode_str(admin).decode_utf8_lossy().into_owned();
+    let admin = percent_encoding::percent_decode_str(admin)
+        .decode_utf8_lossy()
+        .into_owned();
     let body = match Limited::new(req.into_body(), 1 << 20).collect().await {
         Ok(b) => b.to_bytes(),
-        Err(_) => return Ok(json_answer(crate::api::CODE_INVALID_INPUT, "Invalid Input: body too large", false)),
+        Err(_) => {
+            return Ok(json_answer(
+                crate::api::CODE_INVALID_INPUT,
+                "Invalid Input: body too large",
+                false,
+            ))
+        }
     };
-    let (code, message, record) = state.rules.lock().expect("rules lock").judge(&admin, &content_type, &body);
+    let (code, message, record) =
+        state
+            .rules
+            .lock()
+            .expect("rules lock")
+            .judge(&admin, &content_type, &body);
     let code = state.faults.force_code.unwrap_or(code);
     if let Some(file) = &state.record {
         let mut line = record;
@@ -140,6 +183,10 @@ async fn handle(state: Arc<State>, req: Request<hyper::body::Incoming>) -> Resul
             "<html><head><title>500 Internal Server Error</title></head><body><h1>Internal Server Error</h1></body></html>".into(),
         ));
     }
-    let message = if state.faults.force_code.is_some() { format!("Forced answer {code}") } else { message };
+    let message = if state.faults.force_code.is_some() {
+        format!("Forced answer {code}")
+    } else {
+        message
+    };
     Ok(json_answer(code, &message, state.faults.code_as_string))
 }

@@ -1,8 +1,8 @@
 //! The contract as the simulator judges it, in the order a strict server would.
 
 use crate::api::{
-    CODE_BAD_API_SIGNATURE, CODE_CRYPTO, CODE_INVALID_INPUT, CODE_PERMISSION, CODE_SUCCESS, CODE_USER_BOUND,
-    CODE_USER_INACTIVE, CODE_USER_NOT_FOUND, TIMESTAMP_WINDOW_MS,
+    CODE_BAD_API_SIGNATURE, CODE_CRYPTO, CODE_INVALID_INPUT, CODE_PERMISSION, CODE_SUCCESS,
+    CODE_USER_BOUND, CODE_USER_INACTIVE, CODE_USER_NOT_FOUND, TIMESTAMP_WINDOW_MS,
 };
 use crate::secret::AdminSecrets;
 use base64::Engine;
@@ -69,13 +69,20 @@ impl Rules {
     }
 
     fn expected_cen_token(&self, admin: &str) -> String {
-        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(self.secrets.secret_code.expose().as_bytes()).expect("any key");
+        let mut mac =
+            Hmac::<sha2::Sha256>::new_from_slice(self.secrets.secret_code.expose().as_bytes())
+                .expect("any key");
         mac.update(format!("{admin}{}", self.secrets.auth_token.expose()).as_bytes());
         hex::encode(mac.finalize().into_bytes())
     }
 
     /// Judges one registration. Returns the code, the message and a record (never a secret).
-    pub fn judge(&mut self, admin: &str, content_type: &str, body: &[u8]) -> (i64, String, serde_json::Value) {
+    pub fn judge(
+        &mut self,
+        admin: &str,
+        content_type: &str,
+        body: &[u8],
+    ) -> (i64, String, serde_json::Value) {
         let mut record = serde_json::json!({
             "time_ms": SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64,
             "admin": admin,
@@ -85,26 +92,46 @@ impl Rules {
         (code, msg, record)
     }
 
-    fn judge_inner(&mut self, admin: &str, content_type: &str, body: &[u8], record: &mut serde_json::Value) -> (i64, String) {
+    fn judge_inner(
+        &mut self,
+        admin: &str,
+        content_type: &str,
+        body: &[u8],
+        record: &mut serde_json::Value,
+    ) -> (i64, String) {
         let invalid = |m: &str| (CODE_INVALID_INPUT, format!("Invalid Input: {m}"));
-        if !content_type.to_ascii_lowercase().starts_with("application/json") {
+        if !content_type
+            .to_ascii_lowercase()
+            .starts_with("application/json")
+        {
             return invalid("Content-Type must be application/json");
         }
-        let Ok(serde_json::Value::Object(obj)) = serde_json::from_slice::<serde_json::Value>(body) else {
+        let Ok(serde_json::Value::Object(obj)) = serde_json::from_slice::<serde_json::Value>(body)
+        else {
             return invalid("body is not a JSON object");
         };
         // Every value as a JSON string (numbers are tolerated, and recorded as such).
         let mut field = |name: &str| -> Option<String> {
             let v = obj.get(name)?;
-            record[format!("{name}_type")] = serde_json::json!(if v.is_string() { "string" } else { "other" });
+            record[format!("{name}_type")] =
+                serde_json::json!(if v.is_string() { "string" } else { "other" });
             match v {
                 serde_json::Value::String(s) => Some(s.clone()),
                 serde_json::Value::Number(n) => Some(n.to_string()),
                 _ => None,
             }
         };
-        let fields: Vec<Option<String>> =
-            ["username", "signature", "algorithm", "timestamp", "status", "cenToken"].iter().map(|f| field(f)).collect();
+        let fields: Vec<Option<String>> = [
+            "username",
+            "signature",
+            "algorithm",
+            "timestamp",
+            "status",
+            "cenToken",
+        ]
+        .iter()
+        .map(|f| field(f))
+        .collect();
         let [username, signature, algorithm, timestamp, status, cen_token] =
             <[Option<String>; 6]>::try_from(fields).expect("six fields");
         record["username"] = serde_json::json!(username);
@@ -112,7 +139,9 @@ impl Rules {
         record["timestamp"] = serde_json::json!(timestamp);
         record["status"] = serde_json::json!(status);
         record["signature_len"] = serde_json::json!(signature.as_ref().map(|s| s.len()));
-        record["cen_token_valid"] = serde_json::json!(cen_token.as_deref() == Some(self.expected_cen_token(admin).as_str()));
+        record["cen_token_valid"] = serde_json::json!(
+            cen_token.as_deref() == Some(self.expected_cen_token(admin).as_str())
+        );
 
         if admin != self.admin {
             return (CODE_PERMISSION, "Permission not allowed".into());
@@ -125,9 +154,18 @@ impl Rules {
         if cen_token != self.expected_cen_token(admin) {
             return (CODE_BAD_API_SIGNATURE, "Invalid API signature".into());
         }
-        let Ok(ts) = timestamp.parse::<i64>() else { return invalid("timestamp is not an integer") };
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as i64;
-        let ts_ms = if self.timestamp_in_seconds { ts.saturating_mul(1000) } else { ts };
+        let Ok(ts) = timestamp.parse::<i64>() else {
+            return invalid("timestamp is not an integer");
+        };
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis() as i64;
+        let ts_ms = if self.timestamp_in_seconds {
+            ts.saturating_mul(1000)
+        } else {
+            ts
+        };
         if (now - ts_ms).abs() > TIMESTAMP_WINDOW_MS {
             return invalid("timestamp is outside the 5-minute window");
         }
@@ -151,14 +189,26 @@ impl Rules {
         };
         record["signed_content"] = serde_json::json!(String::from_utf8_lossy(&verified.content));
         record["digest"] = serde_json::json!(verified.digest.name());
-        record["signer_subject"] = serde_json::json!(verified.signer.tbs_certificate.subject.to_string());
+        record["signer_subject"] =
+            serde_json::json!(verified.signer.tbs_certificate.subject.to_string());
         if let Some(d) = declared {
             if d != verified.digest {
-                return (CODE_CRYPTO, format!("Crypto error: algorithm {} but the PKCS#7 uses {}", d, verified.digest));
+                return (
+                    CODE_CRYPTO,
+                    format!(
+                        "Crypto error: algorithm {} but the PKCS#7 uses {}",
+                        d, verified.digest
+                    ),
+                );
             }
         }
         if !self.trust.is_empty() {
-            if let Err(e) = crate::cms::verify_chain(&verified.signer, &verified.certificates, &self.trust, SystemTime::now()) {
+            if let Err(e) = crate::cms::verify_chain(
+                &verified.signer,
+                &verified.certificates,
+                &self.trust,
+                SystemTime::now(),
+            ) {
                 return (CODE_CRYPTO, format!("Crypto error: {e}"));
             }
         }
@@ -180,9 +230,13 @@ pub fn challenge_reply(path: &str) -> (&'static str, String) {
     match path.trim_end_matches('/') {
         "/challenge/centagate" => (
             "application/json",
-            serde_json::json!({"code": 0, "message": "Success", "object": {"randomString": c}}).to_string(),
+            serde_json::json!({"code": 0, "message": "Success", "object": {"randomString": c}})
+                .to_string(),
         ),
         "/challenge/text" => ("text/plain", format!("{c}\n")),
-        _ => ("application/json", serde_json::json!({ "challenge": c }).to_string()),
+        _ => (
+            "application/json",
+            serde_json::json!({ "challenge": c }).to_string(),
+        ),
     }
 }

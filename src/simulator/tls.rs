@@ -1,6 +1,6 @@
 //! The simulator's TLS identity: a fresh self-signed P-256 certificate for localhost per start.
 
-use der::{EncodePem, Encode};
+use der::{Encode, EncodePem};
 use p256::pkcs8::EncodePrivateKey;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use x509_cert::builder::{Builder, CertificateBuilder, Profile};
 use x509_cert::ext::pkix::name::GeneralName;
-use x509_cert::ext::pkix::{BasicConstraints, ExtendedKeyUsage, KeyUsage, KeyUsages, SubjectAltName};
+use x509_cert::ext::pkix::{
+    BasicConstraints, ExtendedKeyUsage, KeyUsage, KeyUsages, SubjectAltName,
+};
 use x509_cert::name::Name;
 use x509_cert::serial_number::SerialNumber;
 use x509_cert::time::Validity;
@@ -24,8 +26,10 @@ fn ip(a: IpAddr) -> GeneralName {
 /// Returns the rustls config and the certificate's PEM (for clients' --ca-file).
 pub fn server_config() -> Result<(rustls::ServerConfig, String), String> {
     let key = p256::ecdsa::SigningKey::random(&mut rand_core::OsRng);
-    let spki = spki::SubjectPublicKeyInfoOwned::from_key(*key.verifying_key()).map_err(|e| e.to_string())?;
-    let subject = Name::from_str("CN=localhost,O=tokenroll CENTAGATE simulator").map_err(|e| e.to_string())?;
+    let spki = spki::SubjectPublicKeyInfoOwned::from_key(*key.verifying_key())
+        .map_err(|e| e.to_string())?;
+    let subject = Name::from_str("CN=localhost,O=tokenroll CENTAGATE simulator")
+        .map_err(|e| e.to_string())?;
     let mut serial = [0u8; 16];
     rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut serial);
     serial[0] &= 0x7f;
@@ -39,9 +43,17 @@ pub fn server_config() -> Result<(rustls::ServerConfig, String), String> {
         &key,
     )
     .map_err(e)?;
-    b.add_extension(&BasicConstraints { ca: false, path_len_constraint: None }).map_err(e)?;
-    b.add_extension(&KeyUsage(KeyUsages::DigitalSignature.into())).map_err(e)?;
-    b.add_extension(&ExtendedKeyUsage(vec![const_oid::db::rfc5280::ID_KP_SERVER_AUTH])).map_err(e)?;
+    b.add_extension(&BasicConstraints {
+        ca: false,
+        path_len_constraint: None,
+    })
+    .map_err(e)?;
+    b.add_extension(&KeyUsage(KeyUsages::DigitalSignature.into()))
+        .map_err(e)?;
+    b.add_extension(&ExtendedKeyUsage(vec![
+        const_oid::db::rfc5280::ID_KP_SERVER_AUTH,
+    ]))
+    .map_err(e)?;
     b.add_extension(&SubjectAltName(vec![
         GeneralName::DnsName(der::asn1::Ia5String::new("localhost").expect("ascii")),
         ip(IpAddr::V4(Ipv4Addr::LOCALHOST)),
@@ -50,7 +62,9 @@ pub fn server_config() -> Result<(rustls::ServerConfig, String), String> {
     .map_err(e)?;
     let cert = b.build::<p256::ecdsa::DerSignature>().map_err(e)?;
     let cert_der = cert.to_der().map_err(|e| e.to_string())?;
-    let cert_pem = cert.to_pem(der::pem::LineEnding::LF).map_err(|e| e.to_string())?;
+    let cert_pem = cert
+        .to_pem(der::pem::LineEnding::LF)
+        .map_err(|e| e.to_string())?;
     let key_der = key.to_pkcs8_der().map_err(|e| e.to_string())?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ServerConfig::builder_with_provider(provider)

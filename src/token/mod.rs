@@ -12,7 +12,9 @@ use crate::secret::Pin;
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Function, Pkcs11};
 use cryptoki::error::{Error as CkError, Rv, RvError};
 use cryptoki::mechanism::Mechanism;
-use cryptoki::object::{Attribute, AttributeType, CertificateType, KeyType, ObjectClass, ObjectHandle};
+use cryptoki::object::{
+    Attribute, AttributeType, CertificateType, KeyType, ObjectClass, ObjectHandle,
+};
 use cryptoki::session::{Session, UserType};
 use cryptoki::slot::Slot;
 use der::Decode;
@@ -77,12 +79,23 @@ pub fn map_ck(op: &str, err: CkError) -> TokenError {
     let rv = match err {
         CkError::Pkcs11(rv, _) => rv,
         CkError::LibraryLoading(e) => {
-            return TokenError::ModuleLoad { path: String::new(), reason: e.to_string() }
+            return TokenError::ModuleLoad {
+                path: String::new(),
+                reason: e.to_string(),
+            }
         }
-        other => return TokenError::Device { op: op.into(), rv: other.to_string() },
+        other => {
+            return TokenError::Device {
+                op: op.into(),
+                rv: other.to_string(),
+            }
+        }
     };
     match rv {
-        RvError::PinIncorrect => TokenError::PinIncorrect { count_low: false, final_try: false },
+        RvError::PinIncorrect => TokenError::PinIncorrect {
+            count_low: false,
+            final_try: false,
+        },
         RvError::PinLocked => TokenError::PinLocked,
         RvError::PinExpired => TokenError::PinExpired,
         RvError::PinInvalid | RvError::PinLenRange => TokenError::PinInvalid,
@@ -96,15 +109,28 @@ pub fn map_ck(op: &str, err: CkError) -> TokenError {
         RvError::KeyFunctionNotPermitted | RvError::KeyTypeInconsistent => {
             TokenError::KeyNotPermitted(rv.to_string())
         }
-        RvError::MechanismInvalid | RvError::KeySizeRange => TokenError::UnsupportedKey(format!("{op}: {rv}")),
-        other => TokenError::Device { op: op.into(), rv: other.to_string() },
+        RvError::MechanismInvalid | RvError::KeySizeRange => {
+            TokenError::UnsupportedKey(format!("{op}: {rv}"))
+        }
+        other => TokenError::Device {
+            op: op.into(),
+            rv: other.to_string(),
+        },
     }
 }
 
 /// Where PKCS#11 modules live on Linux distributions, most specific first.
 fn library_dirs() -> Vec<PathBuf> {
     let multiarch = format!("/usr/lib/{}-linux-gnu", std::env::consts::ARCH);
-    [multiarch.as_str(), "/usr/lib64", "/usr/lib", "/usr/local/lib"].iter().map(PathBuf::from).collect()
+    [
+        multiarch.as_str(),
+        "/usr/lib64",
+        "/usr/lib",
+        "/usr/local/lib",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .collect()
 }
 
 /// The p11-kit proxy (every registered module), else OpenSC, else SoftHSM2.
@@ -211,7 +237,8 @@ impl KeyKind {
                 .map_err(|e| TokenError::UnsupportedKey(format!("bad RSA public key: {e}")))?;
             let bytes = key.modulus.as_bytes();
             let lead = bytes.iter().take_while(|b| **b == 0).count();
-            let bits = (bytes.len() - lead) * 8 - bytes.get(lead).map_or(8, |b| b.leading_zeros() as usize);
+            let bits = (bytes.len() - lead) * 8
+                - bytes.get(lead).map_or(8, |b| b.leading_zeros() as usize);
             if !(2048..=4096).contains(&bits) {
                 return Err(TokenError::UnsupportedKey(format!("RSA-{bits}")));
             }
@@ -226,10 +253,14 @@ impl KeyKind {
                 Some(c) if c == rfc5912::SECP_256_R_1 => Ok(KeyKind::Ec(Curve::P256)),
                 Some(c) if c == rfc5912::SECP_384_R_1 => Ok(KeyKind::Ec(Curve::P384)),
                 Some(c) => Err(TokenError::UnsupportedKey(format!("EC curve {c}"))),
-                None => Err(TokenError::UnsupportedKey("EC key without a named curve".into())),
+                None => Err(TokenError::UnsupportedKey(
+                    "EC key without a named curve".into(),
+                )),
             }
         } else {
-            Err(TokenError::UnsupportedKey(format!("public key algorithm {oid}")))
+            Err(TokenError::UnsupportedKey(format!(
+                "public key algorithm {oid}"
+            )))
         }
     }
 }
@@ -268,7 +299,12 @@ impl SigningPair {
     }
 
     pub fn describe(&self) -> String {
-        format!("{}  {}  {}", self.uri(), self.subject(), self.kind.describe())
+        format!(
+            "{}  {}  {}",
+            self.uri(),
+            self.subject(),
+            self.kind.describe()
+        )
     }
 }
 
@@ -302,7 +338,9 @@ pub fn key_usage_allows_signing(cert: &Certificate) -> bool {
         .find(|e| e.extn_id == const_oid::db::rfc5280::ID_CE_KEY_USAGE);
     match ku.and_then(|e| KeyUsage::from_der(e.extn_value.as_bytes()).ok()) {
         None => ku.is_none(),
-        Some(ku) => ku.0.contains(KeyUsages::DigitalSignature) || ku.0.contains(KeyUsages::NonRepudiation),
+        Some(ku) => {
+            ku.0.contains(KeyUsages::DigitalSignature) || ku.0.contains(KeyUsages::NonRepudiation)
+        }
     }
 }
 
@@ -330,7 +368,9 @@ impl Selector {
             && self.uri.as_ref().is_none_or(|u| {
                 u.id.as_ref().is_none_or(|id| *id == p.id)
                     && u.object.as_ref().is_none_or(|o| *o == p.object_label)
-                    && u.object_type.as_deref().is_none_or(|t| t == "private" || t == "cert")
+                    && u.object_type
+                        .as_deref()
+                        .is_none_or(|t| t == "private" || t == "cert")
             })
     }
 
@@ -344,7 +384,11 @@ impl Selector {
 }
 
 /// Picks the one signing pair the selector means. Pure, so every rule is unit-tested.
-pub fn choose_pair(tokens: &[TokenDesc], pairs: Vec<SigningPair>, sel: &Selector) -> Result<SigningPair, TokenError> {
+pub fn choose_pair(
+    tokens: &[TokenDesc],
+    pairs: Vec<SigningPair>,
+    sel: &Selector,
+) -> Result<SigningPair, TokenError> {
     let matching_tokens: Vec<&TokenDesc> = tokens.iter().filter(|t| sel.matches_token(t)).collect();
     if matching_tokens.is_empty() {
         return Err(TokenError::NoToken(sel.describe()));
@@ -354,21 +398,32 @@ pub fn choose_pair(tokens: &[TokenDesc], pairs: Vec<SigningPair>, sel: &Selector
         let names: Vec<String> = matching_tokens.iter().map(|t| t.display_name()).collect();
         return Err(TokenError::NoSigningPair(names.join(", ")));
     }
-    let (valid, invalid): (Vec<_>, Vec<_>) = matching.into_iter().partition(|p| p.validity == Validity::Valid);
+    let (valid, invalid): (Vec<_>, Vec<_>) = matching
+        .into_iter()
+        .partition(|p| p.validity == Validity::Valid);
     match valid.len() {
         1 => Ok(valid.into_iter().next().expect("one")),
         0 => {
             let why: Vec<String> = invalid
                 .iter()
                 .map(|p| match &p.validity {
-                    Validity::Expired(t) => format!("the certificate {} expired on {t}", p.subject()),
-                    Validity::NotYetValid(t) => format!("the certificate {} is not valid before {t}", p.subject()),
+                    Validity::Expired(t) => {
+                        format!("the certificate {} expired on {t}", p.subject())
+                    }
+                    Validity::NotYetValid(t) => {
+                        format!("the certificate {} is not valid before {t}", p.subject())
+                    }
                     Validity::Valid => unreachable!(),
                 })
                 .collect();
             Err(TokenError::CertificateNotValid(why.join("; ")))
         }
-        _ => Err(TokenError::Ambiguous(valid.iter().map(|p| format!("  {}", p.describe())).collect())),
+        _ => Err(TokenError::Ambiguous(
+            valid
+                .iter()
+                .map(|p| format!("  {}", p.describe()))
+                .collect(),
+        )),
     }
 }
 
@@ -387,7 +442,10 @@ impl Module {
             Some(p) => p.to_path_buf(),
             None => discover_module()?,
         };
-        let load_err = |reason: String| TokenError::ModuleLoad { path: path.display().to_string(), reason };
+        let load_err = |reason: String| TokenError::ModuleLoad {
+            path: path.display().to_string(),
+            reason,
+        };
         if !path.exists() {
             return Err(load_err("no such file".into()));
         }
@@ -429,12 +487,17 @@ impl Module {
     pub fn tokens(&self) -> Result<Vec<TokenDesc>, TokenError> {
         let mut out = Vec::new();
         for slot in self.slots_with_token()? {
-            let Ok(info) = self.ctx.get_token_info(slot) else { continue };
+            let Ok(info) = self.ctx.get_token_info(slot) else {
+                continue;
+            };
             if !info.token_initialized() {
                 continue;
             }
-            let slot_description =
-                self.ctx.get_slot_info(slot).map(|s| s.slot_description().trim().to_string()).unwrap_or_default();
+            let slot_description = self
+                .ctx
+                .get_slot_info(slot)
+                .map(|s| s.slot_description().trim().to_string())
+                .unwrap_or_default();
             out.push(TokenDesc {
                 label: info.label().trim().to_string(),
                 serial: info.serial_number().trim().to_string(),
@@ -462,7 +525,10 @@ impl Module {
     /// Signing pairs visible without logging in: certificates that allow signing, with a key type
     /// tokenroll supports. The private key itself is found after login (it is usually private).
     pub fn pairs(&self, token: &TokenDesc) -> Result<Vec<SigningPair>, TokenError> {
-        let session = self.ctx.open_ro_session(token.slot).map_err(|e| map_ck("opening a session", e))?;
+        let session = self
+            .ctx
+            .open_ro_session(token.slot)
+            .map_err(|e| map_ck("opening a session", e))?;
         let certs = session
             .find_objects(&[
                 Attribute::Class(ObjectClass::CERTIFICATE),
@@ -473,7 +539,14 @@ impl Module {
         let mut out = Vec::new();
         for handle in certs {
             let attrs = session
-                .get_attributes(handle, &[AttributeType::Id, AttributeType::Label, AttributeType::Value])
+                .get_attributes(
+                    handle,
+                    &[
+                        AttributeType::Id,
+                        AttributeType::Label,
+                        AttributeType::Value,
+                    ],
+                )
                 .map_err(|e| map_ck("reading a certificate", e))?;
             let (mut id, mut label, mut value) = (None, String::new(), None);
             for a in attrs {
@@ -484,7 +557,9 @@ impl Module {
                     _ => {}
                 }
             }
-            let (Some(id), Some(der)) = (id, value) else { continue };
+            let (Some(id), Some(der)) = (id, value) else {
+                continue;
+            };
             let Ok(cert) = Certificate::from_der(&der) else {
                 tracing::warn!(token = %token.label, "skipping a certificate that does not parse");
                 continue;
@@ -520,8 +595,16 @@ impl Module {
     }
 
     pub fn open(&self, pair: &SigningPair) -> Result<TokenSession<'_>, TokenError> {
-        let session = self.ctx.open_ro_session(pair.token.slot).map_err(|e| map_ck("opening a session", e))?;
-        Ok(TokenSession { module: self, session, token: pair.token.clone(), context_pin: None })
+        let session = self
+            .ctx
+            .open_ro_session(pair.token.slot)
+            .map_err(|e| map_ck("opening a session", e))?;
+        Ok(TokenSession {
+            module: self,
+            session,
+            token: pair.token.clone(),
+            context_pin: None,
+        })
     }
 
     /// For provisioning only.
@@ -590,7 +673,10 @@ impl TokenSession<'_> {
                     if after.pin_locked {
                         Err(TokenError::PinLocked)
                     } else {
-                        Err(TokenError::PinIncorrect { count_low: after.pin_count_low, final_try: after.pin_final_try })
+                        Err(TokenError::PinIncorrect {
+                            count_low: after.pin_count_low,
+                            final_try: after.pin_final_try,
+                        })
                     }
                 }
                 other => Err(other),
@@ -602,17 +688,31 @@ impl TokenSession<'_> {
     pub fn find_key(&mut self, pair: &SigningPair) -> Result<KeyHandle, TokenError> {
         let found = self
             .session
-            .find_objects(&[Attribute::Class(ObjectClass::PRIVATE_KEY), Attribute::Id(pair.id.clone())])
+            .find_objects(&[
+                Attribute::Class(ObjectClass::PRIVATE_KEY),
+                Attribute::Id(pair.id.clone()),
+            ])
             .map_err(|e| map_ck("finding the private key", e))?;
-        let handle = *found.first().ok_or_else(|| TokenError::MissingPrivateKey(pair.subject()))?;
+        let handle = *found
+            .first()
+            .ok_or_else(|| TokenError::MissingPrivateKey(pair.subject()))?;
         let attrs = self
             .session
-            .get_attributes(handle, &[AttributeType::Sign, AttributeType::AlwaysAuthenticate, AttributeType::KeyType])
+            .get_attributes(
+                handle,
+                &[
+                    AttributeType::Sign,
+                    AttributeType::AlwaysAuthenticate,
+                    AttributeType::KeyType,
+                ],
+            )
             .map_err(|e| map_ck("reading the private key", e))?;
         let mut always_authenticate = false;
         for a in attrs {
             match a {
-                Attribute::Sign(false) => return Err(TokenError::KeyNotPermitted("CKA_SIGN is false".into())),
+                Attribute::Sign(false) => {
+                    return Err(TokenError::KeyNotPermitted("CKA_SIGN is false".into()))
+                }
                 Attribute::AlwaysAuthenticate(v) => always_authenticate = v,
                 Attribute::KeyType(kt) => {
                     let expected = match pair.kind {
@@ -632,29 +732,45 @@ impl TokenSession<'_> {
         if !always_authenticate {
             self.context_pin = None;
         }
-        Ok(KeyHandle { handle, always_authenticate })
+        Ok(KeyHandle {
+            handle,
+            always_authenticate,
+        })
     }
 
     /// One raw signature: `CKM_RSA_PKCS` over a DigestInfo or `CKM_ECDSA` over a hash.
-    pub fn sign_raw(&self, key: KeyHandle, kind: KeyKind, input: &[u8]) -> Result<Vec<u8>, TokenError> {
+    pub fn sign_raw(
+        &self,
+        key: KeyHandle,
+        kind: KeyKind,
+        input: &[u8],
+    ) -> Result<Vec<u8>, TokenError> {
         let mech = match kind {
             KeyKind::Rsa { .. } => Mechanism::RsaPkcs,
             KeyKind::Ec(_) => Mechanism::Ecdsa,
         };
         if !key.always_authenticate {
-            return self.session.sign(&mech, key.handle, input).map_err(|e| map_ck("signing", e));
+            return self
+                .session
+                .sign(&mech, key.handle, input)
+                .map_err(|e| map_ck("signing", e));
         }
         // CKA_ALWAYS_AUTHENTICATE: C_SignInit, then a context-specific login, then C_Sign.
         // cryptoki's `sign` fuses init and sign, so the last call goes through the raw list.
-        self.session.sign_init(&mech, key.handle).map_err(|e| map_ck("signing", e))?;
-        let auth = match &self.context_pin {
-            Some(pin) => Some(cryptoki::types::AuthPin::from(pin.expose().to_string())),
-            None => None,
-        };
+        self.session
+            .sign_init(&mech, key.handle)
+            .map_err(|e| map_ck("signing", e))?;
+        let auth = self
+            .context_pin
+            .as_ref()
+            .map(|pin| cryptoki::types::AuthPin::from(pin.expose().to_string()));
         self.session
             .login(UserType::ContextSpecific, auth.as_ref())
             .map_err(|e| map_ck("the key's own PIN check", e))?;
-        self.module.raw.sign(self.session.handle(), input).map_err(|e| map_ck("signing", e))
+        self.module
+            .raw
+            .sign(self.session.handle(), input)
+            .map_err(|e| map_ck("signing", e))
     }
 }
 
@@ -686,15 +802,31 @@ impl RawFunctions {
         }
     }
 
-    fn sign(&self, session: cryptoki_sys::CK_SESSION_HANDLE, data: &[u8]) -> Result<Vec<u8>, CkError> {
+    fn sign(
+        &self,
+        session: cryptoki_sys::CK_SESSION_HANDLE,
+        data: &[u8],
+    ) -> Result<Vec<u8>, CkError> {
         // SAFETY: `list` came from the module; buffers are sized per the PKCS#11 two-call convention.
         unsafe {
             let f = (*self.list).C_Sign.ok_or(CkError::NullFunctionPointer)?;
             let mut len: cryptoki_sys::CK_ULONG = 0;
-            let rv = f(session, data.as_ptr() as *mut u8, data.len() as _, std::ptr::null_mut(), &mut len);
+            let rv = f(
+                session,
+                data.as_ptr() as *mut u8,
+                data.len() as _,
+                std::ptr::null_mut(),
+                &mut len,
+            );
             Rv::from(rv).into_result(Function::Sign)?;
             let mut out = vec![0u8; len as usize];
-            let rv = f(session, data.as_ptr() as *mut u8, data.len() as _, out.as_mut_ptr(), &mut len);
+            let rv = f(
+                session,
+                data.as_ptr() as *mut u8,
+                data.len() as _,
+                out.as_mut_ptr(),
+                &mut len,
+            );
             Rv::from(rv).into_result(Function::Sign)?;
             out.truncate(len as usize);
             Ok(out)
@@ -703,4 +835,4 @@ impl RawFunctions {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

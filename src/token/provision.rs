@@ -18,8 +18,10 @@ use spki::SubjectPublicKeyInfoOwned;
 use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use x509_cert::builder::{Builder, CertificateBuilder, Profile};
-use x509_cert::ext::pkix::{BasicConstraints, KeyUsage, KeyUsages, SubjectAltName, SubjectKeyIdentifier};
 use x509_cert::ext::pkix::name::GeneralName;
+use x509_cert::ext::pkix::{
+    BasicConstraints, KeyUsage, KeyUsages, SubjectAltName, SubjectKeyIdentifier,
+};
 use x509_cert::name::Name;
 use x509_cert::serial_number::SerialNumber;
 use x509_cert::time::{Time, Validity};
@@ -62,7 +64,12 @@ fn auth(pin: &Pin) -> AuthPin {
 }
 
 /// Initialises the first uninitialised slot as a token called `label`, with its SO and user PINs.
-pub fn init_token(module: &Module, label: &str, so_pin: &Pin, user_pin: &Pin) -> Result<TokenDesc, TokenError> {
+pub fn init_token(
+    module: &Module,
+    label: &str,
+    so_pin: &Pin,
+    user_pin: &Pin,
+) -> Result<TokenDesc, TokenError> {
     let ctx = module.ctx();
     let free = ctx
         .get_all_slots()
@@ -70,33 +77,51 @@ pub fn init_token(module: &Module, label: &str, so_pin: &Pin, user_pin: &Pin) ->
         .into_iter()
         .find(|s| ctx.get_token_info(*s).is_ok_and(|t| !t.token_initialized()))
         .ok_or_else(|| TokenError::NoToken("with a free slot to initialise".into()))?;
-    ctx.init_token(free, &auth(so_pin), label).map_err(|e| map_ck("initialising the token", e))?;
+    ctx.init_token(free, &auth(so_pin), label)
+        .map_err(|e| map_ck("initialising the token", e))?;
     // SoftHSM2 moves an initialised token to a new slot id: find it again by label.
     let token = module
         .tokens()?
         .into_iter()
         .find(|t| t.label == label)
         .ok_or_else(|| TokenError::NoToken(format!("labelled '{label}' after initialising it")))?;
-    let session = ctx.open_rw_session(token.slot).map_err(|e| map_ck("opening a session", e))?;
-    session.login(UserType::So, Some(&auth(so_pin))).map_err(|e| map_ck("SO login", e))?;
-    session.init_pin(&auth(user_pin)).map_err(|e| map_ck("setting the user PIN", e))?;
+    let session = ctx
+        .open_rw_session(token.slot)
+        .map_err(|e| map_ck("opening a session", e))?;
+    session
+        .login(UserType::So, Some(&auth(so_pin)))
+        .map_err(|e| map_ck("SO login", e))?;
+    session
+        .init_pin(&auth(user_pin))
+        .map_err(|e| map_ck("setting the user PIN", e))?;
     Ok(token)
 }
 
 fn time_at(offset_secs: i64) -> Result<Time, TokenError> {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs() as i64;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs() as i64;
     let t = Duration::from_secs((now + offset_secs).max(0) as u64);
-    let dt = der::DateTime::from_unix_duration(t).map_err(|e| TokenError::UnsupportedKey(e.to_string()))?;
-    Ok(Time::try_from(dt.to_system_time()).map_err(|e| TokenError::UnsupportedKey(e.to_string()))?)
+    let dt = der::DateTime::from_unix_duration(t)
+        .map_err(|e| TokenError::UnsupportedKey(e.to_string()))?;
+    Time::try_from(dt.to_system_time()).map_err(|e| TokenError::UnsupportedKey(e.to_string()))
 }
 
-fn spki_from_token(session: &cryptoki::session::Session, public: cryptoki::object::ObjectHandle, kind: KeyKind) -> Result<SubjectPublicKeyInfoOwned, TokenError> {
+fn spki_from_token(
+    session: &cryptoki::session::Session,
+    public: cryptoki::object::ObjectHandle,
+    kind: KeyKind,
+) -> Result<SubjectPublicKeyInfoOwned, TokenError> {
     use const_oid::db::rfc5912;
     let bad = |e: String| TokenError::UnsupportedKey(format!("reading the new public key: {e}"));
     match kind {
         KeyKind::Rsa { .. } => {
             let attrs = session
-                .get_attributes(public, &[AttributeType::Modulus, AttributeType::PublicExponent])
+                .get_attributes(
+                    public,
+                    &[AttributeType::Modulus, AttributeType::PublicExponent],
+                )
                 .map_err(|e| map_ck("reading the public key", e))?;
             let (mut n, mut e) = (Vec::new(), Vec::new());
             for a in attrs {
@@ -116,7 +141,8 @@ fn spki_from_token(session: &cryptoki::session::Session, public: cryptoki::objec
                     oid: rfc5912::RSA_ENCRYPTION,
                     parameters: Some(der::asn1::Null.into()),
                 },
-                subject_public_key: der::asn1::BitString::from_bytes(&bits).map_err(|e| bad(e.to_string()))?,
+                subject_public_key: der::asn1::BitString::from_bytes(&bits)
+                    .map_err(|e| bad(e.to_string()))?,
             })
         }
         KeyKind::Ec(curve) => {
@@ -127,7 +153,9 @@ fn spki_from_token(session: &cryptoki::session::Session, public: cryptoki::objec
                 return Err(bad("no CKA_EC_POINT".into()));
             };
             // SoftHSM2 (and the standard) wrap the point in a DER OCTET STRING; some tokens do not.
-            let point = der::asn1::OctetString::from_der(&point).map(|o| o.into_bytes()).unwrap_or(point);
+            let point = der::asn1::OctetString::from_der(&point)
+                .map(|o| o.into_bytes())
+                .unwrap_or(point);
             let curve_oid = match curve {
                 Curve::P256 => rfc5912::SECP_256_R_1,
                 Curve::P384 => rfc5912::SECP_384_R_1,
@@ -137,7 +165,8 @@ fn spki_from_token(session: &cryptoki::session::Session, public: cryptoki::objec
                     oid: rfc5912::ID_EC_PUBLIC_KEY,
                     parameters: Some(der::Any::from(&curve_oid)),
                 },
-                subject_public_key: der::asn1::BitString::from_bytes(&point).map_err(|e| bad(e.to_string()))?,
+                subject_public_key: der::asn1::BitString::from_bytes(&point)
+                    .map_err(|e| bad(e.to_string()))?,
             })
         }
     }
@@ -153,13 +182,26 @@ fn curve_params(curve: Curve) -> Vec<u8> {
 
 /// Generates a key pair on the token and stores a self-signed certificate for it.
 /// Returns the certificate's DER.
-pub fn add_key(module: &Module, token: &TokenDesc, user_pin: &Pin, spec: &KeySpec) -> Result<Vec<u8>, TokenError> {
+pub fn add_key(
+    module: &Module,
+    token: &TokenDesc,
+    user_pin: &Pin,
+    spec: &KeySpec,
+) -> Result<Vec<u8>, TokenError> {
     let ctx = module.ctx();
-    let session = ctx.open_rw_session(token.slot).map_err(|e| map_ck("opening a session", e))?;
-    session.login(UserType::User, Some(&auth(user_pin))).map_err(|e| map_ck("login", e))?;
+    let session = ctx
+        .open_rw_session(token.slot)
+        .map_err(|e| map_ck("opening a session", e))?;
+    session
+        .login(UserType::User, Some(&auth(user_pin)))
+        .map_err(|e| map_ck("login", e))?;
     let label = spec.label.as_bytes().to_vec();
     let common = |extra: Vec<Attribute>| {
-        let mut v = vec![Attribute::Token(true), Attribute::Id(spec.id.clone()), Attribute::Label(label.clone())];
+        let mut v = vec![
+            Attribute::Token(true),
+            Attribute::Id(spec.id.clone()),
+            Attribute::Label(label.clone()),
+        ];
         v.extend(extra);
         v
     };
@@ -175,7 +217,11 @@ pub fn add_key(module: &Module, token: &TokenDesc, user_pin: &Pin, spec: &KeySpe
         ),
         KeyKind::Ec(curve) => (
             Mechanism::EccKeyPairGen,
-            common(vec![Attribute::EcParams(curve_params(curve)), Attribute::Verify(true), Attribute::Private(false)]),
+            common(vec![
+                Attribute::EcParams(curve_params(curve)),
+                Attribute::Verify(true),
+                Attribute::Private(false),
+            ]),
         ),
     };
     let private_t = common(vec![
@@ -184,19 +230,33 @@ pub fn add_key(module: &Module, token: &TokenDesc, user_pin: &Pin, spec: &KeySpe
         Attribute::Sign(true),
         Attribute::AlwaysAuthenticate(spec.always_authenticate),
     ]);
-    let (public, private) =
-        session.generate_key_pair(&mech, &public_t, &private_t).map_err(|e| map_ck("generating a key pair", e))?;
+    let (public, private) = session
+        .generate_key_pair(&mech, &public_t, &private_t)
+        .map_err(|e| map_ck("generating a key pair", e))?;
     let spki = spki_from_token(&session, public, spec.kind)?;
 
-    let subject = Name::from_str(&spec.subject).map_err(|e| TokenError::UnsupportedKey(format!("subject: {e}")))?;
-    let validity = Validity { not_before: time_at(spec.not_before)?, not_after: time_at(spec.not_after)? };
+    let subject = Name::from_str(&spec.subject)
+        .map_err(|e| TokenError::UnsupportedKey(format!("subject: {e}")))?;
+    let validity = Validity {
+        not_before: time_at(spec.not_before)?,
+        not_after: time_at(spec.not_after)?,
+    };
     let mut serial = [0u8; 16];
     rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut serial);
     serial[0] &= 0x7f;
-    let tsession = TokenSession { module, session, token: token.clone(), context_pin: Some(user_pin.clone()) };
-    let key = KeyHandle { handle: private, always_authenticate: spec.always_authenticate };
+    let tsession = TokenSession {
+        module,
+        session,
+        token: token.clone(),
+        context_pin: Some(user_pin.clone()),
+    };
+    let key = KeyHandle {
+        handle: private,
+        always_authenticate: spec.always_authenticate,
+    };
     let signer = TokenSigner::new(&tsession, key, spec.kind, DigestAlg::Sha256, spki.clone());
-    let ext_err = |e: x509_cert::builder::Error| TokenError::UnsupportedKey(format!("certificate: {e}"));
+    let ext_err =
+        |e: x509_cert::builder::Error| TokenError::UnsupportedKey(format!("certificate: {e}"));
     let mut builder = CertificateBuilder::new(
         Profile::Manual { issuer: None },
         SerialNumber::new(&serial).map_err(|e| TokenError::UnsupportedKey(e.to_string()))?,
@@ -206,7 +266,12 @@ pub fn add_key(module: &Module, token: &TokenDesc, user_pin: &Pin, spec: &KeySpe
         &signer,
     )
     .map_err(ext_err)?;
-    builder.add_extension(&BasicConstraints { ca: false, path_len_constraint: None }).map_err(ext_err)?;
+    builder
+        .add_extension(&BasicConstraints {
+            ca: false,
+            path_len_constraint: None,
+        })
+        .map_err(ext_err)?;
     let usage = if spec.signing_usage {
         KeyUsages::DigitalSignature | KeyUsages::NonRepudiation
     } else {
@@ -214,16 +279,25 @@ pub fn add_key(module: &Module, token: &TokenDesc, user_pin: &Pin, spec: &KeySpe
     };
     builder.add_extension(&KeyUsage(usage)).map_err(ext_err)?;
     builder
-        .add_extension(&SubjectKeyIdentifier::try_from(spki.owned_to_ref()).map_err(|e| ext_err(e.into()))?)
+        .add_extension(
+            &SubjectKeyIdentifier::try_from(spki.owned_to_ref()).map_err(|e| ext_err(e.into()))?,
+        )
         .map_err(ext_err)?;
     if let Some(email) = &spec.email {
-        let ia5 = der::asn1::Ia5String::new(email).map_err(|e| TokenError::UnsupportedKey(e.to_string()))?;
-        builder.add_extension(&SubjectAltName(vec![GeneralName::Rfc822Name(ia5)])).map_err(ext_err)?;
+        let ia5 = der::asn1::Ia5String::new(email)
+            .map_err(|e| TokenError::UnsupportedKey(e.to_string()))?;
+        builder
+            .add_extension(&SubjectAltName(vec![GeneralName::Rfc822Name(ia5)]))
+            .map_err(ext_err)?;
     }
-    let cert = builder
-        .build::<super::TokenSignature>()
-        .map_err(|e| signer.take_error().unwrap_or_else(|| TokenError::UnsupportedKey(format!("certificate: {e}"))))?;
-    let der = cert.to_der().map_err(|e| TokenError::UnsupportedKey(e.to_string()))?;
+    let cert = builder.build::<super::TokenSignature>().map_err(|e| {
+        signer
+            .take_error()
+            .unwrap_or_else(|| TokenError::UnsupportedKey(format!("certificate: {e}")))
+    })?;
+    let der = cert
+        .to_der()
+        .map_err(|e| TokenError::UnsupportedKey(e.to_string()))?;
     tsession
         .session
         .create_object(&[
@@ -233,7 +307,11 @@ pub fn add_key(module: &Module, token: &TokenDesc, user_pin: &Pin, spec: &KeySpe
             Attribute::Private(false),
             Attribute::Id(spec.id.clone()),
             Attribute::Label(label.clone()),
-            Attribute::Subject(subject.to_der().map_err(|e| TokenError::UnsupportedKey(e.to_string()))?),
+            Attribute::Subject(
+                subject
+                    .to_der()
+                    .map_err(|e| TokenError::UnsupportedKey(e.to_string()))?,
+            ),
             Attribute::Value(der.clone()),
         ])
         .map_err(|e| map_ck("storing the certificate", e))?;

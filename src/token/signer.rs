@@ -9,8 +9,8 @@ use der::asn1::BitString;
 use der::Encode;
 use signature::{Keypair, SignatureEncoding};
 use spki::{
-    AlgorithmIdentifierOwned, DynSignatureAlgorithmIdentifier, EncodePublicKey, SignatureBitStringEncoding,
-    SubjectPublicKeyInfoOwned,
+    AlgorithmIdentifierOwned, DynSignatureAlgorithmIdentifier, EncodePublicKey,
+    SignatureBitStringEncoding, SubjectPublicKeyInfoOwned,
 };
 use std::cell::RefCell;
 
@@ -66,10 +66,20 @@ pub fn signing_input(kind: KeyKind, digest: DigestAlg, msg: &[u8]) -> Vec<u8> {
 
 /// The raw CKM_ECDSA output r||s as a DER Ecdsa-Sig-Value.
 pub fn ecdsa_raw_to_der(curve: Curve, raw: &[u8]) -> Result<Vec<u8>, TokenError> {
-    let bad = |e: ecdsa::Error| TokenError::SelfVerify(format!("malformed ECDSA signature from the token: {e}"));
+    let bad = |e: ecdsa::Error| {
+        TokenError::SelfVerify(format!("malformed ECDSA signature from the token: {e}"))
+    };
     Ok(match curve {
-        Curve::P256 => ecdsa::Signature::<p256::NistP256>::from_slice(raw).map_err(bad)?.to_der().to_bytes().to_vec(),
-        Curve::P384 => ecdsa::Signature::<p384::NistP384>::from_slice(raw).map_err(bad)?.to_der().to_bytes().to_vec(),
+        Curve::P256 => ecdsa::Signature::<p256::NistP256>::from_slice(raw)
+            .map_err(bad)?
+            .to_der()
+            .to_bytes()
+            .to_vec(),
+        Curve::P384 => ecdsa::Signature::<p384::NistP384>::from_slice(raw)
+            .map_err(bad)?
+            .to_der()
+            .to_bytes()
+            .to_vec(),
     })
 }
 
@@ -82,12 +92,18 @@ pub fn signature_algorithm(kind: KeyKind, digest: DigestAlg) -> AlgorithmIdentif
         (KeyKind::Rsa { .. }, DigestAlg::Sha384) => (rfc5912::SHA_384_WITH_RSA_ENCRYPTION, true),
         (KeyKind::Rsa { .. }, DigestAlg::Sha512) => (rfc5912::SHA_512_WITH_RSA_ENCRYPTION, true),
         // const-oid has no name for ecdsa-with-SHA1.
-        (KeyKind::Ec(_), DigestAlg::Sha1) => (const_oid::ObjectIdentifier::new_unwrap("1.2.840.10045.4.1"), false),
+        (KeyKind::Ec(_), DigestAlg::Sha1) => (
+            const_oid::ObjectIdentifier::new_unwrap("1.2.840.10045.4.1"),
+            false,
+        ),
         (KeyKind::Ec(_), DigestAlg::Sha256) => (rfc5912::ECDSA_WITH_SHA_256, false),
         (KeyKind::Ec(_), DigestAlg::Sha384) => (rfc5912::ECDSA_WITH_SHA_384, false),
         (KeyKind::Ec(_), DigestAlg::Sha512) => (rfc5912::ECDSA_WITH_SHA_512, false),
     };
-    AlgorithmIdentifierOwned { oid, parameters: null_params.then(|| der::asn1::Null.into()) }
+    AlgorithmIdentifierOwned {
+        oid,
+        parameters: null_params.then(|| der::asn1::Null.into()),
+    }
 }
 
 /// A logged-in key that signs with one digest. The digest is fixed at construction so the
@@ -110,7 +126,14 @@ impl<'s, 'm> TokenSigner<'s, 'm> {
         digest: DigestAlg,
         public: SubjectPublicKeyInfoOwned,
     ) -> Self {
-        Self { session, key, kind, digest, public: TokenPublicKey(public), last_error: RefCell::new(None) }
+        Self {
+            session,
+            key,
+            kind,
+            digest,
+            public: TokenPublicKey(public),
+            last_error: RefCell::new(None),
+        }
     }
 
     pub fn digest(&self) -> DigestAlg {
@@ -162,10 +185,22 @@ mod tests {
     #[test]
     fn ecdsa_input_is_truncated_to_the_order() {
         let m = b"challenge";
-        assert_eq!(signing_input(KeyKind::Ec(Curve::P256), DigestAlg::Sha512, m), DigestAlg::Sha512.hash(m)[..32]);
-        assert_eq!(signing_input(KeyKind::Ec(Curve::P384), DigestAlg::Sha512, m), DigestAlg::Sha512.hash(m)[..48]);
-        assert_eq!(signing_input(KeyKind::Ec(Curve::P384), DigestAlg::Sha256, m), DigestAlg::Sha256.hash(m));
-        assert_eq!(signing_input(KeyKind::Ec(Curve::P256), DigestAlg::Sha1, m).len(), 20);
+        assert_eq!(
+            signing_input(KeyKind::Ec(Curve::P256), DigestAlg::Sha512, m),
+            DigestAlg::Sha512.hash(m)[..32]
+        );
+        assert_eq!(
+            signing_input(KeyKind::Ec(Curve::P384), DigestAlg::Sha512, m),
+            DigestAlg::Sha512.hash(m)[..48]
+        );
+        assert_eq!(
+            signing_input(KeyKind::Ec(Curve::P384), DigestAlg::Sha256, m),
+            DigestAlg::Sha256.hash(m)
+        );
+        assert_eq!(
+            signing_input(KeyKind::Ec(Curve::P256), DigestAlg::Sha1, m).len(),
+            20
+        );
     }
 
     #[test]

@@ -1,0 +1,189 @@
+use super::*;
+use std::str::FromStr;
+use x509_cert::builder::{Builder, CertificateBuilder, Profile};
+
+pub(crate) fn software_cert(cn: &str, key: &p256::ecdsa::SigningKey, days: i64) -> Certificate {
+    let spki = spki::SubjectPublicKeyInfoOwned::from_key(*key.verifying_key()).unwrap();
+    let validity = if days >= 0 {
+        x509_cert::time::Validity::from_now(std::time::Duration::from_secs(
+            days as u64 * 86400 + 60,
+        ))
+        .unwrap()
+    } else {
+        let past = |d: u64| {
+            x509_cert::time::Time::try_from(
+                SystemTime::now() - std::time::Duration::from_secs(d * 86400),
+            )
+            .unwrap()
+        };
+        x509_cert::time::Validity {
+            not_before: past(10),
+            not_after: past((-days) as u64),
+        }
+    };
+    CertificateBuilder::new(
+        Profile::Manual { issuer: None },
+        x509_cert::serial_number::SerialNumber::new(&[1]).unwrap(),
+        validity,
+        x509_cert::name::Name::from_str(&format!("CN={cn}")).unwrap(),
+        spki,
+        key,
+    )
+    .unwrap()
+    .build::<p256::ecdsa::DerSignature>()
+    .unwrap()
+}
+
+fn token(label: &str) -> TokenDesc {
+    TokenDesc {
+        label: label.into(),
+        serial: format!("{label}-serial"),
+        manufacturer: "M".into(),
+        model: "X".into(),
+        slot: Slot::try_from(1u64).unwrap(),
+        slot_description: String::new(),
+        pin_pad: false,
+        login_required: true,
+        pin_count_low: false,
+        pin_final_try: false,
+        pin_locked: false,
+    }
+}
+
+fn pair(t: &TokenDesc, id: u8, days: i64) -> SigningPair {
+    let key = p256::ecdsa::SigningKey::random(&mut rand_core::OsRng);
+    let cert = software_cert(&format!("{}-{id}", t.label), &key, days);
+    SigningPair {
+        token: t.clone(),
+        id: vec![id],
+        object_label: format!("key{id}"),
+        validity: validity_at(&cert, SystemTime::now()),
+        cert_der: der::Encode::to_der(&cert).unwrap(),
+        cert,
+        kind: KeyKind::Ec(Curve::P256),
+    }
+}
+
+fn by_uri(s: &str) -> Selector {
+    Selector {
+        token_label: None,
+        uri: Some(Pkcs11Uri::parse(s).unwrap()),
+    }
+}
+
+#[test]
+fn one_valid_pair_is_chosen_without_asking() {
+    let a = token("alice");
+    let got = choose_pair(
+        std::slice::from_ref(&a),
+        vec![pair(&a, 1, 30), pair(&a, 2, -1)],
+        &Selector::default(),
+    )
+    .unwrap();
+    assert_eq!(got.id, vec![1]);
+}
+
+#[test]
+fn several_valid_pairs_are_ambiguous_and_listed() {
+    let a = token("alice");
+    let err = choose_pair(
+        std::slice::from_ref(&a),
+        vec![pair(&a, 1, 30), pair(&a, 2, 30)],
+        &Selector::default(),
+    )
+    .unwrap_err();
+    let TokenError::Ambiguous(list) = err else {
+        panic!("{err}")
+    };
+    assert_eq!(list.len(), 2);
+    assert!(list[0].contains("pkcs11:") && list[0].contains("id=%01"));
+    let got = choose_pair(
+        std::slice::from_ref(&a),
+        vec![pair(&a, 1, 30), pair(&a, 2, 30)],
+        &by_uri("pkcs11:id=%02"),
+    )
+    .unwrap();
+    assert_eq!(got.id, vec![2]);
+}
+
+#[test]
+fn only_expired_pairs_stop_with_the_reason() {
+    let a = token("alice");
+    let err = choose_pair(
+        std::slice::from_ref(&a),
+        vec![pair(&a, 1, -1)],
+        &Selector::default(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, TokenError::CertificateNotValid(ref m) if m.contains("expired")),
+        "{err}"
+    );
+}
+
+#[test]
+fn token_attributes_narrow_the_choice() {
+    let (a, b) = (token("alice"), token("bob"));
+    let pairs = || vec![pair(&a, 1, 30), pair(&b, 1, 30)];
+    let tokens = [a.clone(), b.clone()];
+    assert_eq!(
+        choose_pair(&tokens, pairs(), &by_uri("pkcs11:serial=bob-serial"))
+            .unwrap()
+            .token
+            .label,
+        "bob"
+    );
+    let sel = Selector {
+        token_label: Some("alice".into()),
+        uri: None,
+    };
+    assert_eq!(
+        choose_pair(&tokens, pairs(), &sel).unwrap().token.label,
+        "alice"
+    );
+    assert!(matches!(
+        choose_pair(&tokens, pairs(), &by_uri("pkcs11:token=carol")),
+        Err(TokenError::NoToken(_))
+    ));
+    assert!(matches!(
+        choose_pair(&tokens, pairs(), &by_uri("pkcs11:token=bob;id=%09")),
+        Err(TokenError::NoSigningPair(_))
+    ));
+}
+
+#[test]
+fn ckr_codes_map_to_actions() {
+    use cryptoki::context::Function;
+    let e = |rv| map_ck("x", CkError::Pkcs11(rv, Function::Login));
+    assert!(matches!(
+        e(RvError::PinIncorrect),
+        TokenError::PinIncorrect { .. }
+    ));
+    assert!(matches!(e(RvError::PinLocked), TokenError::PinLocked));
+    assert!(matches!(
+        e(RvError::DeviceRemoved),
+        TokenError::TokenRemoved
+    ));
+    assert!(matches!(
+        e(RvError::TokenNotPresent),
+        TokenError::TokenRemoved
+    ));
+    assert!(matches!(
+        e(RvError::FunctionCanceled),
+        TokenError::PinCancelled
+    ));
+    assert!(matches!(
+        e(RvError::KeyFunctionNotPermitted),
+        TokenError::KeyNotPermitted(_)
+    ));
+    assert!(matches!(
+        e(RvError::GeneralError),
+        TokenError::Device { .. }
+    ));
+    let msg = TokenError::PinIncorrect {
+        count_low: false,
+        final_try: true,
+    }
+    .to_string();
+    assert!(msg.contains("LOCK"), "{msg}");
+}

@@ -6,7 +6,11 @@ use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_AL
 use std::fmt;
 
 /// Everything but RFC 3986 unreserved characters is encoded, which is always valid in a pk11 value.
-const ENCODE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+const ENCODE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Pkcs11Uri {
@@ -95,7 +99,10 @@ impl Pkcs11Uri {
 
     /// True when the URI names a token attribute, so it also selects a token.
     pub fn selects_token(&self) -> bool {
-        self.token.is_some() || self.serial.is_some() || self.manufacturer.is_some() || self.model.is_some()
+        self.token.is_some()
+            || self.serial.is_some()
+            || self.manufacturer.is_some()
+            || self.model.is_some()
     }
 }
 
@@ -157,20 +164,43 @@ mod tests {
         assert_eq!(u.model.as_deref(), Some("1.0"));
         assert_eq!(u.object.as_deref(), Some("my-certificate"));
         assert_eq!(u.object_type.as_deref(), Some("cert"));
-        assert_eq!(u.id.as_deref(), Some(&[0x69, 0x95, 0x3e, 0x5c, 0xf4, 0xbd, 0xec, 0x91][..]));
+        assert_eq!(
+            u.id.as_deref(),
+            Some(&[0x69, 0x95, 0x3e, 0x5c, 0xf4, 0xbd, 0xec, 0x91][..])
+        );
         assert_eq!(u.serial.as_deref(), Some(""));
         assert!(!u.carries_pin);
     }
 
     #[test]
     fn flags_pin_attributes_and_rejects_garbage() {
-        assert!(Pkcs11Uri::parse("pkcs11:token=a?pin-value=1234").unwrap().carries_pin);
-        assert!(Pkcs11Uri::parse("pkcs11:token=a?module-name=x&pin-source=file:/p").unwrap().carries_pin);
+        assert!(
+            Pkcs11Uri::parse("pkcs11:token=a?pin-value=1234")
+                .unwrap()
+                .carries_pin
+        );
+        assert!(
+            Pkcs11Uri::parse("pkcs11:token=a?module-name=x&pin-source=file:/p")
+                .unwrap()
+                .carries_pin
+        );
         assert_eq!(Pkcs11Uri::parse("token=a"), Err(UriError::Scheme));
-        assert!(matches!(Pkcs11Uri::parse("pkcs11:token"), Err(UriError::Malformed(_))));
-        assert!(matches!(Pkcs11Uri::parse("pkcs11:token=a;token=b"), Err(UriError::Duplicate(_))));
-        assert!(matches!(Pkcs11Uri::parse("pkcs11:type=key"), Err(UriError::Type(_))));
-        assert!(matches!(Pkcs11Uri::parse("pkcs11:object=%FF"), Err(UriError::Encoding(_))));
+        assert!(matches!(
+            Pkcs11Uri::parse("pkcs11:token"),
+            Err(UriError::Malformed(_))
+        ));
+        assert!(matches!(
+            Pkcs11Uri::parse("pkcs11:token=a;token=b"),
+            Err(UriError::Duplicate(_))
+        ));
+        assert!(matches!(
+            Pkcs11Uri::parse("pkcs11:type=key"),
+            Err(UriError::Type(_))
+        ));
+        assert!(matches!(
+            Pkcs11Uri::parse("pkcs11:object=%FF"),
+            Err(UriError::Encoding(_))
+        ));
     }
 
     #[test]
@@ -184,7 +214,10 @@ mod tests {
             ..Default::default()
         };
         let s = u.to_string();
-        assert_eq!(s, "pkcs11:serial=0011;token=a%20b%3Bc%3Dd;id=%00%FF;object=sign%20key;type=private");
+        assert_eq!(
+            s,
+            "pkcs11:serial=0011;token=a%20b%3Bc%3Dd;id=%00%FF;object=sign%20key;type=private"
+        );
         assert_eq!(Pkcs11Uri::parse(&s).unwrap(), u);
     }
 }

@@ -21,7 +21,10 @@ pub struct CliPin {
 
 impl CliPin {
     pub fn new(source: PinSource) -> Self {
-        Self { source, asked: false }
+        Self {
+            source,
+            asked: false,
+        }
     }
 }
 
@@ -29,12 +32,17 @@ impl PinPrompt for CliPin {
     fn pin(&mut self, pair: &PairSummary) -> Result<Pin, TokenError> {
         // A PIN source gives one PIN; asking twice would resend a PIN already known to be wrong.
         if std::mem::replace(&mut self.asked, true) {
-            return Err(TokenError::PinSource("the PIN was already used once".into()));
+            return Err(TokenError::PinSource(
+                "the PIN was already used once".into(),
+            ));
         }
         let pin = match &self.source {
             PinSource::Env(var) => {
-                let mut v = std::env::var(var)
-                    .map_err(|_| TokenError::PinSource(format!("the variable {var} named by --pin-env is not set")))?;
+                let mut v = std::env::var(var).map_err(|_| {
+                    TokenError::PinSource(format!(
+                        "the variable {var} named by --pin-env is not set"
+                    ))
+                })?;
                 let p = Pin::new(v.clone());
                 v.zeroize();
                 p
@@ -61,7 +69,9 @@ impl PinPrompt for CliPin {
                     }
                 );
                 let text = rpassword::prompt_password(prompt).map_err(|e| {
-                    TokenError::PinSource(format!("no terminal to ask for the PIN ({e}); use --pin-env VAR or --pin-stdin"))
+                    TokenError::PinSource(format!(
+                        "no terminal to ask for the PIN ({e}); use --pin-env VAR or --pin-stdin"
+                    ))
                 })?;
                 Pin::new(text)
             }

@@ -51,10 +51,17 @@ impl Sim {
 
 impl TestEnv {
     pub fn new() -> Self {
-        let dir = tempfile::Builder::new().prefix("tokenroll-test-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("tokenroll-test-")
+            .tempdir()
+            .unwrap();
         let conf = tokenroll::demo::softhsm_conf(dir.path()).unwrap();
         std::fs::create_dir_all(dir.path().join("home")).unwrap();
-        Self { dir, conf, sims: Vec::new() }
+        Self {
+            dir,
+            conf,
+            sims: Vec::new(),
+        }
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
@@ -84,10 +91,27 @@ impl TestEnv {
     }
 
     /// Initialises a token (first call per label) and adds a key pair with a certificate.
-    pub fn provision(&self, label: &str, init: bool, key_type: &str, id: &str, subject: &str, extra: &[&str]) -> PathBuf {
+    pub fn provision(
+        &self,
+        label: &str,
+        init: bool,
+        key_type: &str,
+        id: &str,
+        subject: &str,
+        extra: &[&str],
+    ) -> PathBuf {
         let cert = self.path(&format!("{label}-{id}.pem"));
         let mut args = vec![
-            "provision", "--label", label, "--key-type", key_type, "--id", id, "--subject", subject, "--cert-out",
+            "provision",
+            "--label",
+            label,
+            "--key-type",
+            key_type,
+            "--id",
+            id,
+            "--subject",
+            subject,
+            "--cert-out",
         ];
         let cert_s = cert.display().to_string();
         args.push(&cert_s);
@@ -96,13 +120,24 @@ impl TestEnv {
         }
         args.extend_from_slice(extra);
         let out = self.run(&args);
-        assert!(out.status.success(), "provision failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "provision failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         cert
     }
 
     /// A token "alice" with one RSA-2048 pair; returns its certificate's PEM path.
     pub fn alice(&self) -> PathBuf {
-        self.provision("alice", true, "rsa2048", "01", "CN=Alice Example,O=Acme", &[])
+        self.provision(
+            "alice",
+            true,
+            "rsa2048",
+            "01",
+            "CN=Alice Example,O=Acme",
+            &[],
+        )
     }
 
     pub fn users_file(&self) -> PathBuf {
@@ -124,7 +159,14 @@ impl TestEnv {
         let users = self.users_file();
         let mut child = self
             .cmd()
-            .args(["simulate", "--listen", "127.0.0.1:0", "--admin", ADMIN, "--users"])
+            .args([
+                "simulate",
+                "--listen",
+                "127.0.0.1:0",
+                "--admin",
+                ADMIN,
+                "--users",
+            ])
             .arg(&users)
             .arg("--cert-out")
             .arg(&ca)
@@ -138,8 +180,14 @@ impl TestEnv {
             .spawn()
             .unwrap();
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let origin = line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("simulator said {line:?}")).to_string();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let origin = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("simulator said {line:?}"))
+            .to_string();
         self.sims.push(child);
         Sim { origin, ca, record }
     }
@@ -147,12 +195,22 @@ impl TestEnv {
     /// `tokenroll enroll` against `sim` for `user`, with the admin's secrets in the environment.
     pub fn enroll(&self, sim: &Sim, user: &str, extra: &[&str]) -> Output {
         let mut c = self.cmd();
-        c.args(["enroll", "--server", &sim.origin, "--admin", ADMIN, "--user", user, "--pin-env", "TOKENROLL_PIN"])
-            .arg("--ca-file")
-            .arg(&sim.ca)
-            .args(extra)
-            .env("TOKENROLL_AUTH_TOKEN", AUTH_TOKEN)
-            .env("TOKENROLL_SECRET_CODE", SECRET_CODE);
+        c.args([
+            "enroll",
+            "--server",
+            &sim.origin,
+            "--admin",
+            ADMIN,
+            "--user",
+            user,
+            "--pin-env",
+            "TOKENROLL_PIN",
+        ])
+        .arg("--ca-file")
+        .arg(&sim.ca)
+        .args(extra)
+        .env("TOKENROLL_AUTH_TOKEN", AUTH_TOKEN)
+        .env("TOKENROLL_SECRET_CODE", SECRET_CODE);
         c.output().unwrap()
     }
 }
@@ -177,8 +235,13 @@ pub fn stderr(o: &Output) -> String {
 pub fn json(o: &Output) -> serde_json::Value {
     let text = stdout(o);
     let mut lines = text.lines().filter(|l| !l.trim().is_empty());
-    let first = lines.next().unwrap_or_else(|| panic!("no JSON on stdout; stderr: {}", stderr(o)));
-    assert!(lines.next().is_none(), "more than one line on stdout: {text}");
+    let first = lines
+        .next()
+        .unwrap_or_else(|| panic!("no JSON on stdout; stderr: {}", stderr(o)));
+    assert!(
+        lines.next().is_none(),
+        "more than one line on stdout: {text}"
+    );
     serde_json::from_str(first).unwrap_or_else(|e| panic!("not JSON ({e}): {first}"))
 }
 
@@ -194,7 +257,11 @@ pub fn openssl_verify(p7: &Path, ca: &Path) -> Vec<u8> {
         .arg(&content)
         .output()
         .expect("openssl is installed");
-    assert!(out.status.success(), "openssl cms -verify failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "openssl cms -verify failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     std::fs::read(content).unwrap()
 }
 
@@ -205,7 +272,11 @@ pub fn openssl_print(p7: &Path) -> String {
         .arg(p7)
         .output()
         .expect("openssl is installed");
-    assert!(out.status.success(), "openssl cms -print failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "openssl cms -print failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
