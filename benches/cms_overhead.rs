@@ -5,7 +5,10 @@
 use std::time::{Duration, Instant};
 use tokenroll::digest::DigestAlg;
 use tokenroll::secret::Pin;
-use tokenroll::token::{provision, signer::signing_input, Curve, KeyKind, Login, Module, Selector, TokenSigner, TokenSignature};
+use tokenroll::token::{
+    provision, signer::signing_input, Curve, KeyKind, Login, Module, Selector, TokenSignature,
+    TokenSigner,
+};
 
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
@@ -34,19 +37,43 @@ fn main() {
     let module_path = tokenroll::token::softhsm_module().expect("SoftHSM2 installed");
     let pin = Pin::new("1234".into());
     let module = Module::load(Some(&module_path)).unwrap();
-    let token = provision::init_token(&module, "bench", &Pin::new("12345678".into()), &pin).unwrap();
-    for (id, kind) in [(1u8, KeyKind::Rsa { bits: 2048 }), (2, KeyKind::Ec(Curve::P256))] {
-        provision::add_key(&module, &token, &pin, &provision::KeySpec::new(kind, id, "CN=Bench")).unwrap();
+    let token =
+        provision::init_token(&module, "bench", &Pin::new("12345678".into()), &pin).unwrap();
+    for (id, kind) in [
+        (1u8, KeyKind::Rsa { bits: 2048 }),
+        (2, KeyKind::Ec(Curve::P256)),
+    ] {
+        provision::add_key(
+            &module,
+            &token,
+            &pin,
+            &provision::KeySpec::new(kind, id, "CN=Bench"),
+        )
+        .unwrap();
     }
-    println!("{:<10} {:>12} {:>12} {:>10} {:>14} {:>8}", "key", "C_Sign", "CMS sign", "overhead", "self-verify", "target");
+    println!(
+        "{:<10} {:>12} {:>12} {:>10} {:>14} {:>8}",
+        "key", "C_Sign", "CMS sign", "overhead", "self-verify", "target"
+    );
     for (id, target) in [(1u8, 5.0), (2, 25.0)] {
-        let uri = tokenroll::token::uri::Pkcs11Uri::parse(&format!("pkcs11:token=bench;id=%{id:02X}")).unwrap();
-        let pair = module.select(&Selector { token_label: None, uri: Some(uri) }).unwrap();
+        let uri =
+            tokenroll::token::uri::Pkcs11Uri::parse(&format!("pkcs11:token=bench;id=%{id:02X}"))
+                .unwrap();
+        let pair = module
+            .select(&Selector {
+                token_label: None,
+                uri: Some(uri),
+            })
+            .unwrap();
         let mut session = module.open(&pair).unwrap();
         session.login(Login::Pin(&pin)).unwrap();
         let key = session.find_key(&pair).unwrap();
         let content = tokenroll::challenge::local();
-        let n = if matches!(pair.kind, KeyKind::Rsa { .. }) { 300 } else { 1000 };
+        let n = if matches!(pair.kind, KeyKind::Rsa { .. }) {
+            300
+        } else {
+            1000
+        };
         let input = signing_input(pair.kind, DigestAlg::Sha256, content.as_bytes());
         let raw = time(n, || {
             session.sign_raw(key, pair.kind, &input).unwrap();
@@ -55,8 +82,13 @@ fn main() {
         let signer = TokenSigner::new(&session, key, pair.kind, DigestAlg::Sha256, spki);
         let mut der = Vec::new();
         let cms = time(n, || {
-            der = tokenroll::cms::build_attached::<_, TokenSignature>(&signer, &pair.cert, content.as_bytes(), DigestAlg::Sha256)
-                .unwrap();
+            der = tokenroll::cms::build_attached::<_, TokenSignature>(
+                &signer,
+                &pair.cert,
+                content.as_bytes(),
+                DigestAlg::Sha256,
+            )
+            .unwrap();
         });
         let verify = time(n, || {
             tokenroll::cms::verify(&der).unwrap();

@@ -446,6 +446,9 @@ pub fn sign_cmd(args: SignArgs) -> i32 {
             .write_all(&bytes)
             .map_err(|e| e.to_string()),
     };
+    // A one-shot process leaves C_Finalize to the exit, as OpenSSL's engine does: the module's
+    // finalisation costs a measurable part of a one-shot run and the OS reclaims everything anyway.
+    std::mem::forget(side);
     if let Err(e) = written {
         eprintln!("tokenroll: {e}");
         return 1;
