@@ -4,7 +4,9 @@
 //! Owns: challenge sources and parsing the service's answer. Does not own: signing, or the HTTP
 //! client policy (shared from `api::client`).
 
-use crate::api::client::{checked_url, classify, http_client, read_limited, snippet, HttpOptions};
+use crate::api::client::{
+    checked_url, classify, content_type, http_client, read_limited, snippet, HttpOptions,
+};
 use crate::api::ApiError;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -91,12 +93,7 @@ pub async fn obtain(src: &ChallengeSource, http: &HttpOptions) -> Result<String,
         .await
         .map_err(|e| classify(url, http.timeout, e))?;
     let status = resp.status();
-    let content_type = resp
-        .headers()
-        .get(reqwest::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_ascii_lowercase();
+    let content_type = content_type(&resp);
     let (body, truncated) = read_limited(url, http.timeout, resp).await?;
     let protocol = |why: String| ApiError::Protocol {
         status: status.as_u16(),

@@ -284,13 +284,7 @@ fn select_and_challenge(
     on: &mut dyn FnMut(Step),
 ) -> Result<(PairSummary, String), EarlyFailure> {
     let pair = side.select().map_err(|e| Box::new((e.into(), None)))?;
-    on(Step::TokenFound {
-        module: pair.module.clone(),
-        token: pair.token_label.clone(),
-        serial: pair.token_serial.clone(),
-        uri: pair.uri.clone(),
-        subject: pair.subject.clone(),
-    });
+    on(pair.found_step());
     if opts.algorithm.is_weak() {
         tracing::warn!("SHA-1 is weak; use it only for servers that require it");
         eprintln!("warning: SHA-1 is weak; use it only for a server that requires it");

@@ -125,13 +125,7 @@ fn run_inner() -> Result<i32, String> {
     let mut on = |s: Step| crate::cli::print_step(&mut stdout, &s);
     let digest = DigestAlg::Sha256;
     let pair = side.select().map_err(|e| e.to_string())?;
-    on(Step::TokenFound {
-        module: pair.module.clone(),
-        token: pair.token_label.clone(),
-        serial: pair.token_serial.clone(),
-        uri: pair.uri.clone(),
-        subject: pair.subject.clone(),
-    });
+    on(pair.found_step());
     let challenge = crate::challenge::local();
     on(Step::ChallengeReady {
         source: "local random",

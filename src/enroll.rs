@@ -33,6 +33,17 @@ pub struct PairSummary {
 }
 
 impl PairSummary {
+    /// The progress step that announces this pair.
+    pub fn found_step(&self) -> Step {
+        Step::TokenFound {
+            module: self.module.clone(),
+            token: self.token_label.clone(),
+            serial: self.token_serial.clone(),
+            uri: self.uri.clone(),
+            subject: self.subject.clone(),
+        }
+    }
+
     pub fn certificate_info(&self) -> CertificateInfo {
         let tbs = &self.cert.tbs_certificate;
         CertificateInfo {

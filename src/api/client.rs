@@ -178,6 +178,15 @@ pub async fn read_limited(
     Ok((body, false))
 }
 
+/// The response's Content-Type, lowercased ("" when absent).
+pub fn content_type(resp: &reqwest::Response) -> String {
+    resp.headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase()
+}
+
 /// A client for one CENTAGATE server.
 pub struct CentagateClient {
     http: reqwest::Client,
@@ -212,12 +221,7 @@ impl CentagateClient {
             .await
             .map_err(|e| classify(&url, self.opts.timeout, e))?;
         let status = resp.status();
-        let content_type = resp
-            .headers()
-            .get(reqwest::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string();
+        let content_type = content_type(&resp);
         let (bytes, truncated) = read_limited(&url, self.opts.timeout, resp).await?;
         let answer = if truncated {
             None
