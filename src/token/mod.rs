@@ -515,11 +515,21 @@ impl Module {
         Ok(out)
     }
 
+    /// The token's flags now, read from its slot; a different token there means ours was removed.
     fn refresh(&self, token: &TokenDesc) -> Result<TokenDesc, TokenError> {
-        self.tokens()?
-            .into_iter()
-            .find(|t| t.label == token.label && t.serial == token.serial)
-            .ok_or(TokenError::TokenRemoved)
+        let info = self
+            .ctx
+            .get_token_info(token.slot)
+            .map_err(|e| map_ck("reading the token's state", e))?;
+        if info.label().trim() != token.label || info.serial_number().trim() != token.serial {
+            return Err(TokenError::TokenRemoved);
+        }
+        Ok(TokenDesc {
+            pin_count_low: info.user_pin_count_low(),
+            pin_final_try: info.user_pin_final_try(),
+            pin_locked: info.user_pin_locked(),
+            ..token.clone()
+        })
     }
 
     /// Signing pairs visible without logging in: certificates that allow signing, with a key type
