@@ -481,3 +481,32 @@ fn no_secret_appears_anywhere_at_trace_level() {
         assert!(!all.contains(s), "secret leaked");
     }
 }
+
+#[test]
+fn the_simulator_accepts_every_key_and_digest() {
+    let mut env = TestEnv::new();
+    env.provision("ec", true, "p256", "01", "CN=EC256", &[]);
+    env.provision("ec384", true, "p384", "01", "CN=EC384", &[]);
+    let sim = env.simulator(&[]);
+    let cases = [
+        ("ec", "sha1", "user1"),
+        ("ec", "sha512", "user2"),
+        ("ec", "sha384", "user3"),
+        ("ec384", "sha1", "user4"),
+        ("ec384", "sha512", "user5"),
+        ("ec384", "sha256", "user6"),
+    ];
+    for (token, alg, user) in cases {
+        let o = env.enroll(
+            &sim,
+            user,
+            &["--json", "--token", token, "--algorithm", alg],
+        );
+        assert_eq!(o.status.code(), Some(0), "{token} {alg}: {}", stdout(&o));
+    }
+    let rec = sim.records();
+    assert_eq!(rec.len(), cases.len());
+    for (r, (_, alg, _)) in rec.iter().zip(cases) {
+        assert_eq!(r["digest"], alg);
+    }
+}

@@ -3,8 +3,10 @@
 //!
 //! Owns: the server, its users, its rules and its TLS certificate. Does not own: any of the
 //! client's code paths — it shares only the contract's constants with `api`, and judges the
-//! cenToken, timestamp and fields with its own code so a bug copied into both cannot hide.
+//! cenToken, timestamp, fields and the PKCS#7 (with `ring`, see `judge`) with its own code, so a
+//! bug copied into both cannot hide.
 
+mod judge;
 mod rules;
 mod tls;
 

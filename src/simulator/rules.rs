@@ -172,45 +172,40 @@ impl Rules {
         if !["1", "2", "3", "4"].contains(&status.as_str()) {
             return invalid("status must be 1-4");
         }
-        let declared = match algorithm.as_deref() {
-            None => None,
-            Some(a) => match crate::digest::DigestAlg::from_centagate_code(a) {
-                Some(d) => Some(d),
-                None => return invalid("algorithm must be 0-3"),
-            },
-        };
+        if algorithm
+            .as_deref()
+            .is_some_and(|a| !["0", "1", "2", "3"].contains(&a))
+        {
+            return invalid("algorithm must be 0-3");
+        }
         let Ok(der) = base64::engine::general_purpose::STANDARD.decode(signature.as_bytes()) else {
             return invalid("signature is not standard base64");
         };
         record["signature_sha256"] = serde_json::json!(hex::encode(sha2::Sha256::digest(&der)));
-        let verified = match crate::cms::verify(&der) {
+        let judged = match super::judge::judge(&der) {
             Ok(v) => v,
             Err(e) => return (CODE_CRYPTO, format!("Crypto error: {e}")),
         };
-        record["signed_content"] = serde_json::json!(String::from_utf8_lossy(&verified.content));
-        record["digest"] = serde_json::json!(verified.digest.name());
+        record["signed_content"] = serde_json::json!(String::from_utf8_lossy(&judged.content));
+        record["digest"] = serde_json::json!(judged.hash.name());
         record["signer_subject"] =
-            serde_json::json!(verified.signer.tbs_certificate.subject.to_string());
-        if let Some(d) = declared {
-            if d != verified.digest {
+            serde_json::json!(judged.signer.tbs_certificate.subject.to_string());
+        if let Some(code) = algorithm.as_deref() {
+            if code != judged.hash.code() {
                 return (
                     CODE_CRYPTO,
                     format!(
-                        "Crypto error: algorithm {} but the PKCS#7 uses {}",
-                        d, verified.digest
+                        "Crypto error: algorithm {code} but the PKCS#7 uses {}",
+                        judged.hash.name()
                     ),
                 );
             }
         }
-        if !self.trust.is_empty() {
-            if let Err(e) = crate::cms::verify_chain(
-                &verified.signer,
-                &verified.certificates,
-                &self.trust,
-                SystemTime::now(),
-            ) {
-                return (CODE_CRYPTO, format!("Crypto error: {e}"));
-            }
+        if !self.trust.is_empty() && !super::judge::trusted(&judged.signer, &self.trust) {
+            return (
+                CODE_CRYPTO,
+                "Crypto error: the certificate's issuer is not trusted".into(),
+            );
         }
         match self.users.get(&username) {
             None => (CODE_USER_NOT_FOUND, "User not found".into()),
@@ -238,5 +233,101 @@ pub fn challenge_reply(path: &str) -> (&'static str, String) {
             "application/json",
             serde_json::json!({ "challenge": c }).to_string(),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secret::{AuthToken, SecretCode};
+
+    fn rules() -> Rules {
+        let secrets = AdminSecrets {
+            auth_token: AuthToken::new("AT-123".into()),
+            secret_code: SecretCode::new("S3cr3t".into()),
+        };
+        Rules::new(
+            "helpdesk".into(),
+            secrets,
+            Users::parse("[[user]]\nname = \"alice\"\n").unwrap(),
+        )
+    }
+
+    fn body(pkcs7: &[u8], algorithm: &str, cen: &str) -> Vec<u8> {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis()
+            .to_string();
+        serde_json::json!({
+            "username": "alice", "signature": base64::engine::general_purpose::STANDARD.encode(pkcs7),
+            "algorithm": algorithm, "timestamp": now, "status": "1", "cenToken": cen,
+        })
+        .to_string()
+        .into_bytes()
+    }
+
+    fn pkcs7() -> Vec<u8> {
+        let key = p256::ecdsa::SigningKey::random(&mut rand_core::OsRng);
+        let cert = crate::token::tests::software_cert("Alice", &key, 30);
+        crate::cms::build_attached::<_, p256::ecdsa::DerSignature>(
+            &key,
+            &cert,
+            b"c",
+            crate::digest::DigestAlg::Sha256,
+        )
+        .unwrap()
+    }
+
+    const CEN: &str = "6f1433106d2466c15b4d324c3009375249e72162f223b63bd3e5d157e9813499";
+
+    #[test]
+    fn judges_in_contract_order() {
+        let p = pkcs7();
+        let mut r = rules();
+        assert_eq!(
+            r.judge("helpdesk", "text/plain", &body(&p, "1", CEN)).0,
+            CODE_INVALID_INPUT
+        );
+        assert_eq!(
+            r.judge("other", "application/json", &body(&p, "1", CEN)).0,
+            CODE_PERMISSION
+        );
+        assert_eq!(
+            r.judge("helpdesk", "application/json", &body(&p, "1", "00"))
+                .0,
+            CODE_BAD_API_SIGNATURE
+        );
+        assert_eq!(
+            r.judge("helpdesk", "application/json", &body(&p, "7", CEN))
+                .0,
+            CODE_INVALID_INPUT
+        );
+        // `algorithm` must name the SignerInfo's digest.
+        assert_eq!(
+            r.judge("helpdesk", "application/json", &body(&p, "3", CEN))
+                .0,
+            CODE_CRYPTO
+        );
+        let mut tampered = p.clone();
+        let last = tampered.len() - 1;
+        tampered[last] ^= 1;
+        assert_eq!(
+            r.judge("helpdesk", "application/json", &body(&tampered, "1", CEN))
+                .0,
+            CODE_CRYPTO
+        );
+        let (code, _, rec) = r.judge("helpdesk", "application/json", &body(&p, "1", CEN));
+        assert_eq!(code, CODE_SUCCESS);
+        assert_eq!(rec["cen_token_valid"], true);
+        assert!(
+            !rec.to_string().contains(CEN),
+            "the record never holds the cenToken"
+        );
+        assert_eq!(
+            r.judge("helpdesk", "application/json", &body(&p, "1", CEN))
+                .0,
+            CODE_USER_BOUND
+        );
     }
 }

@@ -145,7 +145,9 @@ impl TestEnv {
         std::fs::write(
             &p,
             "[[user]]\nname = \"alice\"\nstate = \"active\"\n\n[[user]]\nname = \"bob\"\nstate = \"active\"\n\n\
-             [[user]]\nname = \"ivan\"\nstate = \"inactive\"\n\n[[user]]\nname = \"bella\"\nstate = \"bound\"\n",
+             [[user]]\nname = \"ivan\"\nstate = \"inactive\"\n\n[[user]]\nname = \"bella\"\nstate = \"bound\"\n\n\
+             [[user]]\nname = \"user1\"\n[[user]]\nname = \"user2\"\n[[user]]\nname = \"user3\"\n\
+             [[user]]\nname = \"user4\"\n[[user]]\nname = \"user5\"\n[[user]]\nname = \"user6\"\n",
         )
         .unwrap();
         p
