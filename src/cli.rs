@@ -235,6 +235,10 @@ pub fn print_step(out: &mut dyn Write, step: &Step) {
         ),
         Step::ChallengeReady { source, len } => format!("challenge ready ({source}, {len} bytes)"),
         Step::PinPad => "enter your PIN on the reader's PIN pad".into(),
+        Step::PinWarning { final_try: true } => {
+            "warning: this is the FINAL PIN try — a wrong PIN now locks the token".into()
+        }
+        Step::PinWarning { final_try: false } => "warning: the token reports few PIN tries left".into(),
         Step::Signed { algorithm, kind, bytes } => {
             format!("logged in; signed with {} ({kind}): PKCS#7 of {bytes} bytes", algorithm.label())
         }
@@ -483,6 +487,7 @@ pub fn tokens_cmd(args: TokensArgs) -> i32 {
             return 3;
         }
     };
+    let slots = module.slots().unwrap_or_default();
     let mut out = Vec::new();
     for t in &tokens {
         let pairs = module.pairs(t).unwrap_or_default();
@@ -510,7 +515,7 @@ pub fn tokens_cmd(args: TokensArgs) -> i32 {
     if args.json {
         println!(
             "{}",
-            serde_json::json!({"module": module.path().display().to_string(), "tokens": out})
+            serde_json::json!({"module": module.path().display().to_string(), "slots": slots, "tokens": out})
         );
         return 0;
     }
@@ -519,6 +524,9 @@ pub fn tokens_cmd(args: TokensArgs) -> i32 {
         module.path().display(),
         module.library_description()
     );
+    for s in slots.iter().filter(|s| !s.token_present) {
+        println!("slot '{}': no token", s.description);
+    }
     if out.is_empty() {
         println!("no token present");
     }

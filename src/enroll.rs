@@ -100,6 +100,10 @@ pub enum Step {
         uri: String,
         subject: String,
     },
+    /// The token reports few PIN tries left (or the final one) before we log in.
+    PinWarning {
+        final_try: bool,
+    },
     ChallengeReady {
         source: &'static str,
         len: usize,
@@ -204,6 +208,11 @@ pub fn sign_challenge(
 ) -> Result<Vec<u8>, EnrollError> {
     if pair.pin_locked {
         return Err(TokenError::PinLocked.into());
+    }
+    if pair.pin_count_low || pair.pin_final_try {
+        on(Step::PinWarning {
+            final_try: pair.pin_final_try,
+        });
     }
     let login = if pair.pin_pad {
         on(Step::PinPad);

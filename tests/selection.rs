@@ -15,6 +15,14 @@ fn tokens_lists_pairs_with_uris() {
     assert!(j["module"].as_str().unwrap().ends_with("libsofthsm2.so"));
     let tokens = j["tokens"].as_array().unwrap();
     assert_eq!(tokens.len(), 1);
+    // SoftHSM2 always offers one more, empty slot for the next token.
+    let slots = j["slots"].as_array().unwrap();
+    assert_eq!(slots.len(), 2, "{j}");
+    assert_eq!(
+        slots.iter().filter(|s| s["token_present"] == true).count(),
+        2,
+        "SoftHSM2 reports a token in every slot"
+    );
     assert_eq!(tokens[0]["label"], "alice");
     let pairs = tokens[0]["pairs"].as_array().unwrap();
     assert_eq!(pairs.len(), 2);
@@ -299,10 +307,66 @@ fn wrong_pin_is_a_token_error_and_is_not_retried() {
         .unwrap();
     let o = child.wait_with_output().unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("few PIN tries left"),
+        "warned before the login: {}",
+        stderr(&o)
+    );
     assert_eq!(
         json(&env.run(&["tokens", "--json"]))["tokens"][0]["pin_count_low"],
         false
     );
+}
+
+#[test]
+fn the_default_module_is_the_p11_kit_proxy() {
+    // Debian registers SoftHSM2 with p11-kit; the proxy loads it in-process with our SOFTHSM2_CONF.
+    let env = TestEnv::new();
+    let cert = env.alice();
+    let o = env
+        .cmd()
+        .env_remove("TOKENROLL_MODULE")
+        .args(["tokens", "--json"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let j = json(&o);
+    assert!(
+        j["module"].as_str().unwrap().ends_with("p11-kit-proxy.so"),
+        "{j}"
+    );
+    assert!(
+        j["tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["label"] == "alice"),
+        "{j}"
+    );
+    let p = env.path("proxy.p7");
+    let o = env
+        .cmd()
+        .env_remove("TOKENROLL_MODULE")
+        .args([
+            "sign",
+            "--token",
+            "alice",
+            "--pin-env",
+            "TOKENROLL_PIN",
+            "--challenge",
+            "via proxy",
+            "--out",
+        ])
+        .arg(&p)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("p11-kit-proxy.so"),
+        "says which module: {}",
+        stderr(&o)
+    );
+    assert_eq!(openssl_verify(&p, &cert), b"via proxy");
 }
 
 #[test]

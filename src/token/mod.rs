@@ -164,6 +164,16 @@ pub fn softhsm_module() -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// A slot (a reader, or a software token's place), as `tokens` reports it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct SlotDesc {
+    pub description: String,
+    pub manufacturer: String,
+    pub token_present: bool,
+    pub removable: bool,
+    pub hardware: bool,
+}
+
 /// A token as found in a slot; identified by label and serial, never by slot id.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct TokenDesc {
@@ -482,6 +492,25 @@ impl Module {
             }
         }
         Err(map_ck("listing slots", last.expect("retried")))
+    }
+
+    /// Every slot (readers included), with or without a token.
+    pub fn slots(&self) -> Result<Vec<SlotDesc>, TokenError> {
+        let slots = self
+            .ctx
+            .get_all_slots()
+            .map_err(|e| map_ck("listing slots", e))?;
+        Ok(slots
+            .into_iter()
+            .filter_map(|s| self.ctx.get_slot_info(s).ok())
+            .map(|i| SlotDesc {
+                description: i.slot_description().trim().to_string(),
+                manufacturer: i.manufacturer_id().trim().to_string(),
+                token_present: i.token_present(),
+                removable: i.removable_device(),
+                hardware: i.hardware_slot(),
+            })
+            .collect())
     }
 
     pub fn tokens(&self) -> Result<Vec<TokenDesc>, TokenError> {
