@@ -108,10 +108,10 @@ pub struct EnrollArgs {
 #[derive(Args, Debug)]
 pub struct SignArgs {
     /// Write the PKCS#7 here instead of stdout.
-    #[arg(long)]
+    #[arg(long, env = "TOKENROLL_OUT")]
     pub out: Option<PathBuf>,
     /// Write base64 instead of DER.
-    #[arg(long)]
+    #[arg(long, env = "TOKENROLL_BASE64")]
     pub base64: bool,
     #[command(flatten)]
     pub token: TokenArgs,
@@ -121,8 +121,10 @@ pub struct SignArgs {
 pub struct TokensArgs {
     #[arg(long, env = "TOKENROLL_MODULE")]
     pub module: Option<PathBuf>,
-    #[arg(long)]
+    #[arg(long, env = "TOKENROLL_JSON")]
     pub json: bool,
+    #[arg(long, env = "TOKENROLL_CONFIG")]
+    pub config: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -271,6 +273,25 @@ fn usage_error(json: bool, message: String, algorithm: &str) -> i32 {
     emit_report(&r, json)
 }
 
+/// A command line clap refused. With `--json` among the arguments the one JSON object is still
+/// printed, so scripts never have to parse clap's text; help and version print as usual.
+pub fn argument_error(e: clap::Error) -> i32 {
+    use clap::error::ErrorKind;
+    let wants_json = std::env::args().any(|a| a == "--json");
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) || !wants_json {
+        e.exit();
+    }
+    let message = e
+        .render()
+        .to_string()
+        .lines()
+        .next()
+        .unwrap_or("invalid arguments")
+        .trim_start_matches("error: ")
+        .to_string();
+    usage_error(true, message, "sha256")
+}
+
 pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -390,19 +411,28 @@ pub fn enroll_cmd(args: EnrollArgs) -> i32 {
 }
 
 pub fn sign_cmd(args: SignArgs) -> i32 {
-    let json = args.token.json;
-    let opts = match crate::config::resolve(args.token.raw(), args.token.config.as_deref())
-        .and_then(|raw| SignOptions::from_raw(&raw))
-    {
-        Ok(o) => o,
+    let flags = RawConfig {
+        out: args.out.clone(),
+        base64: args.base64.then_some(true),
+        ..args.token.raw()
+    };
+    let resolved = crate::config::resolve(flags, args.token.config.as_deref())
+        .and_then(|raw| Ok((SignOptions::from_raw(&raw)?, raw)));
+    let (opts, raw) = match resolved {
+        Ok(v) => v,
         Err(e) => {
             return usage_error(
-                json,
+                args.token.json,
                 e.to_string(),
                 args.token.algorithm.as_deref().unwrap_or("sha256"),
             )
         }
     };
+    let (json, base64, out) = (
+        raw.json.unwrap_or(false),
+        raw.base64.unwrap_or(false),
+        raw.out,
+    );
     let rt = runtime();
     let mut side = Pkcs11Side::new(opts.module.clone(), opts.selector.clone());
     let mut stderr = std::io::stderr();
@@ -428,14 +458,14 @@ pub fn sign_cmd(args: SignArgs) -> i32 {
         Err(e) => return fail(e, Some(&pair)),
     };
     use base64::Engine;
-    let bytes = if args.base64 {
+    let bytes = if base64 {
         let mut s = base64::engine::general_purpose::STANDARD.encode(&der);
         s.push('\n');
         s.into_bytes()
     } else {
         der.clone()
     };
-    let written = match &args.out {
+    let written = match &out {
         Some(p) => {
             std::fs::write(p, &bytes).map_err(|e| format!("cannot write {}: {e}", p.display()))
         }
@@ -466,10 +496,23 @@ pub fn sign_cmd(args: SignArgs) -> i32 {
 }
 
 pub fn tokens_cmd(args: TokensArgs) -> i32 {
-    let module = match crate::token::Module::load(args.module.as_deref()) {
+    let flags = RawConfig {
+        module: args.module.clone(),
+        json: args.json.then_some(true),
+        ..Default::default()
+    };
+    let raw = match crate::config::resolve(flags, args.config.as_deref()) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("tokenroll: {e}");
+            return 2;
+        }
+    };
+    let json = raw.json.unwrap_or(false);
+    let module = match crate::token::Module::load(raw.module.as_deref()) {
         Ok(m) => m,
         Err(e) => {
-            if args.json {
+            if json {
                 println!(
                     "{}",
                     serde_json::json!({"module": null, "error": e.to_string(), "tokens": []})
@@ -512,7 +555,7 @@ pub fn tokens_cmd(args: TokensArgs) -> i32 {
         tv["pairs"] = serde_json::Value::Array(pairs);
         out.push(tv);
     }
-    if args.json {
+    if json {
         println!(
             "{}",
             serde_json::json!({"module": module.path().display().to_string(), "slots": slots, "tokens": out})

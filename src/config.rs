@@ -58,6 +58,8 @@ raw_config! {
     connect_timeout: u64,
     timeout: u64,
     json: bool,
+    out: PathBuf,
+    base64: bool,
     auth_token_file: PathBuf,
     secret_code_file: PathBuf,
 }

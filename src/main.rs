@@ -8,7 +8,10 @@ fn main() {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => std::process::exit(cli::argument_error(e)),
+    };
     let code = match cli.command {
         Command::Enroll(a) => cli::enroll_cmd(a),
         Command::Sign(a) => cli::sign_cmd(a),

@@ -159,3 +159,39 @@ fn tampered_pkcs7_does_not_verify() {
     assert_eq!(v.status.code(), Some(1));
     assert!(stderr(&v).contains("message-digest"), "{}", stderr(&v));
 }
+
+#[test]
+fn out_and_base64_come_from_the_config_too() {
+    let env = TestEnv::new();
+    let cert = env.alice();
+    let p = env.path("from-env.b64");
+    let cfg = env.path("cfg.toml");
+    std::fs::write(&cfg, "token = \"alice\"\npin_env = \"TOKENROLL_PIN\"\nbase64 = true\nalgorithm = \"sha512\"\n").unwrap();
+    let o = env
+        .cmd()
+        .args(["sign", "--challenge", "cfg", "--config"])
+        .arg(&cfg)
+        .env("TOKENROLL_OUT", &p)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    use base64::Engine;
+    let der = base64::engine::general_purpose::STANDARD.decode(std::fs::read_to_string(&p).unwrap().trim()).unwrap();
+    let d = env.path("from-env.p7");
+    std::fs::write(&d, der).unwrap();
+    assert_eq!(openssl_verify(&d, &cert), b"cfg");
+    assert!(openssl_print(&d).contains("algorithm: sha512 "));
+}
+
+#[test]
+fn bad_arguments_still_give_one_json_object() {
+    let env = TestEnv::new();
+    let o = env.run(&["enroll", "--json", "--no-such-flag"]);
+    assert_eq!(o.status.code(), Some(2));
+    let j = json(&o);
+    assert_eq!(j["outcome"], "failed");
+    assert!(j["message"].as_str().unwrap().contains("--no-such-flag"), "{j}");
+    let o = env.run(&["enroll", "--json", "--algorithm", "md5", "--server", "https://x", "--admin", "a", "--user", "u"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(json(&o)["message"].as_str().unwrap().contains("unknown algorithm"));
+}

@@ -58,6 +58,17 @@ struct State {
     record: Option<Mutex<std::fs::File>>,
 }
 
+impl State {
+    /// Appends one JSON line to the record, if one is kept.
+    fn write_record(&self, line: serde_json::Value) {
+        if let Some(file) = &self.record {
+            let mut f = file.lock().expect("record lock");
+            let _ = writeln!(f, "{line}");
+            let _ = f.flush();
+        }
+    }
+}
+
 /// Binds and serves in a background task.
 pub async fn start(cfg: SimConfig) -> std::io::Result<Running> {
     let (tls_config, cert_pem) = tls::server_config().map_err(std::io::Error::other)?;
@@ -171,13 +182,11 @@ async fn handle(
             .expect("rules lock")
             .judge(&admin, &content_type, &body);
     let code = state.faults.force_code.unwrap_or(code);
-    if let Some(file) = &state.record {
-        let mut line = record;
-        line["answer_code"] = serde_json::json!(code);
-        let mut f = file.lock().expect("record lock");
-        let _ = writeln!(f, "{line}");
-        let _ = f.flush();
-    }
+    let mut line = record;
+    line["method"] = serde_json::json!("PUT");
+    line["path"] = serde_json::json!(path);
+    line["answer_code"] = serde_json::json!(code);
+    state.write_record(line);
     if state.faults.html_500 {
         return Ok(reply(
             StatusCode::INTERNAL_SERVER_ERROR,

@@ -40,11 +40,20 @@ pub struct Sim {
 }
 
 impl Sim {
-    pub fn records(&self) -> Vec<serde_json::Value> {
+    /// Every request the simulator recorded.
+    pub fn all_records(&self) -> Vec<serde_json::Value> {
         std::fs::read_to_string(&self.record)
             .unwrap_or_default()
             .lines()
             .map(|l| serde_json::from_str(l).expect("record line is JSON"))
+            .collect()
+    }
+
+    /// The registrations (PUTs) among them.
+    pub fn records(&self) -> Vec<serde_json::Value> {
+        self.all_records()
+            .into_iter()
+            .filter(|r| r["method"] == "PUT")
             .collect()
     }
 }
