@@ -108,23 +108,10 @@ fn each_documented_refusal_has_its_code_and_advice() {
     assert_eq!(o.status.code(), Some(4));
     assert_eq!(json(&o)["code"], 10002);
     // A wrong admin secret: the cenToken does not verify.
-    let mut c = env.cmd();
-    c.args([
-        "enroll",
-        "--server",
-        &sim.origin,
-        "--admin",
-        ADMIN,
-        "--user",
-        "bob",
-        "--pin-env",
-        "TOKENROLL_PIN",
-        "--json",
-        "--ca-file",
-    ])
-    .arg(&sim.ca)
-    .env("TOKENROLL_AUTH_TOKEN", AUTH_TOKEN)
-    .env("TOKENROLL_SECRET_CODE", "wrong");
+    let mut c = env.enroll_base(&sim.origin, "bob");
+    c.args(["--pin-env", "TOKENROLL_PIN", "--ca-file"])
+        .arg(&sim.ca)
+        .env("TOKENROLL_SECRET_CODE", "wrong");
     let o = c.output().unwrap();
     assert_eq!(o.status.code(), Some(4));
     assert_eq!(json(&o)["code"], 23022);
@@ -214,21 +201,8 @@ fn refused_connection_and_untrusted_tls_are_network_errors() {
         .port();
     let dead = format!("https://127.0.0.1:{port}");
     let o = env
-        .cmd()
-        .args([
-            "enroll",
-            "--server",
-            &dead,
-            "--admin",
-            ADMIN,
-            "--user",
-            "alice",
-            "--pin-env",
-            "TOKENROLL_PIN",
-            "--json",
-        ])
-        .env("TOKENROLL_AUTH_TOKEN", AUTH_TOKEN)
-        .env("TOKENROLL_SECRET_CODE", SECRET_CODE)
+        .enroll_base(&dead, "alice")
+        .args(["--pin-env", "TOKENROLL_PIN"])
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(5), "{}", stdout(&o));
@@ -239,21 +213,8 @@ fn refused_connection_and_untrusted_tls_are_network_errors() {
 
     let sim = env.simulator(&[]);
     let o = env
-        .cmd()
-        .args([
-            "enroll",
-            "--server",
-            &sim.origin,
-            "--admin",
-            ADMIN,
-            "--user",
-            "alice",
-            "--pin-env",
-            "TOKENROLL_PIN",
-            "--json",
-        ])
-        .env("TOKENROLL_AUTH_TOKEN", AUTH_TOKEN)
-        .env("TOKENROLL_SECRET_CODE", SECRET_CODE)
+        .enroll_base(&sim.origin, "alice")
+        .args(["--pin-env", "TOKENROLL_PIN"])
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(5), "{}", stdout(&o));
@@ -271,24 +232,10 @@ fn wrong_pin_sends_nothing() {
     env.alice();
     let sim = env.simulator(&[]);
     let o = env
-        .cmd()
-        .args([
-            "enroll",
-            "--server",
-            &sim.origin,
-            "--admin",
-            ADMIN,
-            "--user",
-            "alice",
-            "--pin-env",
-            "BAD",
-            "--json",
-            "--ca-file",
-        ])
+        .enroll_base(&sim.origin, "alice")
+        .args(["--pin-env", "BAD", "--ca-file"])
         .arg(&sim.ca)
         .env("BAD", "999999")
-        .env("TOKENROLL_AUTH_TOKEN", AUTH_TOKEN)
-        .env("TOKENROLL_SECRET_CODE", SECRET_CODE)
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(3));
@@ -373,19 +320,7 @@ fn plain_http_only_to_loopback_and_config_layers() {
     let env = TestEnv::new();
     env.alice();
     let o = env
-        .cmd()
-        .args([
-            "enroll",
-            "--server",
-            "http://cg.example.com",
-            "--admin",
-            ADMIN,
-            "--user",
-            "a",
-            "--json",
-        ])
-        .env("TOKENROLL_AUTH_TOKEN", AUTH_TOKEN)
-        .env("TOKENROLL_SECRET_CODE", SECRET_CODE)
+        .enroll_base("http://cg.example.com", "a")
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(2));
@@ -441,23 +376,9 @@ fn no_secret_appears_anywhere_at_trace_level() {
     env.alice();
     let sim = env.simulator(&[]);
     let o = env
-        .cmd()
-        .args([
-            "enroll",
-            "--server",
-            &sim.origin,
-            "--admin",
-            ADMIN,
-            "--user",
-            "alice",
-            "--pin-env",
-            "TOKENROLL_PIN",
-            "--json",
-            "--ca-file",
-        ])
+        .enroll_base(&sim.origin, "alice")
+        .args(["--pin-env", "TOKENROLL_PIN", "--ca-file"])
         .arg(&sim.ca)
-        .env("TOKENROLL_AUTH_TOKEN", AUTH_TOKEN)
-        .env("TOKENROLL_SECRET_CODE", SECRET_CODE)
         .env("RUST_LOG", "trace")
         .output()
         .unwrap();

@@ -166,7 +166,11 @@ fn out_and_base64_come_from_the_config_too() {
     let cert = env.alice();
     let p = env.path("from-env.b64");
     let cfg = env.path("cfg.toml");
-    std::fs::write(&cfg, "token = \"alice\"\npin_env = \"TOKENROLL_PIN\"\nbase64 = true\nalgorithm = \"sha512\"\n").unwrap();
+    std::fs::write(
+        &cfg,
+        "token = \"alice\"\npin_env = \"TOKENROLL_PIN\"\nbase64 = true\nalgorithm = \"sha512\"\n",
+    )
+    .unwrap();
     let o = env
         .cmd()
         .args(["sign", "--challenge", "cfg", "--config"])
@@ -176,7 +180,9 @@ fn out_and_base64_come_from_the_config_too() {
         .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
     use base64::Engine;
-    let der = base64::engine::general_purpose::STANDARD.decode(std::fs::read_to_string(&p).unwrap().trim()).unwrap();
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(std::fs::read_to_string(&p).unwrap().trim())
+        .unwrap();
     let d = env.path("from-env.p7");
     std::fs::write(&d, der).unwrap();
     assert_eq!(openssl_verify(&d, &cert), b"cfg");
@@ -190,8 +196,25 @@ fn bad_arguments_still_give_one_json_object() {
     assert_eq!(o.status.code(), Some(2));
     let j = json(&o);
     assert_eq!(j["outcome"], "failed");
-    assert!(j["message"].as_str().unwrap().contains("--no-such-flag"), "{j}");
-    let o = env.run(&["enroll", "--json", "--algorithm", "md5", "--server", "https://x", "--admin", "a", "--user", "u"]);
+    assert!(
+        j["message"].as_str().unwrap().contains("--no-such-flag"),
+        "{j}"
+    );
+    let o = env.run(&[
+        "enroll",
+        "--json",
+        "--algorithm",
+        "md5",
+        "--server",
+        "https://x",
+        "--admin",
+        "a",
+        "--user",
+        "u",
+    ]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(json(&o)["message"].as_str().unwrap().contains("unknown algorithm"));
+    assert!(json(&o)["message"]
+        .as_str()
+        .unwrap()
+        .contains("unknown algorithm"));
 }

@@ -203,6 +203,18 @@ impl TestEnv {
         Sim { origin, ca, record }
     }
 
+    /// `tokenroll enroll --json` to `server` for `user`, the admin's secrets in the environment;
+    /// no PIN source and no --ca-file, for the tests that vary those.
+    pub fn enroll_base(&self, server: &str, user: &str) -> Command {
+        let mut c = self.cmd();
+        c.args([
+            "enroll", "--server", server, "--admin", ADMIN, "--user", user, "--json",
+        ])
+        .env("TOKENROLL_AUTH_TOKEN", AUTH_TOKEN)
+        .env("TOKENROLL_SECRET_CODE", SECRET_CODE);
+        c
+    }
+
     /// `tokenroll enroll` against `sim` for `user`, with the admin's secrets in the environment.
     pub fn enroll(&self, sim: &Sim, user: &str, extra: &[&str]) -> Output {
         let mut c = self.cmd();
