@@ -68,17 +68,7 @@ fn several_pairs_need_a_choice_and_a_uri_makes_it() {
     for (id, cert) in [("%02", &c2), ("%01", &c1)] {
         let p = env.path(&format!("pick{id}.p7"));
         let uri = format!("pkcs11:token=alice;id={id}");
-        let o = env.run(&[
-            "sign",
-            "--key",
-            &uri,
-            "--pin-env",
-            "TOKENROLL_PIN",
-            "--challenge",
-            "pick",
-            "--out",
-            p.to_str().unwrap(),
-        ]);
+        let o = env.sign_to(&["--key", &uri], "pick", &p);
         assert!(o.status.success(), "{}", stderr(&o));
         assert_eq!(openssl_verify(&p, cert), b"pick");
     }
@@ -117,17 +107,7 @@ fn selects_among_tokens_by_label_and_uri() {
         stdout(&o)
     );
     let p = env.path("bob.p7");
-    let o = env.run(&[
-        "sign",
-        "--token",
-        "bob",
-        "--pin-env",
-        "TOKENROLL_PIN",
-        "--challenge",
-        "b",
-        "--out",
-        p.to_str().unwrap(),
-    ]);
+    let o = env.sign_to(&["--token", "bob"], "b", &p);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(openssl_verify(&p, &bob), b"b");
     let o = env.run(&[
@@ -220,17 +200,7 @@ fn expired_and_not_yet_valid_certificates_are_never_used() {
     // An expired pair beside a valid one: the valid one is chosen without asking.
     let fresh = env.provision("old", false, "p256", "02", "CN=Renewed", &[]);
     let p = env.path("renewed.p7");
-    let o = env.run(&[
-        "sign",
-        "--token",
-        "old",
-        "--pin-env",
-        "TOKENROLL_PIN",
-        "--challenge",
-        "r",
-        "--out",
-        p.to_str().unwrap(),
-    ]);
+    let o = env.sign_to(&["--token", "old"], "r", &p);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(openssl_verify(&p, &fresh), b"r");
 }

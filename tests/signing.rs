@@ -54,31 +54,34 @@ fn sign_and_check(env: &TestEnv, label: &str, cert: &std::path::Path, alg: &str)
     assert_eq!(j["chain_verified"], true);
 }
 
+fn every_digest(key_type: &str) {
+    let env = TestEnv::new();
+    let cert = env.provision(
+        key_type,
+        true,
+        key_type,
+        "01",
+        &format!("CN={key_type} user"),
+        &[],
+    );
+    for alg in ["sha1", "sha256", "sha384", "sha512"] {
+        sign_and_check(&env, key_type, &cert, alg);
+    }
+}
+
 #[test]
 fn rsa2048_signs_with_every_digest() {
-    let env = TestEnv::new();
-    let cert = env.provision("rsa", true, "rsa2048", "01", "CN=RSA User", &[]);
-    for alg in ["sha1", "sha256", "sha384", "sha512"] {
-        sign_and_check(&env, "rsa", &cert, alg);
-    }
+    every_digest("rsa2048");
 }
 
 #[test]
 fn p256_signs_with_every_digest() {
-    let env = TestEnv::new();
-    let cert = env.provision("ec256", true, "p256", "01", "CN=P256 User", &[]);
-    for alg in ["sha1", "sha256", "sha384", "sha512"] {
-        sign_and_check(&env, "ec256", &cert, alg);
-    }
+    every_digest("p256");
 }
 
 #[test]
 fn p384_signs_with_every_digest() {
-    let env = TestEnv::new();
-    let cert = env.provision("ec384", true, "p384", "01", "CN=P384 User", &[]);
-    for alg in ["sha1", "sha256", "sha384", "sha512"] {
-        sign_and_check(&env, "ec384", &cert, alg);
-    }
+    every_digest("p384");
 }
 
 #[test]
@@ -139,17 +142,7 @@ fn tampered_pkcs7_does_not_verify() {
     let env = TestEnv::new();
     env.alice();
     let p = env.path("t.p7");
-    let o = env.run(&[
-        "sign",
-        "--token",
-        "alice",
-        "--pin-env",
-        "TOKENROLL_PIN",
-        "--challenge",
-        "hello-world",
-        "--out",
-        p.to_str().unwrap(),
-    ]);
+    let o = env.sign_to(&["--token", "alice"], "hello-world", &p);
     assert!(o.status.success(), "{}", stderr(&o));
     let mut der = std::fs::read(&p).unwrap();
     let at = der.windows(11).position(|w| w == b"hello-world").unwrap();

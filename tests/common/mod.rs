@@ -99,6 +99,22 @@ impl TestEnv {
         self.cmd().args(args).output().unwrap()
     }
 
+    /// `tokenroll sign` of `challenge` into the file `out` with the test PIN; `select` chooses the pair.
+    pub fn sign_to(&self, select: &[&str], challenge: &str, out: &Path) -> Output {
+        let mut c = self.cmd();
+        c.arg("sign")
+            .args(select)
+            .args([
+                "--pin-env",
+                "TOKENROLL_PIN",
+                "--challenge",
+                challenge,
+                "--out",
+            ])
+            .arg(out);
+        c.output().unwrap()
+    }
+
     /// Initialises a token (first call per label) and adds a key pair with a certificate.
     pub fn provision(
         &self,
