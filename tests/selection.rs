@@ -358,3 +358,46 @@ fn a_module_that_cannot_load_is_reported() {
     let o = env.run(&["tokens", "--module", "/etc/hostname"]);
     assert_eq!(o.status.code(), Some(3));
 }
+
+#[test]
+fn the_terminal_prompt_does_not_echo_the_pin() {
+    // `script` (util-linux) gives the binary a real terminal and forwards our stdin to it.
+    let env = TestEnv::new();
+    let cert = env.alice();
+    let p = env.path("tty.p7");
+    let inner = format!(
+        "{} sign --token alice --challenge tty --out {}",
+        env!("CARGO_BIN_EXE_tokenroll"),
+        p.display()
+    );
+    let mut script = std::process::Command::new("script");
+    script.args(["-q", "-e", "-c", &inner, "/dev/null"]);
+    // The same environment the test binary gets, less the PIN variable.
+    for (k, v) in env.cmd().get_envs() {
+        match v {
+            Some(v) => script.env(k, v),
+            None => script.env_remove(k),
+        };
+    }
+    let mut run = script
+        .env_remove("TOKENROLL_PIN")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    // Give the prompt a moment to switch echo off before the PIN arrives.
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    run.stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{PIN}\n").as_bytes())
+        .unwrap();
+    let o = run.wait_with_output().unwrap();
+    let screen = format!("{}{}", stdout(&o), stderr(&o));
+    assert!(o.status.success(), "{screen}");
+    assert!(screen.contains("PIN for token 'alice'"), "{screen}");
+    assert!(!screen.contains(PIN), "the PIN was echoed: {screen}");
+    assert_eq!(openssl_verify(&p, &cert), b"tty");
+}
