@@ -3,6 +3,7 @@
 //! The flow runs one way — token → cms → api — and `enroll` is the only place that knows the order.
 //! `cli` is one face of it; the tray agent is another.
 
+pub mod agent;
 pub mod api;
 pub mod challenge;
 pub mod cli;
