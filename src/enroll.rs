@@ -355,11 +355,16 @@ pub fn failure_report(
 pub struct Pkcs11Side {
     module_path: Option<std::path::PathBuf>,
     selector: crate::token::Selector,
-    module: Option<crate::token::Module>,
+    module: Option<std::sync::Arc<crate::token::Module>>,
     pair: Option<crate::token::SigningPair>,
 }
 
 impl Pkcs11Side {
+    /// Signs through a module that is already loaded (the agent's watcher shares its own).
+    pub fn with_module(module: std::sync::Arc<crate::token::Module>, selector: crate::token::Selector) -> Self {
+        Self { module_path: None, selector, module: Some(module), pair: None }
+    }
+
     pub fn new(module_path: Option<std::path::PathBuf>, selector: crate::token::Selector) -> Self {
         Self {
             module_path,
@@ -372,7 +377,10 @@ impl Pkcs11Side {
 
 impl TokenSide for Pkcs11Side {
     fn select(&mut self) -> Result<PairSummary, TokenError> {
-        let module = crate::token::Module::load(self.module_path.as_deref())?;
+        let module = match self.module.take() {
+            Some(m) => m,
+            None => std::sync::Arc::new(crate::token::Module::load(self.module_path.as_deref())?),
+        };
         let pair = module.select(&self.selector)?;
         let summary = PairSummary {
             module: format!(

@@ -5,3 +5,5 @@
 //! `enroll`), PKCS#11 (see `token`), or drawing (see `ui`).
 
 pub mod state;
+pub mod watcher;
+pub mod registry;

@@ -1,0 +1,159 @@
+//! The token watcher: owns the PKCS#11 module on its own thread and reports tokens coming and going.
+//!
+//! It polls `C_GetSlotList` (SoftHSM2 and the p11-kit proxy pass no slot events: a `CKF_DONT_BLOCK`
+//! wait always answers `CKR_NO_EVENT`). SoftHSM2 never sees a token created or deleted by another
+//! process until the module is finalised and initialised again, so when its token directory changes
+//! the watcher reloads the module — only while no enrollment holds it.
+
+use super::state::TokenKey;
+use crate::token::{Module, TokenDesc};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// A token as the agent needs it: its key, and the SHA-256 of each signing certificate on it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Seen {
+    pub key: TokenKey,
+    pub certificates: Vec<String>,
+    /// Subjects of the signing pairs, for the PIN dialog and the menu.
+    pub subjects: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    Inserted(Seen),
+    Removed(TokenKey),
+    /// The module could not be loaded or listed; the watcher keeps trying.
+    Trouble(String),
+}
+
+/// The module currently in use, shared with the enrollment worker.
+pub type SharedModule = Arc<Mutex<Option<Arc<Module>>>>;
+
+/// The token directory of SoftHSM2 as its configuration names it, if `module` is SoftHSM2.
+pub fn softhsm_token_dir(module: &Path) -> Option<PathBuf> {
+    if !module.to_string_lossy().contains("softhsm") {
+        return None;
+    }
+    let conf = std::env::var_os("SOFTHSM2_CONF")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/etc/softhsm/softhsm2.conf"));
+    let text = std::fs::read_to_string(conf).ok()?;
+    text.lines()
+        .filter_map(|l| l.split_once('='))
+        .find(|(k, _)| k.trim() == "directories.tokendir")
+        .map(|(_, v)| PathBuf::from(v.trim()))
+}
+
+fn dir_listing(dir: &Path) -> BTreeSet<String> {
+    std::fs::read_dir(dir)
+        .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default()
+}
+
+/// One card can appear as several tokens with one serial (OpenSC's OpenPGP card shows a "User PIN"
+/// and a "User PIN (sig)" token): keep the first of each serial, as one card.
+pub fn one_per_card(tokens: Vec<TokenDesc>) -> Vec<TokenDesc> {
+    let mut seen = BTreeSet::new();
+    tokens
+        .into_iter()
+        .filter(|t| seen.insert((t.serial.clone(), t.manufacturer.clone(), t.model.clone())))
+        .collect()
+}
+
+fn snapshot(module: &Module) -> Result<BTreeMap<TokenKey, Seen>, String> {
+    let tokens = one_per_card(module.tokens().map_err(|e| e.to_string())?);
+    let mut out = BTreeMap::new();
+    for t in tokens {
+        let pairs = module.pairs(&t).unwrap_or_default();
+        let key = TokenKey { label: t.label.clone(), serial: t.serial.clone() };
+        let certificates = pairs
+            .iter()
+            .map(|p| {
+                use sha2::Digest;
+                hex::encode(sha2::Sha256::digest(&p.cert_der))
+            })
+            .collect();
+        let subjects = pairs.iter().map(|p| p.subject()).collect();
+        out.insert(key.clone(), Seen { key, certificates, subjects });
+    }
+    Ok(out)
+}
+
+pub struct Watcher {
+    pub module_path: Option<PathBuf>,
+    pub interval: Duration,
+    pub shared: SharedModule,
+}
+
+impl Watcher {
+    /// Runs until `changes` is closed. Sends the initial tokens as insertions.
+    pub fn run(self, changes: Sender<Change>) {
+        let mut known: BTreeMap<TokenKey, Seen> = BTreeMap::new();
+        let mut token_dir: Option<(PathBuf, BTreeSet<String>)> = None;
+        let mut reported_trouble = false;
+        loop {
+            let now = self.current_module(&mut token_dir).and_then(|m| snapshot(&m));
+            let now = match now {
+                Ok(now) => {
+                    reported_trouble = false;
+                    now
+                }
+                Err(e) => {
+                    // Say it once, not on every poll.
+                    if !std::mem::replace(&mut reported_trouble, true) && changes.send(Change::Trouble(e)).is_err() {
+                        return;
+                    }
+                    std::thread::sleep(self.interval);
+                    continue;
+                }
+            };
+            for (k, seen) in &now {
+                if known.get(k) != Some(seen) {
+                    if known.contains_key(k) && changes.send(Change::Removed(k.clone())).is_err() {
+                        return;
+                    }
+                    if changes.send(Change::Inserted(seen.clone())).is_err() {
+                        return;
+                    }
+                }
+            }
+            for k in known.keys().filter(|k| !now.contains_key(*k)) {
+                if changes.send(Change::Removed(k.clone())).is_err() {
+                    return;
+                }
+            }
+            known = now;
+            std::thread::sleep(self.interval);
+        }
+    }
+
+    /// The module to list with, reloaded when SoftHSM2's token directory changed and nobody else
+    /// holds the module (a reload finalises it, which would end an enrollment's session).
+    fn current_module(&self, token_dir: &mut Option<(PathBuf, BTreeSet<String>)>) -> Result<Arc<Module>, String> {
+        let mut slot = self.shared.lock().expect("module lock");
+        if let (Some(m), Some((dir, listing))) = (slot.as_ref(), token_dir.as_mut()) {
+            let fresh = dir_listing(dir);
+            if fresh != *listing && Arc::strong_count(m) == 1 {
+                tracing::debug!(dir = %dir.display(), "SoftHSM2 token directory changed: reloading the module");
+                *listing = fresh;
+                *slot = None; // drop first: C_Finalize before the next C_Initialize
+            }
+        }
+        if slot.is_none() {
+            match Module::load(self.module_path.as_deref()) {
+                Ok(m) => {
+                    if let Some(dir) = softhsm_token_dir(m.path()) {
+                        *token_dir = Some((dir.clone(), dir_listing(&dir)));
+                    }
+                    *slot = Some(Arc::new(m));
+                }
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        Ok(slot.clone().expect("loaded above"))
+    }
+}
