@@ -34,6 +34,8 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Run the CENTAGATE simulator on loopback over TLS.
     Simulate(SimulateArgs),
+    /// Run in the desktop session: notice tokens, ask for the PIN, enroll, tell the person.
+    Agent(AgentArgs),
     /// Run a whole enrollment on a throw-away SoftHSM2 token against the built-in simulator.
     Demo,
     /// Test tooling: put a key pair and a self-signed certificate on a (SoftHSM2) token.
@@ -103,6 +105,55 @@ pub struct EnrollArgs {
     pub timestamp_unit: Option<String>,
     #[command(flatten)]
     pub token: TokenArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct AgentArgs {
+    #[arg(long, env = "TOKENROLL_SERVER")]
+    pub server: Option<String>,
+    #[arg(long, env = "TOKENROLL_ADMIN")]
+    pub admin: Option<String>,
+    /// Register every token to this user (default: see --user-from).
+    #[arg(long, env = "TOKENROLL_USER")]
+    pub user: Option<String>,
+    /// Without --user: login (default), or the certificate's cn, email or upn.
+    #[arg(long, env = "TOKENROLL_USER_FROM")]
+    pub user_from: Option<String>,
+    #[arg(long, env = "TOKENROLL_STATUS")]
+    pub status: Option<String>,
+    #[arg(long, env = "TOKENROLL_TIMESTAMP_UNIT")]
+    pub timestamp_unit: Option<String>,
+    #[arg(long, env = "TOKENROLL_MODULE")]
+    pub module: Option<PathBuf>,
+    /// Narrow which signing pair of a token is used (a PKCS#11 URI, e.g. pkcs11:id=%01).
+    #[arg(long, env = "TOKENROLL_KEY")]
+    pub key: Option<String>,
+    #[arg(long, env = "TOKENROLL_ALGORITHM")]
+    pub algorithm: Option<String>,
+    #[arg(long, env = "TOKENROLL_CHALLENGE", conflicts_with = "challenge_url")]
+    pub challenge: Option<String>,
+    #[arg(long, env = "TOKENROLL_CHALLENGE_URL")]
+    pub challenge_url: Option<String>,
+    #[arg(long, env = "TOKENROLL_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
+    #[arg(long, env = "TOKENROLL_CONNECT_TIMEOUT")]
+    pub connect_timeout: Option<u64>,
+    #[arg(long, env = "TOKENROLL_TIMEOUT")]
+    pub timeout: Option<u64>,
+    /// The pinentry program for the PIN dialog [default: pinentry].
+    #[arg(long, env = "TOKENROLL_PINENTRY")]
+    pub pinentry: Option<String>,
+    /// ask (notification and menu item), auto (PIN dialog at once) or never [default: ask; auto with --headless].
+    #[arg(long, env = "TOKENROLL_ENROLL_ON_INSERT")]
+    pub enroll_on_insert: Option<String>,
+    /// No tray icon: for kiosks and enrollment stations.
+    #[arg(long, env = "TOKENROLL_HEADLESS")]
+    pub headless: bool,
+    /// How often to look for tokens, in milliseconds [default: 500].
+    #[arg(long, env = "TOKENROLL_POLL_MS")]
+    pub poll_ms: Option<u64>,
+    #[arg(long, env = "TOKENROLL_CONFIG")]
+    pub config: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]

@@ -60,6 +60,11 @@ raw_config! {
     json: bool,
     out: PathBuf,
     base64: bool,
+    pinentry: String,
+    enroll_on_insert: String,
+    headless: bool,
+    user_from: String,
+    poll_ms: u64,
     auth_token_file: PathBuf,
     secret_code_file: PathBuf,
 }
@@ -247,12 +252,24 @@ impl RegisterOptions {
                 "{flag} is required (or its config key / TOKENROLL_ variable)"
             )),
         };
+        let user = need(&raw.user, "--user")?;
+        Self::without_user(raw, user)
+    }
+
+    /// For the agent, which may learn the user from the login or the certificate later.
+    pub fn without_user(raw: &RawConfig, user: String) -> Result<Self, ConfigError> {
+        let need = |v: &Option<String>, flag: &str| match v.as_deref().map(str::trim) {
+            Some(s) if !s.is_empty() => Ok(s.to_string()),
+            _ => err(format!(
+                "{flag} is required (or its config key / TOKENROLL_ variable)"
+            )),
+        };
         let server = need(&raw.server, "--server")?;
         crate::api::client::server_origin(&server).map_err(|e| ConfigError(e.to_string()))?;
         Ok(Self {
             server,
             admin: need(&raw.admin, "--admin")?,
-            user: need(&raw.user, "--user")?,
+            user,
             status: raw
                 .status
                 .as_deref()

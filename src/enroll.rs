@@ -361,8 +361,16 @@ pub struct Pkcs11Side {
 
 impl Pkcs11Side {
     /// Signs through a module that is already loaded (the agent's watcher shares its own).
-    pub fn with_module(module: std::sync::Arc<crate::token::Module>, selector: crate::token::Selector) -> Self {
-        Self { module_path: None, selector, module: Some(module), pair: None }
+    pub fn with_module(
+        module: std::sync::Arc<crate::token::Module>,
+        selector: crate::token::Selector,
+    ) -> Self {
+        Self {
+            module_path: None,
+            selector,
+            module: Some(module),
+            pair: None,
+        }
     }
 
     pub fn new(module_path: Option<std::path::PathBuf>, selector: crate::token::Selector) -> Self {

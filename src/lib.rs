@@ -4,7 +4,9 @@
 //! `cli` is one face of it; the tray agent is another.
 
 pub mod agent;
+pub mod agent_cli;
 pub mod api;
+pub mod certinfo;
 pub mod challenge;
 pub mod cli;
 pub mod cms;

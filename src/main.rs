@@ -1,14 +1,45 @@
 use clap::Parser;
 use tokenroll::cli::{self, Cli, Command};
+use tracing_subscriber::fmt::writer::MakeWriterExt;
+
+/// The agent also logs to `$XDG_STATE_HOME/tokenroll/agent.log` (owner-only), which "Open log" shows.
+fn agent_log() -> Option<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = tokenroll::agent::registry::state_dir();
+    tokenroll::agent::registry::private_dir(&dir).ok()?;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(dir.join("agent.log"))
+        .ok()
+}
 
 fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let cli = match Cli::try_parse() {
+    let parsed = Cli::try_parse();
+    let is_agent = matches!(
+        &parsed,
+        Ok(Cli {
+            command: Command::Agent(_)
+        })
+    );
+    let default_level = if is_agent { "info" } else { "warn" };
+    let filter = || {
+        tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| default_level.into())
+    };
+    match is_agent.then(agent_log).flatten() {
+        Some(file) => tracing_subscriber::fmt()
+            .with_env_filter(filter())
+            .with_ansi(false)
+            .with_writer(std::io::stderr.and(std::sync::Mutex::new(file)))
+            .init(),
+        None => tracing_subscriber::fmt()
+            .with_env_filter(filter())
+            .with_writer(std::io::stderr)
+            .init(),
+    }
+    let cli = match parsed {
         Ok(c) => c,
         Err(e) => std::process::exit(cli::argument_error(e)),
     };
@@ -18,6 +49,7 @@ fn main() {
         Command::Tokens(a) => cli::tokens_cmd(a),
         Command::Verify(a) => cli::verify_cmd(a),
         Command::Simulate(a) => cli::simulate_cmd(a),
+        Command::Agent(a) => tokenroll::agent_cli::run(a),
         Command::Demo => tokenroll::demo::run(),
         Command::Provision(a) => cli::provision_cmd(a),
     };

@@ -1,9 +1,407 @@
 //! The desktop agent: a token watcher, an enrollment worker and the UI, joined by channels, with
 //! one state machine per token deciding what the tray shows and what happens next.
 //!
-//! Owns: the wiring and the per-token state machine. Does not own: any enrollment step (it drives
-//! `enroll`), PKCS#11 (see `token`), or drawing (see `ui`).
+//! Owns: the wiring, the per-token state machine, who the registered user is, and the record of
+//! what was enrolled. Does not own: any enrollment step (it drives `enroll`), PKCS#11 (see `token`,
+//! reached through the watcher's shared module), or drawing and dialogs (see `ui`).
 
+pub mod registry;
 pub mod state;
 pub mod watcher;
-pub mod registry;
+
+use crate::api::{CentagateClient, HttpOptions};
+use crate::challenge::ChallengeSource;
+use crate::config::RegisterOptions;
+use crate::digest::DigestAlg;
+use crate::enroll::{
+    self, EnrollError, PairSummary, PinPrompt, Pkcs11Side, Registration, Step, TokenSide,
+};
+use crate::secret::Pin;
+use crate::token::uri::Pkcs11Uri;
+use crate::token::{Selector, TokenError};
+use crate::ui::dialogs::{Notifier, PinDialog, PinRequest};
+use state::{Action, EnrollOnInsert, Event, Machine, TokenKey};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::mpsc;
+
+/// Who a token is registered to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UserFrom {
+    Fixed(String),
+    /// The desktop session's login name.
+    Login,
+    Cn,
+    Email,
+    Upn,
+}
+
+impl UserFrom {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        Ok(match text {
+            "login" => Self::Login,
+            "cn" => Self::Cn,
+            "email" => Self::Email,
+            "upn" => Self::Upn,
+            _ => {
+                return Err(format!(
+                    "unknown user_from '{text}': use login, cn, email or upn (or give --user)"
+                ))
+            }
+        })
+    }
+
+    pub fn resolve(&self, cert: &x509_cert::Certificate) -> Result<String, String> {
+        let found = match self {
+            Self::Fixed(u) => Some(u.clone()),
+            Self::Login => std::env::var("USER")
+                .ok()
+                .or_else(|| std::env::var("LOGNAME").ok()),
+            Self::Cn => crate::certinfo::common_name(cert),
+            Self::Email => crate::certinfo::email(cert),
+            Self::Upn => crate::certinfo::upn(cert),
+        };
+        found.filter(|u| !u.is_empty()).ok_or_else(|| match self {
+            Self::Login => "the login name is unknown ($USER is not set); set --user".to_string(),
+            other => format!("the certificate has no {other:?} to use as the username; set --user"),
+        })
+    }
+}
+
+pub struct AgentConfig {
+    pub module: Option<PathBuf>,
+    /// Narrows which pair of a token is used (from --key).
+    pub key: Option<Pkcs11Uri>,
+    pub algorithm: DigestAlg,
+    pub challenge: ChallengeSource,
+    pub http: HttpOptions,
+    pub register: RegisterOptions,
+    pub user: UserFrom,
+    pub policy: EnrollOnInsert,
+    pub poll: Duration,
+    pub state_dir: PathBuf,
+}
+
+/// The one PIN a dialog gave, handed to the core exactly once.
+struct GivenPin(Option<Pin>);
+
+impl PinPrompt for GivenPin {
+    fn pin(&mut self, _: &PairSummary) -> Result<Pin, TokenError> {
+        self.0.take().ok_or(TokenError::PinCancelled)
+    }
+}
+
+/// What the agent knows about a token beyond its state: for dialogs and the registry.
+#[derive(Clone, Debug, Default)]
+struct TokenInfo {
+    subjects: Vec<String>,
+}
+
+struct Shared {
+    cfg: AgentConfig,
+    module: watcher::SharedModule,
+    client: CentagateClient,
+    dialog: Box<dyn PinDialog>,
+    notifier: Box<dyn Notifier>,
+    pins: Mutex<HashMap<TokenKey, Pin>>,
+    /// Hashes (salted per process) of PINs a token refused: such a PIN is never sent again.
+    wrong_pins: Mutex<HashMap<TokenKey, Vec<[u8; 32]>>>,
+    salt: [u8; 32],
+    /// The certificate each token was last enrolled with, for the registry.
+    enrolled_cert: Mutex<HashMap<TokenKey, (String, String)>>,
+}
+
+impl Shared {
+    fn pin_hash(&self, pin: &Pin) -> [u8; 32] {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        h.update(self.salt);
+        h.update(pin.expose().as_bytes());
+        h.finalize().into()
+    }
+}
+
+/// The agent's view for the tray: a status line and what the menu may offer.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct View {
+    pub status: String,
+    pub enrollable: Vec<TokenKey>,
+}
+
+/// Runs the agent until `stop` resolves. `view` receives every change of what the tray shows.
+pub async fn run(
+    cfg: AgentConfig,
+    dialog: Box<dyn PinDialog>,
+    notifier: Box<dyn Notifier>,
+    mut requests: mpsc::UnboundedReceiver<TokenKey>,
+    view: tokio::sync::watch::Sender<View>,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<(), String> {
+    let client =
+        CentagateClient::new(&cfg.register.server, cfg.http.clone()).map_err(|e| e.to_string())?;
+    let mut registry = registry::Registry::open(&cfg.state_dir).map_err(|e| e.to_string())?;
+    let mut salt = [0u8; 32];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut salt);
+    let module: watcher::SharedModule = Arc::new(Mutex::new(None));
+    let (change_tx, mut changes) = mpsc::unbounded_channel();
+    let w = watcher::Watcher {
+        module_path: cfg.module.clone(),
+        interval: cfg.poll,
+        shared: module.clone(),
+    };
+    std::thread::Builder::new()
+        .name("token-watcher".into())
+        .spawn(move || w.run(change_tx))
+        .map_err(|e| e.to_string())?;
+    let mut machine = Machine::new(cfg.policy);
+    let shared = Arc::new(Shared {
+        cfg,
+        module,
+        client,
+        dialog,
+        notifier,
+        pins: Mutex::new(HashMap::new()),
+        wrong_pins: Mutex::new(HashMap::new()),
+        salt,
+        enrolled_cert: Mutex::new(HashMap::new()),
+    });
+    let mut infos: HashMap<TokenKey, TokenInfo> = HashMap::new();
+    let (event_tx, mut events) = mpsc::unbounded_channel::<Event>();
+    tokio::pin!(stop);
+    loop {
+        let event = tokio::select! {
+            _ = &mut stop => break,
+            Some(change) = changes.recv() => match change {
+                watcher::Change::Inserted(seen) => {
+                    let enrolled = registry.contains_any(&seen.certificates);
+                    let has_pair = !seen.certificates.is_empty();
+                    infos.insert(seen.key.clone(), TokenInfo { subjects: seen.subjects });
+                    Event::Inserted { key: seen.key, enrolled, has_pair }
+                }
+                watcher::Change::Removed(key) => {
+                    infos.remove(&key);
+                    shared.pins.lock().expect("pins").remove(&key);
+                    Event::Removed { key }
+                }
+                watcher::Change::Trouble(message) => {
+                    shared.notifier.notify("tokenroll cannot read tokens", &message);
+                    continue;
+                }
+            },
+            Some(key) = requests.recv() => Event::EnrollRequested { key },
+            Some(event) = events.recv() => event,
+        };
+        tracing::debug!(?event, "agent event");
+        for action in machine.handle(event) {
+            execute(&shared, &infos, &mut registry, action, &event_tx);
+        }
+        let enrollable = machine
+            .tokens()
+            .filter(|(k, _)| machine.can_enroll(k))
+            .map(|(k, _)| k.clone())
+            .collect();
+        view.send_replace(View {
+            status: machine.status_line(),
+            enrollable,
+        });
+    }
+    Ok(())
+}
+
+fn execute(
+    shared: &Arc<Shared>,
+    infos: &HashMap<TokenKey, TokenInfo>,
+    registry: &mut registry::Registry,
+    action: Action,
+    events: &mpsc::UnboundedSender<Event>,
+) {
+    match action {
+        Action::Notify { summary, body } => {
+            let s = shared.clone();
+            tokio::task::spawn_blocking(move || s.notifier.notify(&summary, &body));
+        }
+        Action::AskPin { key, error } => {
+            let info = infos.get(&key).cloned().unwrap_or_default();
+            let s = shared.clone();
+            let events = events.clone();
+            tokio::task::spawn_blocking(move || {
+                let req = PinRequest {
+                    token: key.label.clone(),
+                    serial: key.serial.clone(),
+                    subject: info.subjects.first().cloned().unwrap_or_default(),
+                    user: match &s.cfg.user {
+                        UserFrom::Fixed(u) => u.clone(),
+                        UserFrom::Login => std::env::var("USER").unwrap_or_default(),
+                        other => format!("the certificate's {other:?}"),
+                    },
+                    error,
+                };
+                let event = match s.dialog.ask(&req) {
+                    Ok(Some(pin)) => {
+                        let hash = s.pin_hash(&pin);
+                        let known_wrong = s
+                            .wrong_pins
+                            .lock()
+                            .expect("wrong pins")
+                            .get(&key)
+                            .is_some_and(|v| v.contains(&hash));
+                        if known_wrong {
+                            // Never send a PIN the token already refused: ask again instead.
+                            Event::PinRejected { key, message: "That PIN was already refused by the token; it was not sent again.".into() }
+                        } else {
+                            s.pins.lock().expect("pins").insert(key.clone(), pin);
+                            Event::PinEntered { key }
+                        }
+                    }
+                    Ok(None) => Event::PinCancelled { key },
+                    Err(message) => {
+                        s.notifier
+                            .notify("tokenroll cannot ask for the PIN", &message);
+                        Event::PinCancelled { key }
+                    }
+                };
+                let _ = events.send(event);
+            });
+        }
+        Action::Enroll { key } => {
+            let s = shared.clone();
+            let events = events.clone();
+            let handle = tokio::runtime::Handle::current();
+            tokio::task::spawn_blocking(move || {
+                let outcome = enroll_token(&s, &key, &handle, &events);
+                let _ = events.send(outcome);
+            });
+        }
+        Action::Cancel { key } => {
+            // The worker's next token call fails on the removed token; its late answer is ignored.
+            shared.pins.lock().expect("pins").remove(&key);
+        }
+        Action::RememberEnrolled { key } => {
+            let Some((cert, user)) = shared.enrolled_cert.lock().expect("certs").remove(&key)
+            else {
+                return;
+            };
+            let entry = registry::Entry {
+                user,
+                token: key.label.clone(),
+                registered_at: SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_secs(),
+            };
+            if let Err(e) = registry.add(cert, entry) {
+                tracing::warn!(error = %e, "cannot record the enrollment");
+            }
+        }
+    }
+}
+
+/// One enrollment through the core, on the watcher's module. Returns the closing event.
+fn enroll_token(
+    s: &Shared,
+    key: &TokenKey,
+    rt: &tokio::runtime::Handle,
+    events: &mpsc::UnboundedSender<Event>,
+) -> Event {
+    let failed = |reason: String| Event::Failed {
+        key: key.clone(),
+        reason,
+    };
+    let Some(pin) = s.pins.lock().expect("pins").remove(key) else {
+        return failed("no PIN was entered".into());
+    };
+    let Some(module) = s.module.lock().expect("module").clone() else {
+        return failed("the PKCS#11 module is not loaded".into());
+    };
+    let uri = Pkcs11Uri {
+        token: Some(key.label.clone()),
+        serial: Some(key.serial.clone()),
+        ..s.cfg.key.clone().unwrap_or_default()
+    };
+    let mut side = Pkcs11Side::with_module(
+        module,
+        Selector {
+            token_label: None,
+            uri: Some(uri),
+        },
+    );
+    let pair = match side.select() {
+        Ok(p) => p,
+        Err(e) => return failed(e.to_string()),
+    };
+    let user = match s.cfg.user.resolve(&pair.cert) {
+        Ok(u) => u,
+        Err(e) => return failed(e),
+    };
+    let challenge = match rt.block_on(crate::challenge::obtain(&s.cfg.challenge, &s.cfg.http)) {
+        Ok(c) => c,
+        Err(e) => return failed(e.to_string()),
+    };
+    let hash = s.pin_hash(&pin);
+    let mut on = |step: Step| {
+        if let Step::Signed { .. } = step {
+            let _ = events.send(Event::Signed { key: key.clone() });
+        }
+    };
+    let der = match enroll::sign_challenge(
+        &mut side,
+        &mut GivenPin(Some(pin)),
+        challenge.as_bytes(),
+        s.cfg.algorithm,
+        &pair,
+        &mut on,
+    ) {
+        Ok(d) => d,
+        Err(EnrollError::Token(e @ TokenError::PinIncorrect { .. })) => {
+            s.wrong_pins
+                .lock()
+                .expect("wrong pins")
+                .entry(key.clone())
+                .or_default()
+                .push(hash);
+            return Event::PinRejected {
+                key: key.clone(),
+                message: e.to_string(),
+            };
+        }
+        Err(e) => return failed(e.to_string()),
+    };
+    let reg = Registration {
+        admin: &s.cfg.register.admin,
+        user: &user,
+        status: s.cfg.register.status,
+        timestamp_unit: s.cfg.register.timestamp_unit,
+        secrets: &s.cfg.register.secrets,
+        url_for_display: crate::api::client::register_url(s.client.origin(), &s.cfg.register.admin),
+    };
+    match rt.block_on(enroll::register(
+        &s.client,
+        &reg,
+        &pair,
+        &der,
+        s.cfg.algorithm,
+        &mut on,
+    )) {
+        Ok(report) => {
+            if let Some(c) = &report.certificate {
+                s.enrolled_cert
+                    .lock()
+                    .expect("certs")
+                    .insert(key.clone(), (c.sha256.clone(), user.clone()));
+            }
+            let message = if report.code == Some(0) {
+                format!("Registered to {user} with CENTAGATE.")
+            } else {
+                report.message
+            };
+            Event::Answered {
+                key: key.clone(),
+                code: report.code.unwrap_or(-1),
+                message,
+            }
+        }
+        Err(e) => failed(e.to_string()),
+    }
+}

@@ -36,7 +36,10 @@ pub fn state_dir() -> PathBuf {
 /// Creates `dir` (and parents) readable by its owner only.
 pub fn private_dir(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
 }
 
 impl Registry {
@@ -54,7 +57,9 @@ impl Registry {
     }
 
     pub fn contains_any(&self, certificates: &[String]) -> bool {
-        certificates.iter().any(|c| self.data.certificates.contains_key(c))
+        certificates
+            .iter()
+            .any(|c| self.data.certificates.contains_key(c))
     }
 
     pub fn get(&self, certificate: &str) -> Option<&Entry> {
@@ -69,7 +74,12 @@ impl Registry {
             private_dir(dir)?;
         }
         let tmp = self.path.with_extension("json.tmp");
-        let mut f = std::fs::OpenOptions::new().create(true).write(true).truncate(true).mode(0o600).open(&tmp)?;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
         f.write_all(&serde_json::to_vec_pretty(&self.data).expect("serializes"))?;
         f.sync_all()?;
         std::fs::rename(&tmp, &self.path)
@@ -85,12 +95,23 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut r = Registry::open(dir.path()).unwrap();
         assert!(!r.contains_any(&["aa".into()]));
-        r.add("aa".into(), Entry { user: "alice".into(), token: "t".into(), registered_at: 1 }).unwrap();
+        r.add(
+            "aa".into(),
+            Entry {
+                user: "alice".into(),
+                token: "t".into(),
+                registered_at: 1,
+            },
+        )
+        .unwrap();
         let r = Registry::open(dir.path()).unwrap();
         assert!(r.contains_any(&["bb".into(), "aa".into()]));
         assert_eq!(r.get("aa").unwrap().user, "alice");
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(dir.path().join("enrolled.json")).unwrap().permissions().mode();
+        let mode = std::fs::metadata(dir.path().join("enrolled.json"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o077, 0);
     }
 }

@@ -46,13 +46,22 @@ impl std::str::FromStr for EnrollOnInsert {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TokenState {
-    Present { enrolled: bool },
+    /// A token without a signing pair (yet): nothing to enroll.
+    NoPair,
+    Present {
+        enrolled: bool,
+    },
     AwaitingPin,
     Signing,
     Submitting,
     Registered,
-    Rejected { code: i64, message: String },
-    Failed { reason: String },
+    Rejected {
+        code: i64,
+        message: String,
+    },
+    Failed {
+        reason: String,
+    },
 }
 
 impl TokenState {
@@ -63,6 +72,7 @@ impl TokenState {
     /// What the tray's status line says for a token in this state.
     pub fn describe(&self) -> String {
         match self {
+            Self::NoPair => "no signing certificate".into(),
             Self::Present { enrolled: true } => "enrolled".into(),
             Self::Present { enrolled: false } => "not enrolled".into(),
             Self::AwaitingPin => "waiting for the PIN".into(),
@@ -81,6 +91,7 @@ pub enum Event {
     Inserted {
         key: TokenKey,
         enrolled: bool,
+        has_pair: bool,
     },
     Removed {
         key: TokenKey,
@@ -194,9 +205,16 @@ impl Machine {
     /// sense (a late answer after removal, say) change nothing.
     pub fn handle(&mut self, event: Event) -> Vec<Action> {
         match event {
-            Event::Inserted { key, enrolled } => {
+            Event::Inserted { key, enrolled, has_pair } => {
                 if self.tokens.contains_key(&key) {
                     return vec![];
+                }
+                if !has_pair {
+                    self.tokens.insert(key.clone(), TokenState::NoPair);
+                    return vec![notify(
+                        format!("Token {} inserted", key.label),
+                        "It holds no certificate that can sign, so there is nothing to enroll.",
+                    )];
                 }
                 self.tokens.insert(key.clone(), TokenState::Present { enrolled });
                 if enrolled {
@@ -236,7 +254,8 @@ impl Machine {
                 vec![]
             }
             Event::PinRejected { key, message } => {
-                if !matches!(self.tokens.get(&key), Some(TokenState::Signing)) {
+                // By the token (while signing), or locally before sending (a PIN already refused).
+                if !matches!(self.tokens.get(&key), Some(TokenState::Signing | TokenState::AwaitingPin)) {
                     return vec![];
                 }
                 self.tokens.insert(key.clone(), TokenState::AwaitingPin);
@@ -309,6 +328,7 @@ mod tests {
         let a = m.handle(Event::Inserted {
             key: key(),
             enrolled: false,
+            has_pair: true,
         });
         assert!(notified(&a));
         assert!(m.can_enroll(&key()));
@@ -343,6 +363,7 @@ mod tests {
         let a = m.handle(Event::Inserted {
             key: key(),
             enrolled: false,
+            has_pair: true,
         });
         assert_eq!(
             a,
@@ -358,6 +379,7 @@ mod tests {
         let a = m.handle(Event::Inserted {
             key: other.clone(),
             enrolled: true,
+            has_pair: true,
         });
         assert!(!a.iter().any(|a| matches!(a, Action::AskPin { .. })));
         assert_eq!(
@@ -368,12 +390,27 @@ mod tests {
     }
 
     #[test]
+    fn a_token_without_a_signing_pair_is_never_enrolled() {
+        let mut m = Machine::new(EnrollOnInsert::Auto);
+        let a = m.handle(Event::Inserted {
+            key: key(),
+            enrolled: false,
+            has_pair: false,
+        });
+        assert!(!a.iter().any(|a| matches!(a, Action::AskPin { .. })));
+        assert!(!m.can_enroll(&key()));
+        assert_eq!(m.status_line(), "alice: no signing certificate");
+        assert!(m.handle(Event::EnrollRequested { key: key() }).is_empty());
+    }
+
+    #[test]
     fn never_policy_stays_quiet() {
         let mut m = Machine::new(EnrollOnInsert::Never);
         assert!(m
             .handle(Event::Inserted {
                 key: key(),
-                enrolled: false
+                enrolled: false,
+                has_pair: true
             })
             .is_empty());
         assert!(m.can_enroll(&key()), "the menu item still works");
@@ -385,6 +422,7 @@ mod tests {
         m.handle(Event::Inserted {
             key: key(),
             enrolled: false,
+            has_pair: true,
         });
         m.handle(Event::PinEntered { key: key() });
         let a = m.handle(Event::Removed { key: key() });
@@ -404,6 +442,7 @@ mod tests {
         m.handle(Event::Inserted {
             key: key(),
             enrolled: true,
+            has_pair: true,
         });
         assert!(m.handle(Event::Removed { key: key() }).is_empty());
     }
@@ -414,6 +453,7 @@ mod tests {
         m.handle(Event::Inserted {
             key: key(),
             enrolled: false,
+            has_pair: true,
         });
         m.handle(Event::EnrollRequested { key: key() });
         m.handle(Event::PinEntered { key: key() });
@@ -441,6 +481,7 @@ mod tests {
         m.handle(Event::Inserted {
             key: key(),
             enrolled: false,
+            has_pair: true,
         });
         m.handle(Event::EnrollRequested { key: key() });
         m.handle(Event::PinEntered { key: key() });
@@ -464,7 +505,8 @@ mod tests {
         assert!(m
             .handle(Event::Inserted {
                 key: key(),
-                enrolled: false
+                enrolled: false,
+                has_pair: true
             })
             .is_empty());
     }

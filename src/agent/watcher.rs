@@ -9,9 +9,9 @@ use super::state::TokenKey;
 use crate::token::{Module, TokenDesc};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::mpsc::UnboundedSender as Sender;
 
 /// A token as the agent needs it: its key, and the SHA-256 of each signing certificate on it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -49,9 +49,31 @@ pub fn softhsm_token_dir(module: &Path) -> Option<PathBuf> {
 }
 
 fn dir_listing(dir: &Path) -> BTreeSet<String> {
-    std::fs::read_dir(dir)
-        .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
-        .unwrap_or_default()
+    fn entries(d: &Path) -> Vec<(PathBuf, std::fs::Metadata)> {
+        std::fs::read_dir(d)
+            .map(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .filter_map(|e| Some((e.path(), e.metadata().ok()?)))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+    let stamp = |p: &Path, m: &std::fs::Metadata| {
+        let t = m
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .unwrap_or_default();
+        format!("{}:{}:{}", p.display(), m.len(), t.as_nanos())
+    };
+    let mut out = BTreeSet::new();
+    for (path, meta) in entries(dir) {
+        out.insert(stamp(&path, &meta));
+        if meta.is_dir() {
+            out.extend(entries(&path).iter().map(|(p, m)| stamp(p, m)));
+        }
+    }
+    out
 }
 
 /// One card can appear as several tokens with one serial (OpenSC's OpenPGP card shows a "User PIN"
@@ -69,7 +91,10 @@ fn snapshot(module: &Module) -> Result<BTreeMap<TokenKey, Seen>, String> {
     let mut out = BTreeMap::new();
     for t in tokens {
         let pairs = module.pairs(&t).unwrap_or_default();
-        let key = TokenKey { label: t.label.clone(), serial: t.serial.clone() };
+        let key = TokenKey {
+            label: t.label.clone(),
+            serial: t.serial.clone(),
+        };
         let certificates = pairs
             .iter()
             .map(|p| {
@@ -78,7 +103,14 @@ fn snapshot(module: &Module) -> Result<BTreeMap<TokenKey, Seen>, String> {
             })
             .collect();
         let subjects = pairs.iter().map(|p| p.subject()).collect();
-        out.insert(key.clone(), Seen { key, certificates, subjects });
+        out.insert(
+            key.clone(),
+            Seen {
+                key,
+                certificates,
+                subjects,
+            },
+        );
     }
     Ok(out)
 }
@@ -96,7 +128,9 @@ impl Watcher {
         let mut token_dir: Option<(PathBuf, BTreeSet<String>)> = None;
         let mut reported_trouble = false;
         loop {
-            let now = self.current_module(&mut token_dir).and_then(|m| snapshot(&m));
+            let now = self
+                .current_module(&mut token_dir)
+                .and_then(|m| snapshot(&m));
             let now = match now {
                 Ok(now) => {
                     reported_trouble = false;
@@ -104,7 +138,9 @@ impl Watcher {
                 }
                 Err(e) => {
                     // Say it once, not on every poll.
-                    if !std::mem::replace(&mut reported_trouble, true) && changes.send(Change::Trouble(e)).is_err() {
+                    if !std::mem::replace(&mut reported_trouble, true)
+                        && changes.send(Change::Trouble(e)).is_err()
+                    {
                         return;
                     }
                     std::thread::sleep(self.interval);
@@ -133,7 +169,10 @@ impl Watcher {
 
     /// The module to list with, reloaded when SoftHSM2's token directory changed and nobody else
     /// holds the module (a reload finalises it, which would end an enrollment's session).
-    fn current_module(&self, token_dir: &mut Option<(PathBuf, BTreeSet<String>)>) -> Result<Arc<Module>, String> {
+    fn current_module(
+        &self,
+        token_dir: &mut Option<(PathBuf, BTreeSet<String>)>,
+    ) -> Result<Arc<Module>, String> {
         let mut slot = self.shared.lock().expect("module lock");
         if let (Some(m), Some((dir, listing))) = (slot.as_ref(), token_dir.as_mut()) {
             let fresh = dir_listing(dir);

@@ -1,6 +1,8 @@
-//! Talking to the person: PIN prompts now; the tray and notifications live here too.
+//! Talking to the person: PIN prompts (terminal, stdin, environment; GnuPG's pinentry for the
+//! agent), desktop notifications, and the tray.
 //!
-//! Owns: terminal PIN entry (no echo), stdin and environment PIN sources.
-//! Does not own: what the PIN unlocks (see `token`), or when to ask (see `enroll`).
+//! Owns: `pinentry`, `notify-rust` and the terminal. Does not own: what the PIN unlocks (see
+//! `token`), or when to ask (see `enroll` and `agent`).
 
+pub mod dialogs;
 pub mod pin;

@@ -1,0 +1,208 @@
+//! The agent, headless, on real SoftHSM2 tokens against the simulator: tokens present at start and
+//! plugged in later are enrolled, the registry remembers them, wrong PINs re-open the dialog, one
+//! agent per session, SIGTERM ends it.
+
+mod common;
+use common::*;
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+struct Agent {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Agent {
+    fn stop(mut self) -> std::process::ExitStatus {
+        unsafe { libc_kill(self.child.id() as i32, 15) };
+        let t = Instant::now();
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "agent did not stop on SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+fn pins(env: &TestEnv, lines: &[&str]) -> PathBuf {
+    let p = env.path("pins.txt");
+    std::fs::write(
+        &p,
+        lines.iter().map(|l| format!("{l}\n")).collect::<String>(),
+    )
+    .unwrap();
+    p
+}
+
+fn start_agent(env: &TestEnv, sim: &Sim, extra: &[&str]) -> Agent {
+    let state = env.path("state");
+    let child = env
+        .cmd()
+        .args([
+            "agent",
+            "--headless",
+            "--server",
+            &sim.origin,
+            "--admin",
+            ADMIN,
+            "--poll-ms",
+            "100",
+            "--ca-file",
+        ])
+        .arg(&sim.ca)
+        .arg("--pinentry")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/pinentry.sh"
+        ))
+        .args(extra)
+        .env("TOKENROLL_AUTH_TOKEN", AUTH_TOKEN)
+        .env("TOKENROLL_SECRET_CODE", SECRET_CODE)
+        .env("XDG_STATE_HOME", &state)
+        .env("XDG_RUNTIME_DIR", env.path("run"))
+        .env("TEST_PINS", env.path("pins.txt"))
+        .env("PINENTRY_LOG", env.path("pinentry.log"))
+        .env_remove("DBUS_SESSION_BUS_ADDRESS")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::fs::create_dir_all(env.path("run")).unwrap();
+    Agent {
+        child,
+        log: state.join("tokenroll/agent.log"),
+    }
+}
+
+fn wait_for(agent: &Agent, what: &str, mut done: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !done() {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "timed out waiting for {what}; the agent's log:\n{}",
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn enrolls_present_and_plugged_tokens_and_remembers_them() {
+    let mut env = TestEnv::new();
+    env.provision("alice", true, "rsa2048", "01", "CN=alice", &[]);
+    let sim = env.simulator(&[]);
+    pins(&env, &[PIN, PIN]);
+    let agent = start_agent(&env, &sim, &["--user-from", "cn"]);
+    wait_for(&agent, "alice's registration", || {
+        sim.records()
+            .iter()
+            .any(|r| r["answer_code"] == 0 && r["username"] == "alice")
+    });
+
+    // Plugged in while the agent runs: SoftHSM2 needs a reload to see it.
+    env.provision("bob", true, "p256", "01", "CN=bob", &[]);
+    wait_for(&agent, "bob's registration", || {
+        sim.records()
+            .iter()
+            .any(|r| r["answer_code"] == 0 && r["username"] == "bob")
+    });
+    wait_for(&agent, "the log to say so", || {
+        agent.log().contains("Token bob registered")
+    });
+
+    // One agent per session.
+    let second = env
+        .cmd()
+        .args([
+            "agent",
+            "--headless",
+            "--server",
+            &sim.origin,
+            "--admin",
+            ADMIN,
+        ])
+        .env("TOKENROLL_AUTH_TOKEN", AUTH_TOKEN)
+        .env("TOKENROLL_SECRET_CODE", SECRET_CODE)
+        .env("XDG_STATE_HOME", env.path("state"))
+        .env("XDG_RUNTIME_DIR", env.path("run"))
+        .output()
+        .unwrap();
+    assert_eq!(second.status.code(), Some(1));
+    assert!(
+        stderr(&second).contains("already running"),
+        "{}",
+        stderr(&second)
+    );
+
+    assert!(agent.stop().success(), "SIGTERM ends the agent cleanly");
+    let registry = std::fs::read_to_string(env.path("state/tokenroll/enrolled.json")).unwrap();
+    assert_eq!(registry.matches("\"user\"").count(), 2, "{registry}");
+
+    // Restarted, it knows both tokens are enrolled and sends nothing.
+    let before = sim.records().len();
+    let agent = start_agent(&env, &sim, &["--user-from", "cn"]);
+    wait_for(&agent, "the tokens to be seen", || {
+        agent.log().matches("already enrolled").count() >= 2
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(sim.records().len(), before);
+    agent.stop();
+}
+
+#[test]
+fn a_wrong_pin_reopens_the_dialog_and_is_never_resent() {
+    let mut env = TestEnv::new();
+    env.provision("carol", true, "p256", "01", "CN=bob", &[]);
+    let sim = env.simulator(&[]);
+    // Wrong, the same wrong again (refused locally, not sent), then right.
+    pins(&env, &["000000", "000000", PIN]);
+    let agent = start_agent(&env, &sim, &["--user", "bob"]);
+    wait_for(&agent, "the registration", || {
+        sim.records().iter().any(|r| r["answer_code"] == 0)
+    });
+    let dialog = std::fs::read_to_string(env.path("pinentry.log")).unwrap();
+    assert_eq!(dialog.matches("GETPIN").count(), 3, "{dialog}");
+    assert!(dialog.contains("SETERROR wrong PIN"), "{dialog}");
+    assert!(dialog.contains("already refused by the token"), "{dialog}");
+    assert!(
+        dialog.contains("SETDESC") && dialog.contains("carol"),
+        "{dialog}"
+    );
+    assert!(
+        !agent.log().contains(PIN) && !agent.log().contains("000000"),
+        "no PIN in the log"
+    );
+    agent.stop();
+}
+
+#[test]
+fn cancelling_the_dialog_sends_nothing() {
+    let mut env = TestEnv::new();
+    env.alice();
+    let sim = env.simulator(&[]);
+    pins(&env, &["CANCEL"]);
+    let agent = start_agent(&env, &sim, &["--user", "alice"]);
+    wait_for(&agent, "the dialog", || {
+        std::fs::read_to_string(env.path("pinentry.log"))
+            .unwrap_or_default()
+            .contains("GETPIN")
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(sim.records().is_empty());
+    assert!(agent.stop().success());
+}
