@@ -6,6 +6,7 @@
 use crate::agent::{self, state::EnrollOnInsert, AgentConfig, UserFrom};
 use crate::cli::AgentArgs;
 use crate::config::{RawConfig, RegisterOptions, SignOptions};
+use crate::ui::tray::Command;
 use std::time::Duration;
 
 fn resolve(args: &AgentArgs) -> Result<(AgentConfig, Option<String>, bool), String> {
@@ -59,6 +60,40 @@ fn resolve(args: &AgentArgs) -> Result<(AgentConfig, Option<String>, bool), Stri
     Ok((cfg, raw.pinentry, headless))
 }
 
+/// The tray, or None (with the reason logged) where there is no session bus; on a desktop with
+/// no tray host (stock GNOME) the icon is still published and the person is told, once, how to
+/// see it, while notifications carry on.
+fn start_tray(notifier: &crate::ui::dialogs::DesktopNotifier) -> Option<crate::ui::tray::Tray> {
+    use crate::ui::dialogs::Notifier;
+    if std::env::var_os("DBUS_SESSION_BUS_ADDRESS").is_none() {
+        tracing::warn!("no D-Bus session bus: running without a tray icon");
+        return None;
+    }
+    match crate::ui::tray::Tray::new() {
+        Ok(t) => {
+            if !crate::ui::tray::tray_host_present() {
+                notifier.notify(
+                    "tokenroll is running without a tray icon",
+                    "This desktop shows no tray. tokenroll keeps working through notifications. \
+                     On GNOME, install and enable the AppIndicator extension \
+                     (Debian: gnome-shell-extension-appindicator) to see its icon.",
+                );
+            }
+            Some(t)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot show a tray icon: running without one");
+            None
+        }
+    }
+}
+
+fn open_log(path: &std::path::Path) {
+    if let Err(e) = std::process::Command::new("xdg-open").arg(path).spawn() {
+        tracing::warn!(error = %e, log = %path.display(), "cannot open the log; read it with a text editor");
+    }
+}
+
 /// Holds the per-session lock; a second agent finds it taken.
 fn single_instance(state_dir: &std::path::Path) -> Result<std::fs::File, String> {
     let dir = std::env::var_os("XDG_RUNTIME_DIR")
@@ -97,22 +132,24 @@ pub fn run(args: AgentArgs) -> i32 {
             return 1;
         }
     };
-    if !headless {
-        tracing::warn!("the tray icon is not available in this build yet; running headless");
-    }
-    tracing::info!(policy = ?cfg.policy, user = ?cfg.user, "agent starting");
+    tracing::info!(policy = ?cfg.policy, user = ?cfg.user, headless, "agent starting");
     let dialog = Box::new(crate::ui::dialogs::Pinentry { program: pinentry });
-    let notifier = Box::new(crate::ui::dialogs::DesktopNotifier::new());
-    let (_request_tx, requests) = tokio::sync::mpsc::unbounded_channel();
+    let notifier = crate::ui::dialogs::DesktopNotifier::new();
+    let log_path = cfg.state_dir.join("agent.log");
+    let (request_tx, requests) = tokio::sync::mpsc::unbounded_channel();
     let (view_tx, mut view_rx) = tokio::sync::watch::channel(agent::View::default());
+    let (quit_tx, mut quit_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
     let rt = crate::cli::runtime();
     let result = rt.block_on(async move {
-        tokio::spawn(async move {
-            while view_rx.changed().await.is_ok() {
-                let v = view_rx.borrow_and_update().clone();
-                tracing::info!(status = %v.status, "status");
-            }
-        });
+        let mut tray = if headless {
+            None
+        } else {
+            start_tray(&notifier)
+        };
+        let (menu_tx, mut menu_rx) = tokio::sync::mpsc::unbounded_channel();
+        if tray.is_some() {
+            crate::ui::tray::forward_menu_events(menu_tx);
+        }
         let stop = async {
             let mut term =
                 match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
@@ -122,9 +159,38 @@ pub fn run(args: AgentArgs) -> i32 {
             tokio::select! {
                 _ = term.recv() => {}
                 _ = tokio::signal::ctrl_c() => {}
+                _ = quit_rx.recv() => {}
             }
         };
-        agent::run(cfg, dialog, notifier, requests, view_tx, stop).await
+        let ui = async {
+            loop {
+                tokio::select! {
+                    changed = view_rx.changed() => {
+                        if changed.is_err() {
+                            return;
+                        }
+                        let v = view_rx.borrow_and_update().clone();
+                        tracing::info!(status = %v.status, "status");
+                        if let Some(t) = tray.as_mut() {
+                            t.show(&v);
+                        }
+                    }
+                    Some(event) = menu_rx.recv() => {
+                        match tray.as_ref().and_then(|t| t.command(&event)) {
+                            Some(Command::Enroll(key)) => { let _ = request_tx.send(key); }
+                            Some(Command::OpenLog) => open_log(&log_path),
+                            Some(Command::Quit) => { let _ = quit_tx.send(()); }
+                            None => {}
+                        }
+                    }
+                }
+            }
+        };
+        let agent = agent::run(cfg, dialog, Box::new(notifier), requests, view_tx, stop);
+        tokio::select! {
+            r = agent => r,
+            _ = ui => Ok(()),
+        }
     });
     // Blocking dialogs may still be open; they must not keep the process alive.
     rt.shutdown_timeout(Duration::from_millis(200));

@@ -123,10 +123,11 @@ impl Shared {
     }
 }
 
-/// The agent's view for the tray: a status line and what the menu may offer.
+/// The agent's view for the tray: a status line, the icon, and what the menu may offer.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct View {
     pub status: String,
+    pub icon: state::Mood,
     pub enrollable: Vec<TokenKey>,
 }
 
@@ -204,6 +205,7 @@ pub async fn run(
             .collect();
         view.send_replace(View {
             status: machine.status_line(),
+            icon: machine.mood(),
             enrollable,
         });
     }

@@ -151,6 +151,22 @@ pub enum Action {
     },
 }
 
+/// The one icon for all tokens: the most pressing state wins.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Mood {
+    /// No token, or none that can be enrolled.
+    #[default]
+    Idle,
+    /// Everything inserted is enrolled.
+    Ok,
+    /// A token waits to be enrolled.
+    Present,
+    /// A refusal or failure the person should look at.
+    Error,
+    /// Waiting for the PIN, signing or registering.
+    Busy,
+}
+
 #[derive(Debug, Default)]
 pub struct Machine {
     policy: EnrollOnInsert,
@@ -192,6 +208,22 @@ impl Machine {
         )
     }
 
+    pub fn mood(&self) -> Mood {
+        self.tokens
+            .values()
+            .map(|s| match s {
+                TokenState::NoPair => Mood::Idle,
+                TokenState::Present { enrolled: true } | TokenState::Registered => Mood::Ok,
+                TokenState::Present { enrolled: false } => Mood::Present,
+                TokenState::Rejected { .. } | TokenState::Failed { .. } => Mood::Error,
+                TokenState::AwaitingPin | TokenState::Signing | TokenState::Submitting => {
+                    Mood::Busy
+                }
+            })
+            .max()
+            .unwrap_or(Mood::Idle)
+    }
+
     /// One line for the tray: the token, its state (and the user, added by the caller).
     pub fn status_line(&self) -> String {
         match self.tokens.iter().next() {
@@ -224,7 +256,7 @@ impl Machine {
                     EnrollOnInsert::Never => vec![],
                     EnrollOnInsert::Ask => vec![notify(
                         format!("Token {} inserted", key.label),
-                        "It is not enrolled yet: choose \"Enroll this token…\" in the tokenroll menu.",
+                        format!("It is not enrolled yet: choose \"Enroll token {}…\" in the tokenroll menu.", key.label),
                     )],
                     EnrollOnInsert::Auto => self.handle(Event::EnrollRequested { key }),
                 }
@@ -333,6 +365,7 @@ mod tests {
         assert!(notified(&a));
         assert!(m.can_enroll(&key()));
         assert_eq!(m.status_line(), "alice: not enrolled");
+        assert_eq!(m.mood(), Mood::Present);
         assert_eq!(
             m.handle(Event::EnrollRequested { key: key() }),
             vec![Action::AskPin {
@@ -354,6 +387,7 @@ mod tests {
         });
         assert!(a.contains(&Action::RememberEnrolled { key: key() }));
         assert_eq!(m.status_line(), "alice: registered");
+        assert_eq!(m.mood(), Mood::Ok);
         assert!(!m.can_enroll(&key()));
     }
 

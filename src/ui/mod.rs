@@ -6,3 +6,4 @@
 
 pub mod dialogs;
 pub mod pin;
+pub mod tray;
