@@ -136,7 +136,7 @@ pub fn run(args: AgentArgs) -> i32 {
     let dialog = Box::new(crate::ui::dialogs::Pinentry { program: pinentry });
     let notifier = crate::ui::dialogs::DesktopNotifier::new();
     let log_path = cfg.state_dir.join("agent.log");
-    let (request_tx, requests) = tokio::sync::mpsc::unbounded_channel();
+    let (request_tx, requests) = tokio::sync::mpsc::unbounded_channel::<agent::EnrollRequest>();
     let (view_tx, mut view_rx) = tokio::sync::watch::channel(agent::View::default());
     let (quit_tx, mut quit_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
     let rt = crate::cli::runtime();
@@ -177,7 +177,7 @@ pub fn run(args: AgentArgs) -> i32 {
                     }
                     Some(event) = menu_rx.recv() => {
                         match tray.as_ref().and_then(|t| t.command(&event)) {
-                            Some(Command::Enroll(key)) => { let _ = request_tx.send(key); }
+                            Some(Command::Enroll(request)) => { let _ = request_tx.send(request); }
                             Some(Command::OpenLog) => open_log(&log_path),
                             Some(Command::Quit) => { let _ = quit_tx.send(()); }
                             None => {}

@@ -95,6 +95,101 @@ fn wait_for(what: &str, log: impl Fn() -> String, mut done: impl FnMut() -> bool
     }
 }
 
+fn start_agent(env: &TestEnv, sim: &Sim, bus: &Bus) -> Child {
+    std::fs::create_dir_all(env.path("run")).unwrap();
+    env.cmd()
+        .args([
+            "agent",
+            "--server",
+            &sim.origin,
+            "--admin",
+            ADMIN,
+            "--user",
+            "alice",
+            "--poll-ms",
+            "100",
+            "--ca-file",
+        ])
+        .arg(&sim.ca)
+        .arg("--pinentry")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/pinentry.sh"
+        ))
+        .env("DBUS_SESSION_BUS_ADDRESS", &bus.address)
+        .env("TOKENROLL_AUTH_TOKEN", AUTH_TOKEN)
+        .env("TOKENROLL_SECRET_CODE", SECRET_CODE)
+        .env("XDG_STATE_HOME", env.path("state"))
+        .env("XDG_RUNTIME_DIR", env.path("run"))
+        .env("TEST_PINS", env.path("pins.txt"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+fn click(bus: &Bus, item: &str, id: i32) {
+    bus.send(&[
+        &format!("--dest={item}"),
+        "/MenuBar",
+        "com.canonical.dbusmenu.Event",
+        &format!("int32:{id}"),
+        "string:clicked",
+        "variant:int32:0",
+        "uint32:0",
+    ]);
+}
+
+#[test]
+fn choose_certificate_when_a_token_holds_several() {
+    let mut env = TestEnv::new();
+    env.provision("dave", true, "rsa2048", "01", "CN=Dave RSA", &[]);
+    env.provision("dave", false, "p256", "02", "CN=Dave EC", &[]);
+    let sim = env.simulator(&[]);
+    let bus = Bus::start();
+    std::fs::write(env.path("pins.txt"), format!("{PIN}\n")).unwrap();
+    let mut agent = start_agent(&env, &sim, &bus);
+    let state = env.path("state");
+    let log = || std::fs::read_to_string(state.join("tokenroll/agent.log")).unwrap_or_default();
+    let item = format!("org.kde.StatusNotifierItem-{}-1", agent.id());
+    let layout = || {
+        bus.send(&[
+            &format!("--dest={item}"),
+            "/MenuBar",
+            "com.canonical.dbusmenu.GetLayout",
+            "int32:0",
+            "int32:-1",
+            "array:string:",
+        ])
+    };
+    wait_for("the choices", log, || layout().contains("dave: CN=Dave EC"));
+    let items = menu_items(&layout());
+    let plain = items
+        .iter()
+        .find(|(_, l, _)| l.starts_with("Enroll"))
+        .unwrap();
+    assert!(
+        !plain.2,
+        "no single Enroll item when a choice is needed: {items:?}"
+    );
+    let ec = items
+        .iter()
+        .find(|(_, l, _)| l == "dave: CN=Dave EC")
+        .unwrap()
+        .0;
+    assert!(
+        items.iter().any(|(_, l, _)| l == "dave: CN=Dave RSA"),
+        "{items:?}"
+    );
+    click(&bus, &item, ec);
+    wait_for("the registration", log, || {
+        sim.records().iter().any(|r| r["answer_code"] == 0)
+    });
+    assert_eq!(sim.records()[0]["signer_subject"], "CN=Dave EC");
+    let _ = agent.kill();
+    let _ = agent.wait();
+}
+
 #[test]
 fn tray_menu_enrolls_and_notifies() {
     let mut env = TestEnv::new();

@@ -96,7 +96,8 @@ impl PinPrompt for GivenPin {
 /// What the agent knows about a token beyond its state: for dialogs and the registry.
 #[derive(Clone, Debug, Default)]
 struct TokenInfo {
-    subjects: Vec<String>,
+    pairs: Vec<watcher::PairRef>,
+    pin_pad: bool,
 }
 
 struct Shared {
@@ -109,6 +110,8 @@ struct Shared {
     /// Hashes (salted per process) of PINs a token refused: such a PIN is never sent again.
     wrong_pins: Mutex<HashMap<TokenKey, Vec<[u8; 32]>>>,
     salt: [u8; 32],
+    /// The pair a person chose for a token with several.
+    chosen: Mutex<HashMap<TokenKey, String>>,
     /// The certificate each token was last enrolled with, for the registry.
     enrolled_cert: Mutex<HashMap<TokenKey, (String, String)>>,
 }
@@ -123,12 +126,20 @@ impl Shared {
     }
 }
 
+/// "Enroll" from the menu: a token, and the pair chosen when it holds several.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EnrollRequest {
+    pub key: TokenKey,
+    pub uri: Option<String>,
+}
+
 /// The agent's view for the tray: a status line, the icon, and what the menu may offer.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct View {
     pub status: String,
     pub icon: state::Mood,
-    pub enrollable: Vec<TokenKey>,
+    /// Tokens that can be enrolled, each with its usable pairs (a choice when more than one).
+    pub enrollable: Vec<(TokenKey, Vec<watcher::PairRef>)>,
 }
 
 /// Runs the agent until `stop` resolves. `view` receives every change of what the tray shows.
@@ -136,7 +147,7 @@ pub async fn run(
     cfg: AgentConfig,
     dialog: Box<dyn PinDialog>,
     notifier: Box<dyn Notifier>,
-    mut requests: mpsc::UnboundedReceiver<TokenKey>,
+    mut requests: mpsc::UnboundedReceiver<EnrollRequest>,
     view: tokio::sync::watch::Sender<View>,
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<(), String> {
@@ -166,6 +177,7 @@ pub async fn run(
         pins: Mutex::new(HashMap::new()),
         wrong_pins: Mutex::new(HashMap::new()),
         salt,
+        chosen: Mutex::new(HashMap::new()),
         enrolled_cert: Mutex::new(HashMap::new()),
     });
     let mut infos: HashMap<TokenKey, TokenInfo> = HashMap::new();
@@ -177,8 +189,8 @@ pub async fn run(
             Some(change) = changes.recv() => match change {
                 watcher::Change::Inserted(seen) => {
                     let enrolled = registry.contains_any(&seen.certificates);
-                    let has_pair = !seen.certificates.is_empty();
-                    infos.insert(seen.key.clone(), TokenInfo { subjects: seen.subjects });
+                    let has_pair = !seen.pairs.is_empty();
+                    infos.insert(seen.key.clone(), TokenInfo { pairs: seen.pairs, pin_pad: seen.pin_pad });
                     Event::Inserted { key: seen.key, enrolled, has_pair }
                 }
                 watcher::Change::Removed(key) => {
@@ -191,7 +203,15 @@ pub async fn run(
                     continue;
                 }
             },
-            Some(key) = requests.recv() => Event::EnrollRequested { key },
+            Some(request) = requests.recv() => {
+                let EnrollRequest { key, uri } = request;
+                let mut chosen = shared.chosen.lock().expect("chosen");
+                match uri {
+                    Some(u) => chosen.insert(key.clone(), u),
+                    None => chosen.remove(&key),
+                };
+                Event::EnrollRequested { key }
+            }
             Some(event) = events.recv() => event,
         };
         tracing::debug!(?event, "agent event");
@@ -201,7 +221,12 @@ pub async fn run(
         let enrollable = machine
             .tokens()
             .filter(|(k, _)| machine.can_enroll(k))
-            .map(|(k, _)| k.clone())
+            .map(|(k, _)| {
+                (
+                    k.clone(),
+                    infos.get(k).map(|i| i.pairs.clone()).unwrap_or_default(),
+                )
+            })
             .collect();
         view.send_replace(View {
             status: machine.status_line(),
@@ -228,11 +253,28 @@ fn execute(
             let info = infos.get(&key).cloned().unwrap_or_default();
             let s = shared.clone();
             let events = events.clone();
+            if info.pin_pad {
+                // The reader asks for the PIN itself when the core logs in.
+                s.notifier.notify(
+                    &format!("Token {}", key.label),
+                    "Enter your PIN on the reader's PIN pad.",
+                );
+                let _ = events.send(Event::PinEntered { key });
+                return;
+            }
+            let chosen = s.chosen.lock().expect("chosen").get(&key).cloned();
+            let subject = info
+                .pairs
+                .iter()
+                .find(|p| Some(&p.uri) == chosen.as_ref())
+                .or(info.pairs.first())
+                .map(|p| p.subject.clone())
+                .unwrap_or_default();
             tokio::task::spawn_blocking(move || {
                 let req = PinRequest {
                     token: key.label.clone(),
                     serial: key.serial.clone(),
-                    subject: info.subjects.first().cloned().unwrap_or_default(),
+                    subject,
                     user: match &s.cfg.user {
                         UserFrom::Fixed(u) => u.clone(),
                         UserFrom::Login => std::env::var("USER").unwrap_or_default(),
@@ -311,16 +353,21 @@ fn enroll_token(
         key: key.clone(),
         reason,
     };
-    let Some(pin) = s.pins.lock().expect("pins").remove(key) else {
-        return failed("no PIN was entered".into());
-    };
+    // None for a PIN-pad token: the core then logs in through the reader.
+    let pin = s.pins.lock().expect("pins").remove(key);
     let Some(module) = s.module.lock().expect("module").clone() else {
         return failed("the PKCS#11 module is not loaded".into());
     };
+    let chosen = s
+        .chosen
+        .lock()
+        .expect("chosen")
+        .get(key)
+        .and_then(|u| Pkcs11Uri::parse(u).ok());
     let uri = Pkcs11Uri {
         token: Some(key.label.clone()),
         serial: Some(key.serial.clone()),
-        ..s.cfg.key.clone().unwrap_or_default()
+        ..chosen.or_else(|| s.cfg.key.clone()).unwrap_or_default()
     };
     let mut side = Pkcs11Side::with_module(
         module,
@@ -337,11 +384,14 @@ fn enroll_token(
         Ok(u) => u,
         Err(e) => return failed(e),
     };
+    if pin.is_none() && !pair.pin_pad {
+        return failed("no PIN was entered".into());
+    }
+    let hash = pin.as_ref().map(|p| s.pin_hash(p));
     let challenge = match rt.block_on(crate::challenge::obtain(&s.cfg.challenge, &s.cfg.http)) {
         Ok(c) => c,
         Err(e) => return failed(e.to_string()),
     };
-    let hash = s.pin_hash(&pin);
     let mut on = |step: Step| {
         if let Step::Signed { .. } = step {
             let _ = events.send(Event::Signed { key: key.clone() });
@@ -349,7 +399,7 @@ fn enroll_token(
     };
     let der = match enroll::sign_challenge(
         &mut side,
-        &mut GivenPin(Some(pin)),
+        &mut GivenPin(pin),
         challenge.as_bytes(),
         s.cfg.algorithm,
         &pair,
@@ -362,7 +412,7 @@ fn enroll_token(
                 .expect("wrong pins")
                 .entry(key.clone())
                 .or_default()
-                .push(hash);
+                .extend(hash);
             return Event::PinRejected {
                 key: key.clone(),
                 message: e.to_string(),

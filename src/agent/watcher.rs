@@ -17,9 +17,19 @@ use tokio::sync::mpsc::UnboundedSender as Sender;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Seen {
     pub key: TokenKey,
+    /// SHA-256 of every signing certificate on the token (valid or not), for the registry.
     pub certificates: Vec<String>,
-    /// Subjects of the signing pairs, for the PIN dialog and the menu.
-    pub subjects: Vec<String>,
+    /// The pairs that may be used now, for the PIN dialog and the "Choose certificate" menu.
+    pub pairs: Vec<PairRef>,
+    /// A PIN pad: the PIN is entered on the reader, not in a dialog.
+    pub pin_pad: bool,
+}
+
+/// A usable signing pair, as the menu names it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PairRef {
+    pub uri: String,
+    pub subject: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -102,13 +112,21 @@ fn snapshot(module: &Module) -> Result<BTreeMap<TokenKey, Seen>, String> {
                 hex::encode(sha2::Sha256::digest(&p.cert_der))
             })
             .collect();
-        let subjects = pairs.iter().map(|p| p.subject()).collect();
+        let usable = pairs
+            .iter()
+            .filter(|p| p.validity == crate::token::Validity::Valid)
+            .map(|p| PairRef {
+                uri: p.uri().to_string(),
+                subject: p.subject(),
+            })
+            .collect();
         out.insert(
             key.clone(),
             Seen {
                 key,
                 certificates,
-                subjects,
+                pairs: usable,
+                pin_pad: t.pin_pad,
             },
         );
     }

@@ -4,15 +4,15 @@
 //! "Quit" — and turning menu clicks into commands. `TrayIcon` and its menu items are not `Send`:
 //! the tray lives in the task that `block_on` runs.
 
-use crate::agent::state::{Mood, TokenKey};
-use crate::agent::View;
+use crate::agent::state::Mood;
+use crate::agent::{EnrollRequest, View};
 use tray_icon::menu::{Menu, MenuEvent, MenuItem, PredefinedMenuItem, Submenu};
 use tray_icon::{Icon, TrayIcon, TrayIconBuilder};
 
 /// What a click in the menu asks for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Command {
-    Enroll(TokenKey),
+    Enroll(EnrollRequest),
     OpenLog,
     Quit,
 }
@@ -38,8 +38,8 @@ pub struct Tray {
     status: MenuItem,
     enroll: MenuItem,
     choose: Submenu,
-    /// The menu ids of "Enroll" entries, per token, rebuilt with the view.
-    targets: Vec<(tray_icon::menu::MenuId, TokenKey)>,
+    /// The menu ids of "Enroll" entries, rebuilt with the view.
+    targets: Vec<(tray_icon::menu::MenuId, EnrollRequest)>,
     log: MenuItem,
     quit: MenuItem,
     shown: View,
@@ -49,7 +49,7 @@ impl Tray {
     pub fn new() -> Result<Self, String> {
         let status = MenuItem::new("No token inserted", false, None);
         let enroll = MenuItem::new("Enroll this token…", false, None);
-        let choose = Submenu::new("Enroll token…", false);
+        let choose = Submenu::new("Choose certificate", false);
         let log = MenuItem::new("Open log", true, None);
         let quit = MenuItem::new("Quit", true, None);
         let menu = Menu::new();
@@ -95,14 +95,39 @@ impl Tray {
             let _ = self.tray.set_icon(Some(icon(view.icon)));
         }
         if view.enrollable != self.shown.enrollable {
-            // One token: a plain item. Several: a submenu that names each.
+            // One token with one certificate: a plain item. Otherwise "Choose certificate" names
+            // each token, and each certificate of a token that holds several.
             self.targets.clear();
             while self.choose.remove_at(0).is_some() {}
-            match view.enrollable.as_slice() {
-                [one] => {
+            let mut entries = Vec::new();
+            for (key, pairs) in &view.enrollable {
+                if pairs.len() <= 1 {
+                    let request = EnrollRequest {
+                        key: key.clone(),
+                        uri: None,
+                    };
+                    entries.push((
+                        format!("{} (serial {})", key.label, key.serial),
+                        request,
+                        true,
+                    ));
+                } else {
+                    for p in pairs {
+                        let request = EnrollRequest {
+                            key: key.clone(),
+                            uri: Some(p.uri.clone()),
+                        };
+                        entries.push((format!("{}: {}", key.label, p.subject), request, false));
+                    }
+                }
+            }
+            match entries.as_slice() {
+                [(_, request, true)] => {
                     self.enroll.set_enabled(true);
-                    self.enroll.set_text(format!("Enroll token {}…", one.label));
-                    self.targets.push((self.enroll.id().clone(), one.clone()));
+                    self.enroll
+                        .set_text(format!("Enroll token {}…", request.key.label));
+                    self.targets
+                        .push((self.enroll.id().clone(), request.clone()));
                     self.choose.set_enabled(false);
                 }
                 [] => {
@@ -112,12 +137,12 @@ impl Tray {
                 }
                 many => {
                     self.enroll.set_enabled(false);
+                    self.enroll.set_text("Enroll this token…");
                     self.choose.set_enabled(true);
-                    for k in many {
-                        let item =
-                            MenuItem::new(format!("{} (serial {})", k.label, k.serial), true, None);
+                    for (text, request, _) in many {
+                        let item = MenuItem::new(text, true, None);
                         let _ = self.choose.append(&item);
-                        self.targets.push((item.id().clone(), k.clone()));
+                        self.targets.push((item.id().clone(), request.clone()));
                     }
                 }
             }
