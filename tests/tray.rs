@@ -208,38 +208,8 @@ fn tray_menu_enrolls_and_notifies() {
         .spawn()
         .unwrap();
     std::fs::write(env.path("pins.txt"), format!("{PIN}\n")).unwrap();
-    std::fs::create_dir_all(env.path("run")).unwrap();
     let state = env.path("state");
-    let mut agent = env
-        .cmd()
-        .args([
-            "agent",
-            "--server",
-            &sim.origin,
-            "--admin",
-            ADMIN,
-            "--user",
-            "alice",
-            "--poll-ms",
-            "100",
-            "--ca-file",
-        ])
-        .arg(&sim.ca)
-        .arg("--pinentry")
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/pinentry.sh"
-        ))
-        .env("DBUS_SESSION_BUS_ADDRESS", &bus.address)
-        .env("TOKENROLL_AUTH_TOKEN", AUTH_TOKEN)
-        .env("TOKENROLL_SECRET_CODE", SECRET_CODE)
-        .env("XDG_STATE_HOME", &state)
-        .env("XDG_RUNTIME_DIR", env.path("run"))
-        .env("TEST_PINS", env.path("pins.txt"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut agent = start_agent(&env, &sim, &bus);
     let log = || std::fs::read_to_string(state.join("tokenroll/agent.log")).unwrap_or_default();
     let item = format!("org.kde.StatusNotifierItem-{}-1", agent.id());
     let layout = || {
