@@ -96,15 +96,24 @@ pub fn one_per_card(tokens: Vec<TokenDesc>) -> Vec<TokenDesc> {
         .collect()
 }
 
-fn snapshot(module: &Module) -> Result<BTreeMap<TokenKey, Seen>, String> {
+/// The tokens present now. A token already in `known` keeps its pairs: reading certificates on
+/// every poll would cost the idle CPU the agent must not spend (a reload clears `known`).
+fn snapshot(
+    module: &Module,
+    known: &BTreeMap<TokenKey, Seen>,
+) -> Result<BTreeMap<TokenKey, Seen>, String> {
     let tokens = one_per_card(module.tokens().map_err(|e| e.to_string())?);
     let mut out = BTreeMap::new();
     for t in tokens {
-        let pairs = module.pairs(&t).unwrap_or_default();
         let key = TokenKey {
             label: t.label.clone(),
             serial: t.serial.clone(),
         };
+        if let Some(seen) = known.get(&key) {
+            out.insert(key, seen.clone());
+            continue;
+        }
+        let pairs = module.pairs(&t).unwrap_or_default();
         let certificates = pairs
             .iter()
             .map(|p| {
@@ -146,9 +155,13 @@ impl Watcher {
         let mut token_dir: Option<(PathBuf, BTreeSet<String>)> = None;
         let mut reported_trouble = false;
         loop {
+            let empty = BTreeMap::new();
             let now = self
                 .current_module(&mut token_dir)
-                .and_then(|m| snapshot(&m));
+                .and_then(|(m, reloaded)| {
+                    // After a reload every token's pairs are read again; otherwise known ones are kept.
+                    snapshot(&m, if reloaded { &empty } else { &known })
+                });
             let now = match now {
                 Ok(now) => {
                     reported_trouble = false;
@@ -187,10 +200,11 @@ impl Watcher {
 
     /// The module to list with, reloaded when SoftHSM2's token directory changed and nobody else
     /// holds the module (a reload finalises it, which would end an enrollment's session).
+    /// Also says whether the module was (re)loaded just now.
     fn current_module(
         &self,
         token_dir: &mut Option<(PathBuf, BTreeSet<String>)>,
-    ) -> Result<Arc<Module>, String> {
+    ) -> Result<(Arc<Module>, bool), String> {
         let mut slot = self.shared.lock().expect("module lock");
         if let (Some(m), Some((dir, listing))) = (slot.as_ref(), token_dir.as_mut()) {
             let fresh = dir_listing(dir);
@@ -200,7 +214,8 @@ impl Watcher {
                 *slot = None; // drop first: C_Finalize before the next C_Initialize
             }
         }
-        if slot.is_none() {
+        let reloaded = slot.is_none();
+        if reloaded {
             match Module::load(self.module_path.as_deref()) {
                 Ok(m) => {
                     if let Some(dir) = softhsm_token_dir(m.path()) {
@@ -211,6 +226,6 @@ impl Watcher {
                 Err(e) => return Err(e.to_string()),
             }
         }
-        Ok(slot.clone().expect("loaded above"))
+        Ok((slot.clone().expect("loaded above"), reloaded))
     }
 }
