@@ -3,7 +3,8 @@
 //! It polls `C_GetSlotList` (SoftHSM2 and the p11-kit proxy pass no slot events: a `CKF_DONT_BLOCK`
 //! wait always answers `CKR_NO_EVENT`). SoftHSM2 never sees a token created or deleted by another
 //! process until the module is finalised and initialised again, so when its token directory changes
-//! the watcher reloads the module — only while no enrollment holds it.
+//! the watcher reloads the module — only while no enrollment holds it. A token's certificates are
+//! read when it first appears (and again after a reload), not on every poll: idle costs little.
 
 use super::state::TokenKey;
 use crate::token::{Module, TokenDesc};
@@ -154,6 +155,7 @@ impl Watcher {
         let mut known: BTreeMap<TokenKey, Seen> = BTreeMap::new();
         let mut token_dir: Option<(PathBuf, BTreeSet<String>)> = None;
         let mut reported_trouble = false;
+        let mut wake = Wake::default();
         loop {
             let empty = BTreeMap::new();
             let now = self
@@ -174,7 +176,7 @@ impl Watcher {
                     {
                         return;
                     }
-                    std::thread::sleep(self.interval);
+                    wake.wait(self.interval, token_dir.as_ref().map(|(d, _)| d.as_path()));
                     continue;
                 }
             };
@@ -194,7 +196,7 @@ impl Watcher {
                 }
             }
             known = now;
-            std::thread::sleep(self.interval);
+            wake.wait(self.interval, token_dir.as_ref().map(|(d, _)| d.as_path()));
         }
     }
 
@@ -227,5 +229,68 @@ impl Watcher {
             }
         }
         Ok((slot.clone().expect("loaded above"), reloaded))
+    }
+}
+
+/// What wakes the watcher: for SoftHSM2, inotify on its token directory (the only way its set of
+/// tokens changes), with a slow safety-net timeout; for other modules, the poll interval.
+#[derive(Default)]
+struct Wake {
+    inotify: Option<inotify::Inotify>,
+}
+
+impl Wake {
+    const SAFETY_NET: Duration = Duration::from_secs(10);
+
+    fn watch_all(ino: &mut inotify::Inotify, dir: &Path) {
+        use inotify::WatchMask;
+        let mask = WatchMask::CREATE
+            | WatchMask::DELETE
+            | WatchMask::MOVE
+            | WatchMask::CLOSE_WRITE
+            | WatchMask::MODIFY
+            | WatchMask::DELETE_SELF;
+        let _ = ino.watches().add(dir, mask);
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                let _ = ino.watches().add(e.path(), mask);
+            }
+        }
+    }
+
+    fn wait(&mut self, interval: Duration, token_dir: Option<&Path>) {
+        let Some(dir) = token_dir else {
+            std::thread::sleep(interval);
+            return;
+        };
+        if self.inotify.is_none() {
+            match inotify::Inotify::init() {
+                Ok(ino) => self.inotify = Some(ino),
+                Err(e) => {
+                    tracing::debug!(error = %e, "no inotify: polling the token directory");
+                    std::thread::sleep(interval);
+                    return;
+                }
+            }
+        }
+        let ino = self.inotify.as_mut().expect("set above");
+        Self::watch_all(ino, dir);
+        use std::os::fd::AsRawFd;
+        let mut pfd = libc::pollfd {
+            fd: ino.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd for the inotify descriptor, which lives as long as `ino`.
+        let ready = unsafe { libc::poll(&mut pfd, 1, Self::SAFETY_NET.as_millis() as libc::c_int) };
+        if ready > 0 {
+            // Let a writer finish (a new token is several files), then take everything queued.
+            std::thread::sleep(Duration::from_millis(50).min(interval));
+            let mut buf = [0u8; 4096];
+            while ino
+                .read_events(&mut buf)
+                .is_ok_and(|mut events| events.next().is_some())
+            {}
+        }
     }
 }
