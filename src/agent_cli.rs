@@ -10,28 +10,16 @@ use crate::ui::tray::Command;
 use std::time::Duration;
 
 fn resolve(args: &AgentArgs) -> Result<(AgentConfig, Option<String>, bool), String> {
-    let flags = RawConfig {
-        server: args.server.clone(),
-        admin: args.admin.clone(),
-        user: args.user.clone(),
+    let flags = args.server.over(RawConfig {
         user_from: args.user_from.clone(),
-        status: args.status.clone(),
-        timestamp_unit: args.timestamp_unit.clone(),
-        module: args.module.clone(),
-        key: args.key.clone(),
-        algorithm: args.algorithm.clone(),
-        challenge: args.challenge.clone(),
-        challenge_url: args.challenge_url.clone(),
-        ca_file: args.ca_file.clone(),
-        connect_timeout: args.connect_timeout,
-        timeout: args.timeout,
         pinentry: args.pinentry.clone(),
         enroll_on_insert: args.enroll_on_insert.clone(),
         headless: args.headless.then_some(true),
         poll_ms: args.poll_ms,
-        ..Default::default()
-    };
-    let raw = crate::config::resolve(flags, args.config.as_deref()).map_err(|e| e.to_string())?;
+        ..args.source.raw()
+    });
+    let raw =
+        crate::config::resolve(flags, args.source.config.as_deref()).map_err(|e| e.to_string())?;
     let sign = SignOptions::from_raw(&raw).map_err(|e| e.to_string())?;
     let user = match (&raw.user, &raw.user_from) {
         (Some(u), _) => UserFrom::Fixed(u.clone()),

@@ -43,23 +43,15 @@ pub enum Command {
     Provision(ProvisionArgs),
 }
 
+/// What signing needs besides the PIN: shared by `enroll`, `sign` and `agent`.
 #[derive(Args, Debug, Default)]
-pub struct TokenArgs {
+pub struct SourceArgs {
     /// PKCS#11 module (default: p11-kit proxy, else OpenSC, else SoftHSM2).
     #[arg(long, env = "TOKENROLL_MODULE")]
     pub module: Option<PathBuf>,
-    /// Select the token by label.
-    #[arg(long, env = "TOKENROLL_TOKEN")]
-    pub token: Option<String>,
     /// Select the signing pair by PKCS#11 URI (RFC 7512), e.g. pkcs11:token=alice;id=%01.
     #[arg(long, env = "TOKENROLL_KEY")]
     pub key: Option<String>,
-    /// Read the PIN from this environment variable (its name, not its value).
-    #[arg(long, env = "TOKENROLL_PIN_ENV", conflicts_with = "pin_stdin")]
-    pub pin_env: Option<String>,
-    /// Read the PIN from the first line of stdin.
-    #[arg(long, env = "TOKENROLL_PIN_STDIN")]
-    pub pin_stdin: bool,
     /// Digest: sha1, sha256, sha384, sha512 or CENTAGATE's 0-3 [default: sha256].
     #[arg(long, env = "TOKENROLL_ALGORITHM")]
     pub algorithm: Option<String>,
@@ -78,23 +70,40 @@ pub struct TokenArgs {
     /// Seconds to wait for a whole request [default: 30].
     #[arg(long, env = "TOKENROLL_TIMEOUT")]
     pub timeout: Option<u64>,
-    /// Print exactly one JSON object on stdout.
-    #[arg(long, env = "TOKENROLL_JSON")]
-    pub json: bool,
     /// Config file to read instead of $XDG_CONFIG_HOME/tokenroll/config.toml.
     #[arg(long, env = "TOKENROLL_CONFIG")]
     pub config: Option<PathBuf>,
 }
 
-#[derive(Args, Debug)]
-pub struct EnrollArgs {
+/// Token, PIN and output flags of the one-shot commands.
+#[derive(Args, Debug, Default)]
+pub struct TokenArgs {
+    /// Select the token by label.
+    #[arg(long, env = "TOKENROLL_TOKEN")]
+    pub token: Option<String>,
+    /// Read the PIN from this environment variable (its name, not its value).
+    #[arg(long, env = "TOKENROLL_PIN_ENV", conflicts_with = "pin_stdin")]
+    pub pin_env: Option<String>,
+    /// Read the PIN from the first line of stdin.
+    #[arg(long, env = "TOKENROLL_PIN_STDIN")]
+    pub pin_stdin: bool,
+    /// Print exactly one JSON object on stdout.
+    #[arg(long, env = "TOKENROLL_JSON")]
+    pub json: bool,
+    #[command(flatten)]
+    pub source: SourceArgs,
+}
+
+/// The CENTAGATE side: shared by `enroll` and `agent`.
+#[derive(Args, Debug, Default)]
+pub struct ServerArgs {
     /// CENTAGATE origin, https://host[:port] (may end in /CentagateWS/webresources).
     #[arg(long, env = "TOKENROLL_SERVER")]
     pub server: Option<String>,
     /// The CENTAGATE admin who registers the token.
     #[arg(long, env = "TOKENROLL_ADMIN")]
     pub admin: Option<String>,
-    /// The user the token is registered to.
+    /// The user the token is registered to (for the agent: every token; default see --user-from).
     #[arg(long, env = "TOKENROLL_USER")]
     pub user: Option<String>,
     /// pending, valid, temp-deactivated, deactivated or 1-4 [default: pending].
@@ -103,43 +112,23 @@ pub struct EnrollArgs {
     /// ms or s [default: ms].
     #[arg(long, env = "TOKENROLL_TIMESTAMP_UNIT")]
     pub timestamp_unit: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct EnrollArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
     #[command(flatten)]
     pub token: TokenArgs,
 }
 
 #[derive(Args, Debug)]
 pub struct AgentArgs {
-    #[arg(long, env = "TOKENROLL_SERVER")]
-    pub server: Option<String>,
-    #[arg(long, env = "TOKENROLL_ADMIN")]
-    pub admin: Option<String>,
-    /// Register every token to this user (default: see --user-from).
-    #[arg(long, env = "TOKENROLL_USER")]
-    pub user: Option<String>,
+    #[command(flatten)]
+    pub server: ServerArgs,
     /// Without --user: login (default), or the certificate's cn, email or upn.
     #[arg(long, env = "TOKENROLL_USER_FROM")]
     pub user_from: Option<String>,
-    #[arg(long, env = "TOKENROLL_STATUS")]
-    pub status: Option<String>,
-    #[arg(long, env = "TOKENROLL_TIMESTAMP_UNIT")]
-    pub timestamp_unit: Option<String>,
-    #[arg(long, env = "TOKENROLL_MODULE")]
-    pub module: Option<PathBuf>,
-    /// Narrow which signing pair of a token is used (a PKCS#11 URI, e.g. pkcs11:id=%01).
-    #[arg(long, env = "TOKENROLL_KEY")]
-    pub key: Option<String>,
-    #[arg(long, env = "TOKENROLL_ALGORITHM")]
-    pub algorithm: Option<String>,
-    #[arg(long, env = "TOKENROLL_CHALLENGE", conflicts_with = "challenge_url")]
-    pub challenge: Option<String>,
-    #[arg(long, env = "TOKENROLL_CHALLENGE_URL")]
-    pub challenge_url: Option<String>,
-    #[arg(long, env = "TOKENROLL_CA_FILE")]
-    pub ca_file: Option<PathBuf>,
-    #[arg(long, env = "TOKENROLL_CONNECT_TIMEOUT")]
-    pub connect_timeout: Option<u64>,
-    #[arg(long, env = "TOKENROLL_TIMEOUT")]
-    pub timeout: Option<u64>,
     /// The pinentry program for the PIN dialog [default: pinentry].
     #[arg(long, env = "TOKENROLL_PINENTRY")]
     pub pinentry: Option<String>,
@@ -152,8 +141,8 @@ pub struct AgentArgs {
     /// How often to look for tokens, in milliseconds [default: 500].
     #[arg(long, env = "TOKENROLL_POLL_MS")]
     pub poll_ms: Option<u64>,
-    #[arg(long, env = "TOKENROLL_CONFIG")]
-    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub source: SourceArgs,
 }
 
 #[derive(Args, Debug)]
@@ -260,23 +249,46 @@ pub struct ProvisionArgs {
     pub cert_out: Option<PathBuf>,
 }
 
-impl TokenArgs {
-    fn raw(&self) -> RawConfig {
+impl SourceArgs {
+    pub fn raw(&self) -> RawConfig {
         RawConfig {
             module: self.module.clone(),
-            token: self.token.clone(),
             key: self.key.clone(),
-            pin_env: self.pin_env.clone(),
-            pin_stdin: self.pin_stdin.then_some(true),
             algorithm: self.algorithm.clone(),
             challenge: self.challenge.clone(),
             challenge_url: self.challenge_url.clone(),
             ca_file: self.ca_file.clone(),
             connect_timeout: self.connect_timeout,
             timeout: self.timeout,
-            json: self.json.then_some(true),
             ..Default::default()
         }
+    }
+}
+
+impl TokenArgs {
+    fn raw(&self) -> RawConfig {
+        RawConfig {
+            token: self.token.clone(),
+            pin_env: self.pin_env.clone(),
+            pin_stdin: self.pin_stdin.then_some(true),
+            json: self.json.then_some(true),
+            ..self.source.raw()
+        }
+    }
+}
+
+impl ServerArgs {
+    /// These flags over `rest`.
+    pub fn over(&self, rest: RawConfig) -> RawConfig {
+        RawConfig {
+            server: self.server.clone(),
+            admin: self.admin.clone(),
+            user: self.user.clone(),
+            status: self.status.clone(),
+            timestamp_unit: self.timestamp_unit.clone(),
+            ..Default::default()
+        }
+        .over(rest)
     }
 }
 
@@ -377,28 +389,22 @@ fn select_and_challenge(
 
 pub fn enroll_cmd(args: EnrollArgs) -> i32 {
     let json = args.token.json;
-    let flags = RawConfig {
-        server: args.server.clone(),
-        admin: args.admin.clone(),
-        user: args.user.clone(),
-        status: args.status.clone(),
-        timestamp_unit: args.timestamp_unit.clone(),
-        ..args.token.raw()
-    };
-    let resolved = crate::config::resolve(flags, args.token.config.as_deref()).and_then(|raw| {
-        Ok((
-            SignOptions::from_raw(&raw)?,
-            RegisterOptions::from_raw(&raw)?,
-            raw.json.unwrap_or(false),
-        ))
-    });
+    let flags = args.server.over(args.token.raw());
+    let resolved =
+        crate::config::resolve(flags, args.token.source.config.as_deref()).and_then(|raw| {
+            Ok((
+                SignOptions::from_raw(&raw)?,
+                RegisterOptions::from_raw(&raw)?,
+                raw.json.unwrap_or(false),
+            ))
+        });
     let (sign, reg, json) = match resolved {
         Ok(v) => v,
         Err(e) => {
             return usage_error(
                 json,
                 e.to_string(),
-                args.token.algorithm.as_deref().unwrap_or("sha256"),
+                args.token.source.algorithm.as_deref().unwrap_or("sha256"),
             )
         }
     };
@@ -467,7 +473,7 @@ pub fn sign_cmd(args: SignArgs) -> i32 {
         base64: args.base64.then_some(true),
         ..args.token.raw()
     };
-    let resolved = crate::config::resolve(flags, args.token.config.as_deref())
+    let resolved = crate::config::resolve(flags, args.token.source.config.as_deref())
         .and_then(|raw| Ok((SignOptions::from_raw(&raw)?, raw)));
     let (opts, raw) = match resolved {
         Ok(v) => v,
@@ -475,7 +481,7 @@ pub fn sign_cmd(args: SignArgs) -> i32 {
             return usage_error(
                 args.token.json,
                 e.to_string(),
-                args.token.algorithm.as_deref().unwrap_or("sha256"),
+                args.token.source.algorithm.as_deref().unwrap_or("sha256"),
             )
         }
     };
