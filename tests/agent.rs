@@ -5,7 +5,7 @@
 mod common;
 use common::*;
 use std::path::PathBuf;
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 struct Agent {
@@ -50,42 +50,16 @@ fn pins(env: &TestEnv, lines: &[&str]) -> PathBuf {
 }
 
 fn start_agent(env: &TestEnv, sim: &Sim, extra: &[&str]) -> Agent {
-    let state = env.path("state");
     let child = env
-        .cmd()
-        .args([
-            "agent",
-            "--headless",
-            "--server",
-            &sim.origin,
-            "--admin",
-            ADMIN,
-            "--poll-ms",
-            "100",
-            "--ca-file",
-        ])
-        .arg(&sim.ca)
-        .arg("--pinentry")
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/pinentry.sh"
-        ))
+        .agent_cmd(sim)
+        .arg("--headless")
         .args(extra)
-        .env("TOKENROLL_AUTH_TOKEN", AUTH_TOKEN)
-        .env("TOKENROLL_SECRET_CODE", SECRET_CODE)
-        .env("XDG_STATE_HOME", &state)
-        .env("XDG_RUNTIME_DIR", env.path("run"))
-        .env("TEST_PINS", env.path("pins.txt"))
-        .env("PINENTRY_LOG", env.path("pinentry.log"))
         .env_remove("DBUS_SESSION_BUS_ADDRESS")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    std::fs::create_dir_all(env.path("run")).unwrap();
     Agent {
         child,
-        log: state.join("tokenroll/agent.log"),
+        log: env.path("state/tokenroll/agent.log"),
     }
 }
 

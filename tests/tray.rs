@@ -96,34 +96,9 @@ fn wait_for(what: &str, log: impl Fn() -> String, mut done: impl FnMut() -> bool
 }
 
 fn start_agent(env: &TestEnv, sim: &Sim, bus: &Bus) -> Child {
-    std::fs::create_dir_all(env.path("run")).unwrap();
-    env.cmd()
-        .args([
-            "agent",
-            "--server",
-            &sim.origin,
-            "--admin",
-            ADMIN,
-            "--user",
-            "alice",
-            "--poll-ms",
-            "100",
-            "--ca-file",
-        ])
-        .arg(&sim.ca)
-        .arg("--pinentry")
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/pinentry.sh"
-        ))
+    env.agent_cmd(sim)
+        .args(["--user", "alice"])
         .env("DBUS_SESSION_BUS_ADDRESS", &bus.address)
-        .env("TOKENROLL_AUTH_TOKEN", AUTH_TOKEN)
-        .env("TOKENROLL_SECRET_CODE", SECRET_CODE)
-        .env("XDG_STATE_HOME", env.path("state"))
-        .env("XDG_RUNTIME_DIR", env.path("run"))
-        .env("TEST_PINS", env.path("pins.txt"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
         .spawn()
         .unwrap()
 }

@@ -53,6 +53,17 @@ impl UserFrom {
         })
     }
 
+    /// Who the PIN dialog says the token will be registered to, before the certificate is read.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Fixed(u) => u.clone(),
+            Self::Login => std::env::var("USER").unwrap_or_default(),
+            Self::Cn => "the certificate's common name".into(),
+            Self::Email => "the certificate's e-mail address".into(),
+            Self::Upn => "the certificate's UPN".into(),
+        }
+    }
+
     pub fn resolve(&self, cert: &x509_cert::Certificate) -> Result<String, String> {
         let found = match self {
             Self::Fixed(u) => Some(u.clone()),
@@ -275,11 +286,7 @@ fn execute(
                     token: key.label.clone(),
                     serial: key.serial.clone(),
                     subject,
-                    user: match &s.cfg.user {
-                        UserFrom::Fixed(u) => u.clone(),
-                        UserFrom::Login => std::env::var("USER").unwrap_or_default(),
-                        other => format!("the certificate's {other:?}"),
-                    },
+                    user: s.cfg.user.describe(),
                     error,
                 };
                 let event = match s.dialog.ask(&req) {

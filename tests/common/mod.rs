@@ -219,6 +219,38 @@ impl TestEnv {
         Sim { origin, ca, record }
     }
 
+    /// `tokenroll agent` against `sim` with the scripted pinentry (answers from `pins.txt`, requests
+    /// logged to `pinentry.log`), its state and runtime folders in this environment, polling fast.
+    pub fn agent_cmd(&self, sim: &Sim) -> Command {
+        std::fs::create_dir_all(self.path("run")).unwrap();
+        let mut c = self.cmd();
+        c.args([
+            "agent",
+            "--server",
+            &sim.origin,
+            "--admin",
+            ADMIN,
+            "--poll-ms",
+            "100",
+            "--ca-file",
+        ])
+        .arg(&sim.ca)
+        .arg("--pinentry")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/pinentry.sh"
+        ))
+        .env("TOKENROLL_AUTH_TOKEN", AUTH_TOKEN)
+        .env("TOKENROLL_SECRET_CODE", SECRET_CODE)
+        .env("XDG_STATE_HOME", self.path("state"))
+        .env("XDG_RUNTIME_DIR", self.path("run"))
+        .env("TEST_PINS", self.path("pins.txt"))
+        .env("PINENTRY_LOG", self.path("pinentry.log"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+        c
+    }
+
     /// `tokenroll enroll --json` to `server` for `user`, the admin's secrets in the environment;
     /// no PIN source and no --ca-file, for the tests that vary those.
     pub fn enroll_base(&self, server: &str, user: &str) -> Command {
