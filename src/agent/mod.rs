@@ -320,8 +320,9 @@ fn execute(
             let s = shared.clone();
             let events = events.clone();
             let handle = tokio::runtime::Handle::current();
+            let pairs = infos.get(&key).map(|i| i.pairs.clone()).unwrap_or_default();
             tokio::task::spawn_blocking(move || {
-                let outcome = enroll_token(&s, &key, &handle, &events);
+                let outcome = enroll_token(&s, &key, &pairs, &handle, &events);
                 let _ = events.send(outcome);
             });
         }
@@ -353,6 +354,7 @@ fn execute(
 fn enroll_token(
     s: &Shared,
     key: &TokenKey,
+    pairs: &[watcher::PairRef],
     rt: &tokio::runtime::Handle,
     events: &mpsc::UnboundedSender<Event>,
 ) -> Event {
@@ -365,16 +367,17 @@ fn enroll_token(
     let Some(module) = s.module.lock().expect("module").clone() else {
         return failed("the PKCS#11 module is not loaded".into());
     };
-    let chosen = s
-        .chosen
-        .lock()
-        .expect("chosen")
-        .get(key)
-        .and_then(|u| Pkcs11Uri::parse(u).ok());
-    let uri = Pkcs11Uri {
-        token: Some(key.label.clone()),
-        serial: Some(key.serial.clone()),
-        ..chosen.or_else(|| s.cfg.key.clone()).unwrap_or_default()
+    // The pair: the one chosen in the menu, else the token's only usable one, else whichever
+    // --key names on this card (a card may span several tokens: match it by serial).
+    let chosen = s.chosen.lock().expect("chosen").get(key).cloned();
+    let only = (pairs.len() == 1 && s.cfg.key.is_none()).then(|| pairs[0].uri.clone());
+    let uri = match chosen.or(only).map(|u| Pkcs11Uri::parse(&u)) {
+        Some(Ok(u)) => u,
+        Some(Err(e)) => return failed(e.to_string()),
+        None => Pkcs11Uri {
+            serial: Some(key.serial.clone()),
+            ..s.cfg.key.clone().unwrap_or_default()
+        },
     };
     let mut side = Pkcs11Side::with_module(
         module,

@@ -87,34 +87,72 @@ fn dir_listing(dir: &Path) -> BTreeSet<String> {
     out
 }
 
-/// One card can appear as several tokens with one serial (OpenSC's OpenPGP card shows a "User PIN"
-/// and a "User PIN (sig)" token): keep the first of each serial, as one card.
-pub fn one_per_card(tokens: Vec<TokenDesc>) -> Vec<TokenDesc> {
-    let mut seen = BTreeSet::new();
-    tokens
-        .into_iter()
-        .filter(|t| seen.insert((t.serial.clone(), t.manufacturer.clone(), t.model.clone())))
-        .collect()
+/// The tokens of each card, in the order the module lists them. One card can appear as several
+/// tokens with one serial (OpenSC shows an OpenPGP card as a "User PIN" and a "User PIN (sig)"
+/// token); the agent shows it once.
+pub fn cards(tokens: Vec<TokenDesc>) -> Vec<Vec<TokenDesc>> {
+    let mut out: Vec<Vec<TokenDesc>> = Vec::new();
+    for t in tokens {
+        let same = |c: &Vec<TokenDesc>| {
+            c[0].serial == t.serial && c[0].manufacturer == t.manufacturer && c[0].model == t.model
+        };
+        match out.iter_mut().find(|c| same(c)) {
+            Some(card) => card.push(t),
+            None => out.push(vec![t]),
+        }
+    }
+    out
 }
 
-/// The tokens present now. A token already in `known` keeps its pairs: reading certificates on
+/// What to call a card: its token's label, or for several tokens what their labels share
+/// ("OpenPGP card" for "OpenPGP card (User PIN)" and "OpenPGP card (User PIN (sig))").
+pub fn card_name(tokens: &[TokenDesc]) -> String {
+    let first = tokens.first().map(|t| t.label.as_str()).unwrap_or_default();
+    let mut common = first.to_string();
+    for t in &tokens[1..] {
+        let n = common
+            .char_indices()
+            .zip(t.label.chars())
+            .take_while(|((_, a), b)| a == b)
+            .last()
+            .map_or(0, |((i, a), _)| i + a.len_utf8());
+        common.truncate(n);
+    }
+    // Drop an unfinished parenthesis: "OpenPGP card (User PIN" is not a name.
+    if common.matches('(').count() > common.matches(')').count() {
+        if let Some(i) = common.rfind('(') {
+            common.truncate(i);
+        }
+    }
+    let common = common.trim();
+    if common.is_empty() {
+        first.to_string()
+    } else {
+        common.to_string()
+    }
+}
+
+/// The cards present now. A card already in `known` keeps its pairs: reading certificates on
 /// every poll would cost the idle CPU the agent must not spend (a reload clears `known`).
 fn snapshot(
     module: &Module,
     known: &BTreeMap<TokenKey, Seen>,
 ) -> Result<BTreeMap<TokenKey, Seen>, String> {
-    let tokens = one_per_card(module.tokens().map_err(|e| e.to_string())?);
     let mut out = BTreeMap::new();
-    for t in tokens {
+    for card in cards(module.tokens().map_err(|e| e.to_string())?) {
         let key = TokenKey {
-            label: t.label.clone(),
-            serial: t.serial.clone(),
+            label: card_name(&card),
+            serial: card[0].serial.clone(),
         };
         if let Some(seen) = known.get(&key) {
             out.insert(key, seen.clone());
             continue;
         }
-        let pairs = module.pairs(&t).unwrap_or_default();
+        let mut pairs = Vec::new();
+        for t in &card {
+            pairs.extend(module.pairs(t).unwrap_or_default());
+        }
+        let pairs = crate::token::merge_card_copies(pairs);
         let certificates = pairs
             .iter()
             .map(|p| {
@@ -136,7 +174,7 @@ fn snapshot(
                 key,
                 certificates,
                 pairs: usable,
-                pin_pad: t.pin_pad,
+                pin_pad: card.iter().any(|t| t.pin_pad),
             },
         );
     }
@@ -292,5 +330,42 @@ impl Wake {
                 .is_ok_and(|mut events| events.next().is_some())
             {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token(label: &str, serial: &str) -> TokenDesc {
+        TokenDesc {
+            label: label.into(),
+            serial: serial.into(),
+            manufacturer: "OpenPGP project".into(),
+            model: "PKCS#15 emulated".into(),
+            slot: cryptoki::slot::Slot::try_from(0u64).unwrap(),
+            slot_description: String::new(),
+            pin_pad: false,
+            login_required: true,
+            pin_count_low: false,
+            pin_final_try: false,
+            pin_locked: false,
+        }
+    }
+
+    #[test]
+    fn an_openpgp_card_is_one_card_named_by_what_its_tokens_share() {
+        let listed = vec![
+            token("OpenPGP card (User PIN)", "ffb85cb07b84"),
+            token("alice", "1234"),
+            token("OpenPGP card (User PIN (sig))", "ffb85cb07b84"),
+        ];
+        let cards = cards(listed);
+        assert_eq!(cards.len(), 2);
+        assert_eq!(cards[0].len(), 2);
+        assert_eq!(card_name(&cards[0]), "OpenPGP card");
+        assert_eq!(card_name(&cards[1]), "alice");
+        // Labels sharing nothing: the first one names the card.
+        assert_eq!(card_name(&[token("x", "1"), token("y", "1")]), "x");
     }
 }

@@ -293,6 +293,9 @@ pub struct SigningPair {
     pub cert_der: Vec<u8>,
     pub kind: KeyKind,
     pub validity: Validity,
+    /// The public key object with the pair's CKA_ID may verify but not encrypt: a signature key.
+    /// Decides between copies of one certificate that a card shows on several tokens.
+    pub signature_key: bool,
 }
 
 impl SigningPair {
@@ -435,6 +438,54 @@ pub fn choose_pair(
                 .collect(),
         )),
     }
+}
+
+/// Whether the public key object with CKA_ID `id` is for signing only (CKA_VERIFY without
+/// CKA_ENCRYPT). Unknown attributes count as "no".
+fn public_key_signs_only(session: &Session, id: &[u8]) -> bool {
+    let Ok(keys) = session.find_objects(&[
+        Attribute::Class(ObjectClass::PUBLIC_KEY),
+        Attribute::Id(id.to_vec()),
+    ]) else {
+        return false;
+    };
+    let Some(&key) = keys.first() else {
+        return false;
+    };
+    let (mut verify, mut encrypt) = (false, false);
+    for a in session
+        .get_attributes(key, &[AttributeType::Verify, AttributeType::Encrypt])
+        .unwrap_or_default()
+    {
+        match a {
+            Attribute::Verify(v) => verify = v,
+            Attribute::Encrypt(v) => encrypt = v,
+            _ => {}
+        }
+    }
+    verify && !encrypt
+}
+
+/// One card can show the same certificate on several of its tokens: OpenSC presents an OpenPGP
+/// card as a "User PIN" token and a "User PIN (sig)" token with one serial, and copies the card's
+/// certificate to each key slot, though only the signature key exists. Keeps one copy of each
+/// certificate per card — the one whose public key is a signature key, else the first.
+pub fn merge_card_copies(pairs: Vec<SigningPair>) -> Vec<SigningPair> {
+    let mut out: Vec<SigningPair> = Vec::with_capacity(pairs.len());
+    for p in pairs {
+        let same = out.iter().position(|q| {
+            q.cert_der == p.cert_der
+                && q.token.serial == p.token.serial
+                && q.token.manufacturer == p.token.manufacturer
+                && q.token.model == p.token.model
+        });
+        match same {
+            Some(i) if p.signature_key && !out[i].signature_key => out[i] = p,
+            Some(_) => {}
+            None => out.push(p),
+        }
+    }
+    out
 }
 
 /// A loaded and initialized PKCS#11 module.
@@ -610,8 +661,10 @@ impl Module {
                 tracing::debug!(token = %token.label, "skipping a certificate with an unsupported key");
                 continue;
             };
+            let signature_key = public_key_signs_only(&session, &id);
             out.push(SigningPair {
                 token: token.clone(),
+                signature_key,
                 id,
                 object_label: label,
                 validity: validity_at(&cert, now),
@@ -630,7 +683,7 @@ impl Module {
         for t in tokens.iter().filter(|t| sel.matches_token(t)) {
             pairs.extend(self.pairs(t)?);
         }
-        choose_pair(&tokens, pairs, sel)
+        choose_pair(&tokens, merge_card_copies(pairs), sel)
     }
 
     pub fn open(&self, pair: &SigningPair) -> Result<TokenSession<'_>, TokenError> {

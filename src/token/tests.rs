@@ -61,6 +61,7 @@ fn pair(t: &TokenDesc, id: u8, days: i64) -> SigningPair {
         cert_der: der::Encode::to_der(&cert).unwrap(),
         cert,
         kind: KeyKind::Ec(Curve::P256),
+        signature_key: false,
     }
 }
 
@@ -186,4 +187,41 @@ fn ckr_codes_map_to_actions() {
     }
     .to_string();
     assert!(msg.contains("LOCK"), "{msg}");
+}
+
+/// OpenSC shows an OpenPGP card as two tokens with one serial and copies its certificate to
+/// every key slot; only the copy whose public key is a signature key is kept.
+#[test]
+fn a_card_showing_one_certificate_on_two_tokens_offers_it_once() {
+    let card = |label: &str| TokenDesc {
+        serial: "ffb85cb07b84".into(),
+        ..token(label)
+    };
+    let user = card("OpenPGP card (User PIN)");
+    let sig = card("OpenPGP card (User PIN (sig))");
+    let aut = pair(&user, 3, 30);
+    let dec = SigningPair {
+        id: vec![2],
+        ..aut.clone()
+    };
+    let signing = SigningPair {
+        token: sig.clone(),
+        id: vec![1],
+        signature_key: true,
+        ..aut.clone()
+    };
+    let merged = merge_card_copies(vec![aut.clone(), dec, signing]);
+    assert_eq!(merged.len(), 1);
+    assert_eq!(merged[0].token.label, sig.label);
+    assert_eq!(merged[0].id, vec![1]);
+
+    // Another card with an identical certificate is a different card: both stay.
+    let other = SigningPair {
+        token: token("other"),
+        ..aut.clone()
+    };
+    assert_eq!(merge_card_copies(vec![aut.clone(), other]).len(), 2);
+    // Two different certificates on one card both stay.
+    let second = pair(&user, 4, 30);
+    assert_eq!(merge_card_copies(vec![aut, second]).len(), 2);
 }
