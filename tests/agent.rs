@@ -4,76 +4,7 @@
 
 mod common;
 use common::*;
-use std::path::PathBuf;
-use std::process::Child;
-use std::time::{Duration, Instant};
-
-struct Agent {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Agent {
-    fn stop(mut self) -> std::process::ExitStatus {
-        unsafe { libc_kill(self.child.id() as i32, 15) };
-        let t = Instant::now();
-        loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                return s;
-            }
-            assert!(
-                t.elapsed() < Duration::from_secs(10),
-                "agent did not stop on SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-extern "C" {
-    #[link_name = "kill"]
-    fn libc_kill(pid: i32, sig: i32) -> i32;
-}
-
-fn pins(env: &TestEnv, lines: &[&str]) -> PathBuf {
-    let p = env.path("pins.txt");
-    std::fs::write(
-        &p,
-        lines.iter().map(|l| format!("{l}\n")).collect::<String>(),
-    )
-    .unwrap();
-    p
-}
-
-fn start_agent(env: &TestEnv, sim: &Sim, extra: &[&str]) -> Agent {
-    let child = env
-        .agent_cmd(sim)
-        .arg("--headless")
-        .args(extra)
-        .env_remove("DBUS_SESSION_BUS_ADDRESS")
-        .spawn()
-        .unwrap();
-    Agent {
-        child,
-        log: env.path("state/tokenroll/agent.log"),
-    }
-}
-
-fn wait_for(agent: &Agent, what: &str, mut done: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while !done() {
-        assert!(
-            t.elapsed() < Duration::from_secs(30),
-            "timed out waiting for {what}; the agent's log:\n{}",
-            agent.log()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
+use std::time::Duration;
 
 #[test]
 fn enrolls_present_and_plugged_tokens_and_remembers_them() {

@@ -5,6 +5,7 @@
 //! what was enrolled. Does not own: any enrollment step (it drives `enroll`), PKCS#11 (see `token`,
 //! reached through the watcher's shared module), or drawing and dialogs (see `ui`).
 
+pub mod hotplug;
 pub mod registry;
 pub mod state;
 pub mod watcher;
@@ -169,12 +170,14 @@ pub async fn run(
     rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut salt);
     let module: watcher::SharedModule = Arc::new(Mutex::new(None));
     let (change_tx, mut changes) = mpsc::unbounded_channel();
+    let stopper = hotplug::Stopper::new().map_err(|e| e.to_string())?;
     let w = watcher::Watcher {
         module_path: cfg.module.clone(),
         interval: cfg.poll,
         shared: module.clone(),
+        stopper: stopper.clone(),
     };
-    std::thread::Builder::new()
+    let watcher_thread = std::thread::Builder::new()
         .name("token-watcher".into())
         .spawn(move || w.run(change_tx))
         .map_err(|e| e.to_string())?;
@@ -244,6 +247,16 @@ pub async fn run(
             icon: machine.mood(),
             enrollable,
         });
+    }
+    // No PKCS#11 or PC/SC call may still run while the process exits: end the watcher first
+    // (bounded, in case a module hangs in a call).
+    stopper.stop();
+    let joined = tokio::task::spawn_blocking(move || watcher_thread.join());
+    if tokio::time::timeout(Duration::from_secs(5), joined)
+        .await
+        .is_err()
+    {
+        tracing::warn!("the token watcher did not stop within 5 s");
     }
     Ok(())
 }

@@ -1,11 +1,12 @@
 //! The token watcher: owns the PKCS#11 module on its own thread and reports tokens coming and going.
 //!
-//! It polls `C_GetSlotList` (SoftHSM2 and the p11-kit proxy pass no slot events: a `CKF_DONT_BLOCK`
-//! wait always answers `CKR_NO_EVENT`). SoftHSM2 never sees a token created or deleted by another
+//! It lists the tokens again whenever `hotplug` wakes it (slot events, PC/SC changes, inotify, or
+//! polling where nothing else works). SoftHSM2 never sees a token created or deleted by another
 //! process until the module is finalised and initialised again, so when its token directory changes
 //! the watcher reloads the module — only while no enrollment holds it. A token's certificates are
-//! read when it first appears (and again after a reload), not on every poll: idle costs little.
+//! read when it first appears (and again after a reload), not on every wake-up: idle costs little.
 
+use super::hotplug::{Stopper, Wake};
 use super::state::TokenKey;
 use crate::token::{Module, TokenDesc};
 use std::collections::{BTreeMap, BTreeSet};
@@ -185,6 +186,8 @@ pub struct Watcher {
     pub module_path: Option<PathBuf>,
     pub interval: Duration,
     pub shared: SharedModule,
+    /// Shared with the agent, which ends the event threads at exit.
+    pub stopper: Stopper,
 }
 
 impl Watcher {
@@ -193,12 +196,15 @@ impl Watcher {
         let mut known: BTreeMap<TokenKey, Seen> = BTreeMap::new();
         let mut token_dir: Option<(PathBuf, BTreeSet<String>)> = None;
         let mut reported_trouble = false;
-        let mut wake = Wake::default();
+        let mut wake = Wake::new(self.stopper.clone());
         loop {
             let empty = BTreeMap::new();
             let now = self
                 .current_module(&mut token_dir)
                 .and_then(|(m, reloaded)| {
+                    if reloaded {
+                        wake.arm(&m, token_dir.as_ref().map(|(d, _)| d.as_path()));
+                    }
                     // After a reload every token's pairs are read again; otherwise known ones are kept.
                     snapshot(&m, if reloaded { &empty } else { &known })
                 });
@@ -215,6 +221,9 @@ impl Watcher {
                         return;
                     }
                     wake.wait(self.interval, token_dir.as_ref().map(|(d, _)| d.as_path()));
+                    if self.stopper.stopped() {
+                        return;
+                    }
                     continue;
                 }
             };
@@ -235,6 +244,9 @@ impl Watcher {
             }
             known = now;
             wake.wait(self.interval, token_dir.as_ref().map(|(d, _)| d.as_path()));
+            if self.stopper.stopped() {
+                return;
+            }
         }
     }
 
@@ -267,69 +279,6 @@ impl Watcher {
             }
         }
         Ok((slot.clone().expect("loaded above"), reloaded))
-    }
-}
-
-/// What wakes the watcher: for SoftHSM2, inotify on its token directory (the only way its set of
-/// tokens changes), with a slow safety-net timeout; for other modules, the poll interval.
-#[derive(Default)]
-struct Wake {
-    inotify: Option<inotify::Inotify>,
-}
-
-impl Wake {
-    const SAFETY_NET: Duration = Duration::from_secs(10);
-
-    fn watch_all(ino: &mut inotify::Inotify, dir: &Path) {
-        use inotify::WatchMask;
-        let mask = WatchMask::CREATE
-            | WatchMask::DELETE
-            | WatchMask::MOVE
-            | WatchMask::CLOSE_WRITE
-            | WatchMask::MODIFY
-            | WatchMask::DELETE_SELF;
-        let _ = ino.watches().add(dir, mask);
-        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                let _ = ino.watches().add(e.path(), mask);
-            }
-        }
-    }
-
-    fn wait(&mut self, interval: Duration, token_dir: Option<&Path>) {
-        let Some(dir) = token_dir else {
-            std::thread::sleep(interval);
-            return;
-        };
-        if self.inotify.is_none() {
-            match inotify::Inotify::init() {
-                Ok(ino) => self.inotify = Some(ino),
-                Err(e) => {
-                    tracing::debug!(error = %e, "no inotify: polling the token directory");
-                    std::thread::sleep(interval);
-                    return;
-                }
-            }
-        }
-        let ino = self.inotify.as_mut().expect("set above");
-        Self::watch_all(ino, dir);
-        use std::os::fd::AsRawFd;
-        let mut pfd = libc::pollfd {
-            fd: ino.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd for the inotify descriptor, which lives as long as `ino`.
-        let ready = unsafe { libc::poll(&mut pfd, 1, Self::SAFETY_NET.as_millis() as libc::c_int) };
-        if ready > 0 {
-            // Let a writer finish (a new token is several files), then take everything queued.
-            std::thread::sleep(Duration::from_millis(50).min(interval));
-            let mut buf = [0u8; 4096];
-            while ino
-                .read_events(&mut buf)
-                .is_ok_and(|mut events| events.next().is_some())
-            {}
-        }
     }
 }
 

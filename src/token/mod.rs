@@ -699,6 +699,27 @@ impl Module {
         })
     }
 
+    /// Blocks until a slot changes (a token inserted or removed) and returns it. `Ok(None)`: the
+    /// module cannot wait (SoftHSM2 and the p11-kit proxy answer CKR_FUNCTION_NOT_SUPPORTED or
+    /// CKR_NO_EVENT at once), so the caller must find another trigger. Only `finalize` from
+    /// another thread ends a wait early.
+    pub fn wait_for_slot_event(&self) -> Result<Option<Slot>, TokenError> {
+        match self.ctx.wait_for_slot_event() {
+            Ok(slot) => Ok(Some(slot)),
+            Err(CkError::Pkcs11(RvError::FunctionNotSupported | RvError::NoEvent, _))
+            | Err(CkError::NullFunctionPointer) => Ok(None),
+            Err(e) => Err(map_ck("waiting for a token", e)),
+        }
+    }
+
+    /// C_Finalize now, from any thread: the one way to end a blocked `wait_for_slot_event`
+    /// (PKCS#11 2.40 §5.4). Every later call on this module fails; load it again to go on.
+    pub fn finalize(&self) {
+        if let Err(e) = self.raw.finalize() {
+            tracing::debug!(error = %e, "C_Finalize");
+        }
+    }
+
     /// For provisioning only.
     pub(crate) fn ctx(&self) -> &Pkcs11 {
         &self.ctx
@@ -922,6 +943,16 @@ impl RawFunctions {
             Rv::from(rv).into_result(Function::Sign)?;
             out.truncate(len as usize);
             Ok(out)
+        }
+    }
+
+    fn finalize(&self) -> Result<(), CkError> {
+        // SAFETY: `list` came from the module; C_Finalize takes a null reserved pointer.
+        unsafe {
+            let f = (*self.list)
+                .C_Finalize
+                .ok_or(CkError::NullFunctionPointer)?;
+            Rv::from(f(std::ptr::null_mut())).into_result(Function::Finalize)
         }
     }
 }

@@ -5,6 +5,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 pub const PIN: &str = "246810";
 pub const SO_PIN: &str = "13579111";
@@ -172,7 +173,8 @@ impl TestEnv {
             "[[user]]\nname = \"alice\"\nstate = \"active\"\n\n[[user]]\nname = \"bob\"\nstate = \"active\"\n\n\
              [[user]]\nname = \"ivan\"\nstate = \"inactive\"\n\n[[user]]\nname = \"bella\"\nstate = \"bound\"\n\n\
              [[user]]\nname = \"user1\"\n[[user]]\nname = \"user2\"\n[[user]]\nname = \"user3\"\n\
-             [[user]]\nname = \"user4\"\n[[user]]\nname = \"user5\"\n[[user]]\nname = \"user6\"\n",
+             [[user]]\nname = \"user4\"\n[[user]]\nname = \"user5\"\n[[user]]\nname = \"user6\"\n\
+             [[user]]\nname = \"carol@example.com\"\n",
         )
         .unwrap();
         p
@@ -220,7 +222,8 @@ impl TestEnv {
     }
 
     /// `tokenroll agent` against `sim` with the scripted pinentry (answers from `pins.txt`, requests
-    /// logged to `pinentry.log`), its state and runtime folders in this environment, polling fast.
+    /// logged to `pinentry.log`), its state and runtime folders in this environment, polling fast
+    /// (`TOKENROLL_POLL_MS`, so a test may still pass `--poll-ms`).
     pub fn agent_cmd(&self, sim: &Sim) -> Command {
         std::fs::create_dir_all(self.path("run")).unwrap();
         let mut c = self.cmd();
@@ -230,8 +233,6 @@ impl TestEnv {
             &sim.origin,
             "--admin",
             ADMIN,
-            "--poll-ms",
-            "100",
             "--ca-file",
         ])
         .arg(&sim.ca)
@@ -242,6 +243,7 @@ impl TestEnv {
         ))
         .env("TOKENROLL_AUTH_TOKEN", AUTH_TOKEN)
         .env("TOKENROLL_SECRET_CODE", SECRET_CODE)
+        .env("TOKENROLL_POLL_MS", "100")
         .env("XDG_STATE_HOME", self.path("state"))
         .env("XDG_RUNTIME_DIR", self.path("run"))
         .env("TEST_PINS", self.path("pins.txt"))
@@ -360,4 +362,172 @@ pub fn openssl_digest_name(alg: &str) -> &'static str {
         "sha512" => "sha512",
         _ => panic!("{alg}"),
     }
+}
+
+/// OpenSC's PKCS#11 module, through which the virtual card is reached.
+pub fn opensc_module() -> PathBuf {
+    for p in [
+        "/usr/lib/x86_64-linux-gnu/opensc-pkcs11.so",
+        "/usr/lib/aarch64-linux-gnu/opensc-pkcs11.so",
+        "/usr/lib64/opensc-pkcs11.so",
+    ] {
+        if Path::new(p).is_file() {
+            return p.into();
+        }
+    }
+    panic!("OpenSC is not installed (apt-get install opensc-pkcs11)");
+}
+
+/// The virtual smart-card stack of `tests/vcard/vcard.sh` (a private pcscd, the vpcd reader, a
+/// software OpenPGP card), one per test; stopped on drop.
+pub struct VCard {
+    pub dir: PathBuf,
+    /// pcscd's socket, for PCSCLITE_CSOCK_NAME.
+    pub socket: PathBuf,
+}
+
+pub const CARD_PIN: &str = "123456";
+
+impl VCard {
+    fn script(args: &[&str]) {
+        let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vcard/vcard.sh"))
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "vcard.sh {args:?} failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Starts the stack with the card out of the reader.
+    pub fn up(env: &TestEnv) -> VCard {
+        let dir = env.path("vcard");
+        let card = VCard {
+            socket: dir.join("pcscd.comm"),
+            dir,
+        };
+        Self::script(&["up", card.dir.to_str().unwrap()]);
+        card
+    }
+
+    /// Up, with a key and a certificate for `cn` / `email` on the card, and the card inserted.
+    pub fn personalized(env: &TestEnv, cn: &str, email: &str) -> VCard {
+        let card = Self::up(env);
+        card.insert();
+        Self::script(&["personalize", card.dir.to_str().unwrap(), cn, email]);
+        card
+    }
+
+    pub fn insert(&self) {
+        Self::script(&["insert", self.dir.to_str().unwrap()]);
+    }
+
+    pub fn remove(&self) {
+        Self::script(&["remove", self.dir.to_str().unwrap()]);
+    }
+
+    /// The CA that issued the card's certificate, for `openssl cms -verify`.
+    pub fn ca(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+
+    /// `cmd` pointed at this card through OpenSC.
+    pub fn wire(&self, cmd: &mut Command) {
+        cmd.env("TOKENROLL_MODULE", opensc_module())
+            .env("PCSCLITE_CSOCK_NAME", &self.socket);
+    }
+}
+
+impl Drop for VCard {
+    fn drop(&mut self) {
+        let _ = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vcard/vcard.sh"))
+            .args(["down", self.dir.to_str().unwrap()])
+            .stdin(Stdio::null())
+            .output();
+    }
+}
+
+/// A running `tokenroll agent --headless` and its log.
+pub struct Agent {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Agent {
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        unsafe { libc_kill(self.child.id() as i32, 15) };
+        let t = Instant::now();
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "agent did not stop on SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+/// The scripted pinentry's answers, one per line ("CANCEL" cancels).
+pub fn pins(env: &TestEnv, lines: &[&str]) -> PathBuf {
+    let p = env.path("pins.txt");
+    std::fs::write(
+        &p,
+        lines.iter().map(|l| format!("{l}\n")).collect::<String>(),
+    )
+    .unwrap();
+    p
+}
+
+/// `tokenroll agent --headless` with `extra` flags; `wire` adjusts the command first.
+pub fn start_agent_with(
+    env: &TestEnv,
+    sim: &Sim,
+    extra: &[&str],
+    wire: impl FnOnce(&mut Command),
+) -> Agent {
+    let mut cmd = env.agent_cmd(sim);
+    wire(&mut cmd);
+    let child = cmd
+        .arg("--headless")
+        .args(extra)
+        .env_remove("DBUS_SESSION_BUS_ADDRESS")
+        .spawn()
+        .unwrap();
+    Agent {
+        child,
+        log: env.path("state/tokenroll/agent.log"),
+    }
+}
+
+/// Waits up to 30 s for `done`, failing with the agent's log.
+pub fn wait_for(agent: &Agent, what: &str, mut done: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !done() {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "timed out waiting for {what}; the agent's log:\n{}",
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+pub fn start_agent(env: &TestEnv, sim: &Sim, extra: &[&str]) -> Agent {
+    start_agent_with(env, sim, extra, |_| {})
 }

@@ -85,16 +85,17 @@ up() {
       mount --make-rprivate / && mount -t tmpfs tmpfs /run && mkdir -p /run/pcscd &&
       mount --bind "$1" /run/pcscd && exec pcscd -f -c "$1/readers"' sh "$dir" \
       >"$dir/pcscd.log" 2>&1 &
-    echo $! >"$dir/pcscd.pid"
+    # Not pcscd.pid: pcscd writes that name into DIR itself.
+    echo $! >"$dir/launcher.pid"
     local i ok=""
     for ((i = 0; i < 100; i++)); do
       if [ -S "$dir/pcscd.comm" ] && ss -ltn "sport = :$port" | grep -q LISTEN; then ok=1; break; fi
-      kill -0 "$(cat "$dir/pcscd.pid")" 2>/dev/null || break
+      kill -0 "$(cat "$dir/launcher.pid")" 2>/dev/null || break
       sleep 0.05
     done
     [ -n "$ok" ] && break
-    kill "$(cat "$dir/pcscd.pid")" 2>/dev/null || true
-    wait "$(cat "$dir/pcscd.pid")" 2>/dev/null || true
+    kill "$(cat "$dir/launcher.pid")" 2>/dev/null || true
+    wait "$(cat "$dir/launcher.pid")" 2>/dev/null || true
     [ "$attempt" -lt 5 ] || die "pcscd did not start: $(tail -n 5 "$dir/pcscd.log")"
   done
   echo "$port" >"$dir/port"
@@ -147,7 +148,7 @@ personalize() {
 
 down() {
   local dir=$1 f pid
-  for f in card pcscd; do
+  for f in card launcher; do
     [ -f "$dir/$f.pid" ] || continue
     pid=$(cat "$dir/$f.pid")
     kill "$pid" 2>/dev/null || true
