@@ -126,7 +126,7 @@ pub struct EnrollArgs {
 pub struct AgentArgs {
     #[command(flatten)]
     pub server: ServerArgs,
-    /// Without --user: login (default), or the certificate's cn, email or upn.
+    /// Without --user: login (default), the certificate's cn, email or upn, or ask (a dialog).
     #[arg(long, env = "TOKENROLL_USER_FROM")]
     pub user_from: Option<String>,
     /// The pinentry program for the PIN dialog [default: pinentry].

@@ -37,6 +37,8 @@ pub enum UserFrom {
     Cn,
     Email,
     Upn,
+    /// The person types it when enrolling.
+    Ask,
 }
 
 impl UserFrom {
@@ -46,9 +48,10 @@ impl UserFrom {
             "cn" => Self::Cn,
             "email" => Self::Email,
             "upn" => Self::Upn,
+            "ask" => Self::Ask,
             _ => {
                 return Err(format!(
-                    "unknown user_from '{text}': use login, cn, email or upn (or give --user)"
+                    "unknown user_from '{text}': use login, cn, email, upn or ask (or give --user)"
                 ))
             }
         })
@@ -62,12 +65,19 @@ impl UserFrom {
             Self::Cn => "the certificate's common name".into(),
             Self::Email => "the certificate's e-mail address".into(),
             Self::Upn => "the certificate's UPN".into(),
+            Self::Ask => "the username you type".into(),
         }
     }
 
-    pub fn resolve(&self, cert: &x509_cert::Certificate) -> Result<String, String> {
+    /// The username for `cert`; `asked` is what the person typed (with `Ask`).
+    pub fn resolve(
+        &self,
+        cert: &x509_cert::Certificate,
+        asked: Option<&str>,
+    ) -> Result<String, String> {
         let found = match self {
             Self::Fixed(u) => Some(u.clone()),
+            Self::Ask => asked.map(str::to_string),
             Self::Login => std::env::var("USER")
                 .ok()
                 .or_else(|| std::env::var("LOGNAME").ok()),
@@ -77,6 +87,7 @@ impl UserFrom {
         };
         found.filter(|u| !u.is_empty()).ok_or_else(|| match self {
             Self::Login => "the login name is unknown ($USER is not set); set --user".to_string(),
+            Self::Ask => "no username was typed; enroll again and type one".to_string(),
             other => format!("the certificate has no {other:?} to use as the username; set --user"),
         })
     }
@@ -126,6 +137,8 @@ struct Shared {
     chosen: Mutex<HashMap<TokenKey, String>>,
     /// The certificate each token was last enrolled with, for the registry.
     enrolled_cert: Mutex<HashMap<TokenKey, (String, String)>>,
+    /// The username the person typed for each token (with `user_from = ask`), until it leaves.
+    asked_users: Mutex<HashMap<TokenKey, String>>,
 }
 
 impl Shared {
@@ -193,6 +206,7 @@ pub async fn run(
         salt,
         chosen: Mutex::new(HashMap::new()),
         enrolled_cert: Mutex::new(HashMap::new()),
+        asked_users: Mutex::new(HashMap::new()),
     });
     let mut infos: HashMap<TokenKey, TokenInfo> = HashMap::new();
     let (event_tx, mut events) = mpsc::unbounded_channel::<Event>();
@@ -210,6 +224,7 @@ pub async fn run(
                 watcher::Change::Removed(key) => {
                     infos.remove(&key);
                     shared.pins.lock().expect("pins").remove(&key);
+                    shared.asked_users.lock().expect("users").remove(&key);
                     Event::Removed { key }
                 }
                 watcher::Change::Trouble(message) => {
@@ -277,55 +292,8 @@ fn execute(
             let info = infos.get(&key).cloned().unwrap_or_default();
             let s = shared.clone();
             let events = events.clone();
-            if info.pin_pad {
-                // The reader asks for the PIN itself when the core logs in.
-                s.notifier.notify(
-                    &format!("Token {}", key.label),
-                    "Enter your PIN on the reader's PIN pad.",
-                );
-                let _ = events.send(Event::PinEntered { key });
-                return;
-            }
-            let chosen = s.chosen.lock().expect("chosen").get(&key).cloned();
-            let subject = info
-                .pairs
-                .iter()
-                .find(|p| Some(&p.uri) == chosen.as_ref())
-                .or(info.pairs.first())
-                .map(|p| p.subject.clone())
-                .unwrap_or_default();
             tokio::task::spawn_blocking(move || {
-                let req = PinRequest {
-                    token: key.label.clone(),
-                    serial: key.serial.clone(),
-                    subject,
-                    user: s.cfg.user.describe(),
-                    error,
-                };
-                let event = match s.dialog.ask(&req) {
-                    Ok(Some(pin)) => {
-                        let hash = s.pin_hash(&pin);
-                        let known_wrong = s
-                            .wrong_pins
-                            .lock()
-                            .expect("wrong pins")
-                            .get(&key)
-                            .is_some_and(|v| v.contains(&hash));
-                        if known_wrong {
-                            // Never send a PIN the token already refused: ask again instead.
-                            Event::PinRejected { key, message: "That PIN was already refused by the token; it was not sent again.".into() }
-                        } else {
-                            s.pins.lock().expect("pins").insert(key.clone(), pin);
-                            Event::PinEntered { key }
-                        }
-                    }
-                    Ok(None) => Event::PinCancelled { key },
-                    Err(message) => {
-                        s.notifier
-                            .notify("tokenroll cannot ask for the PIN", &message);
-                        Event::PinCancelled { key }
-                    }
-                };
+                let event = ask_pin(&s, key, &info, error);
                 let _ = events.send(event);
             });
         }
@@ -359,6 +327,113 @@ fn execute(
             if let Err(e) = registry.add(cert, entry) {
                 tracing::warn!(error = %e, "cannot record the enrollment");
             }
+        }
+    }
+}
+
+/// The dialogs before an enrollment: the username when the person is asked for it, then the PIN
+/// (unless the reader has a PIN pad), warning when the token is close to locking. Returns the
+/// event that follows.
+fn ask_pin(s: &Shared, key: TokenKey, info: &TokenInfo, error: Option<String>) -> Event {
+    let chosen = s.chosen.lock().expect("chosen").get(&key).cloned();
+    let pair = info
+        .pairs
+        .iter()
+        .find(|p| Some(&p.uri) == chosen.as_ref())
+        .or(info.pairs.first());
+    let subject = pair.map(|p| p.subject.clone()).unwrap_or_default();
+    let user = if s.cfg.user == UserFrom::Ask {
+        let known = s.asked_users.lock().expect("users").get(&key).cloned();
+        match known {
+            Some(u) => u,
+            None => match s.dialog.ask_user(&key.label, &subject) {
+                Ok(Some(u)) => {
+                    s.asked_users
+                        .lock()
+                        .expect("users")
+                        .insert(key.clone(), u.clone());
+                    u
+                }
+                Ok(None) => return Event::PinCancelled { key },
+                Err(message) => {
+                    s.notifier
+                        .notify("tokenroll cannot ask for the username", &message);
+                    return Event::PinCancelled { key };
+                }
+            },
+        }
+    } else {
+        s.cfg.user.describe()
+    };
+    if info.pin_pad {
+        // The reader asks for the PIN itself when the core logs in.
+        s.notifier.notify(
+            &format!("Token {}", key.label),
+            "Enter your PIN on the reader's PIN pad.",
+        );
+        return Event::PinEntered { key };
+    }
+    // The token's counter flags now (they change with every wrong PIN).
+    let token_label = pair
+        .and_then(|p| Pkcs11Uri::parse(&p.uri).ok())
+        .and_then(|u| u.token);
+    let state = s.module.lock().expect("module").clone().and_then(|m| {
+        let tokens = m.tokens().ok()?;
+        tokens
+            .iter()
+            .filter(|t| t.serial == key.serial)
+            .find(|t| token_label.is_none() || token_label.as_ref() == Some(&t.label))
+            .cloned()
+    });
+    if state.as_ref().is_some_and(|t| t.pin_locked) {
+        return Event::Failed {
+            key,
+            reason: TokenError::PinLocked.to_string(),
+        };
+    }
+    let warning = state.and_then(|t| {
+        if t.pin_final_try {
+            Some("FINAL TRY: one more wrong PIN locks this token.".to_string())
+        } else if t.pin_count_low {
+            Some("Few tries left: the PIN was entered wrongly before.".to_string())
+        } else {
+            None
+        }
+    });
+    let req = PinRequest {
+        token: key.label.clone(),
+        serial: key.serial.clone(),
+        subject,
+        user,
+        error,
+        warning,
+    };
+    match s.dialog.ask(&req) {
+        Ok(Some(pin)) => {
+            let hash = s.pin_hash(&pin);
+            let known_wrong = s
+                .wrong_pins
+                .lock()
+                .expect("wrong pins")
+                .get(&key)
+                .is_some_and(|v| v.contains(&hash));
+            if known_wrong {
+                // Never send a PIN the token already refused: ask again instead.
+                Event::PinRejected {
+                    key,
+                    message: "That PIN was already refused by the token; it was not sent again."
+                        .into(),
+                }
+            } else {
+                s.pins.lock().expect("pins").insert(key.clone(), pin);
+                Event::PinEntered { key }
+            }
+        }
+        Ok(None) => Event::PinCancelled { key },
+        Err(message) => {
+            s.notifier
+                .notify("tokenroll cannot ask for the PIN", &message);
+            Event::PinCancelled { key }
         }
     }
 }
@@ -403,7 +478,8 @@ fn enroll_token(
         Ok(p) => p,
         Err(e) => return failed(e.to_string()),
     };
-    let user = match s.cfg.user.resolve(&pair.cert) {
+    let asked = s.asked_users.lock().expect("users").get(key).cloned();
+    let user = match s.cfg.user.resolve(&pair.cert, asked.as_deref()) {
         Ok(u) => u,
         Err(e) => return failed(e),
     };

@@ -11,11 +11,15 @@ pub struct PinRequest {
     pub user: String,
     /// Shown when a previous PIN was refused.
     pub error: Option<String>,
+    /// The token says few tries are left, or this is the last one.
+    pub warning: Option<String>,
 }
 
-/// Asks for a PIN. `Ok(None)` means the person cancelled.
+/// Asks for a PIN, and for the username when the agent is set to ask the person.
+/// `Ok(None)` means the person cancelled.
 pub trait PinDialog: Send + Sync + 'static {
     fn ask(&self, req: &PinRequest) -> Result<Option<Pin>, String>;
+    fn ask_user(&self, token: &str, subject: &str) -> Result<Option<String>, String>;
 }
 
 /// Shows a notification.
@@ -28,20 +32,39 @@ pub struct Pinentry {
     pub program: Option<String>,
 }
 
-impl PinDialog for Pinentry {
-    fn ask(&self, req: &PinRequest) -> Result<Option<Pin>, String> {
+impl Pinentry {
+    fn input(&self) -> Result<pinentry::PassphraseInput<'static>, String> {
         let program = self.program.as_deref().unwrap_or("pinentry");
-        let mut input = pinentry::PassphraseInput::with_binary(program).ok_or_else(|| {
+        pinentry::PassphraseInput::with_binary(program).ok_or_else(|| {
             format!(
                 "no pinentry program '{program}' found: install one (Debian: pinentry-gnome3, pinentry-qt, pinentry-gtk2 \
                  or pinentry-curses), or name it with --pinentry"
             )
-        })?;
+        })
+    }
+}
+
+/// What pinentry's answer means: a value, a cancel, or a failure to report.
+fn answer(r: Result<secrecy::SecretString, pinentry::Error>) -> Result<Option<String>, String> {
+    use secrecy::ExposeSecret;
+    match r {
+        Ok(secret) => Ok(Some(secret.expose_secret().to_string())),
+        Err(pinentry::Error::Cancelled) | Err(pinentry::Error::Timeout) => Ok(None),
+        Err(e) => Err(format!("the dialog failed: {e}")),
+    }
+}
+
+impl PinDialog for Pinentry {
+    fn ask(&self, req: &PinRequest) -> Result<Option<Pin>, String> {
+        let mut input = self.input()?;
         let title = format!("tokenroll — token '{}'", req.token);
-        let description = format!(
+        let mut description = format!(
             "Enter the PIN of token '{}' (serial {}) to register the certificate\n{}\nfor {} with CENTAGATE.",
             req.token, req.serial, req.subject, req.user
         );
+        if let Some(w) = &req.warning {
+            description = format!("{w}\n\n{description}");
+        }
         input
             .with_title(&title)
             .with_description(&description)
@@ -49,15 +72,25 @@ impl PinDialog for Pinentry {
         if let Some(e) = &req.error {
             input.with_error(e);
         }
-        match input.interact() {
-            Ok(secret) => {
-                use secrecy::ExposeSecret;
-                let pin = Pin::new(secret.expose_secret().to_string());
-                Ok((!pin.is_empty()).then_some(pin))
-            }
-            Err(pinentry::Error::Cancelled) | Err(pinentry::Error::Timeout) => Ok(None),
-            Err(e) => Err(format!("the PIN dialog failed: {e}")),
-        }
+        let pin = answer(input.interact())?.map(Pin::new);
+        Ok(pin.filter(|p| !p.is_empty()))
+    }
+
+    /// pinentry hides what is typed, as for a PIN; the description says so.
+    fn ask_user(&self, token: &str, subject: &str) -> Result<Option<String>, String> {
+        let mut input = self.input()?;
+        let title = format!("tokenroll — token '{token}'");
+        let description = format!(
+            "Who is token '{token}' to be registered to with CENTAGATE?\nCertificate: {subject}\n\n\
+             Type the CENTAGATE username (the dialog hides what you type)."
+        );
+        input
+            .with_title(&title)
+            .with_description(&description)
+            .with_prompt("Username:");
+        Ok(answer(input.interact())?
+            .map(|u| u.trim().to_string())
+            .filter(|u| !u.is_empty()))
     }
 }
 
