@@ -83,6 +83,8 @@ fn a_wrong_pin_reopens_the_dialog_and_is_never_resent() {
     let dialog = std::fs::read_to_string(env.path("pinentry.log")).unwrap();
     assert_eq!(dialog.matches("GETPIN").count(), 3, "{dialog}");
     assert!(dialog.contains("SETERROR wrong PIN"), "{dialog}");
+    // The token now reports few tries left; the next dialogs say so before anything is typed.
+    assert!(dialog.contains("Few tries left"), "{dialog}");
     assert!(dialog.contains("already refused by the token"), "{dialog}");
     assert!(
         dialog.contains("SETDESC") && dialog.contains("carol"),
@@ -108,6 +110,55 @@ fn cancelling_the_dialog_sends_nothing() {
             .contains("GETPIN")
     });
     std::thread::sleep(Duration::from_millis(500));
+    assert!(sim.records().is_empty());
+    assert!(agent.stop().success());
+}
+
+#[test]
+fn asks_the_person_for_the_username_once_per_insertion() {
+    let mut env = TestEnv::new();
+    env.provision("dora", true, "p256", "01", "CN=Dora", &[]);
+    let sim = env.simulator(&[]);
+    // The username, a wrong PIN, then the right one: the username is not asked again.
+    pins(&env, &["bob", "000000", PIN]);
+    let agent = start_agent(&env, &sim, &["--user-from", "ask"]);
+    wait_for(&agent, "the registration", || {
+        sim.records()
+            .iter()
+            .any(|r| r["answer_code"] == 0 && r["username"] == "bob")
+    });
+    let dialog = std::fs::read_to_string(env.path("pinentry.log")).unwrap();
+    assert_eq!(dialog.matches("SETPROMPT Username:").count(), 1, "{dialog}");
+    assert_eq!(dialog.matches("SETPROMPT PIN:").count(), 2, "{dialog}");
+    assert!(dialog.contains("for bob with CENTAGATE"), "{dialog}");
+    assert!(!agent.log().contains("000000"), "no PIN in the log");
+    agent.stop();
+}
+
+/// SoftHSM2 never reports a token deleted by another process; the agent reloads the module when
+/// the token directory changes, so the token disappears from its view.
+#[test]
+fn a_softhsm_token_deleted_while_the_agent_runs_is_gone() {
+    let mut env = TestEnv::new();
+    env.provision("erin", true, "p256", "01", "CN=Erin", &[]);
+    let sim = env.simulator(&[]);
+    let agent = start_agent(
+        &env,
+        &sim,
+        &["--user", "bob", "--enroll-on-insert", "never"],
+    );
+    wait_for(&agent, "the token", || {
+        agent.log().contains("status=erin: ")
+    });
+    let empty = |a: &Agent| a.log().matches("status=No token inserted").count();
+    let before = empty(&agent);
+    let out = std::process::Command::new("softhsm2-util")
+        .args(["--delete-token", "--token", "erin"])
+        .env("SOFTHSM2_CONF", &env.conf)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    wait_for(&agent, "the token to be gone", || empty(&agent) > before);
     assert!(sim.records().is_empty());
     assert!(agent.stop().success());
 }
