@@ -65,17 +65,6 @@ fn through_the_p11_kit_proxy_pcsc_changes_wake_the_agent() {
     enrolled_on_insert(Some(p11_kit_proxy()), "PcscChanges");
 }
 
-fn p11_kit_proxy() -> std::path::PathBuf {
-    [
-        "/usr/lib/x86_64-linux-gnu/p11-kit-proxy.so",
-        "/usr/lib/aarch64-linux-gnu/p11-kit-proxy.so",
-    ]
-    .into_iter()
-    .map(std::path::PathBuf::from)
-    .find(|p| p.is_file())
-    .expect("p11-kit is not installed (apt-get install p11-kit)")
-}
-
 /// `module`: instead of OpenSC directly; `source`: what must have woken the agent.
 fn enrolled_on_insert(module: Option<std::path::PathBuf>, source: &str) {
     let mut env = TestEnv::new();

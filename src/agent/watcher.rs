@@ -288,17 +288,8 @@ mod tests {
 
     fn token(label: &str, serial: &str) -> TokenDesc {
         TokenDesc {
-            label: label.into(),
             serial: serial.into(),
-            manufacturer: "OpenPGP project".into(),
-            model: "PKCS#15 emulated".into(),
-            slot: cryptoki::slot::Slot::try_from(0u64).unwrap(),
-            slot_description: String::new(),
-            pin_pad: false,
-            login_required: true,
-            pin_count_low: false,
-            pin_final_try: false,
-            pin_locked: false,
+            ..crate::token::tests::token(label)
         }
     }
 

@@ -34,7 +34,7 @@ pub(crate) fn software_cert(cn: &str, key: &p256::ecdsa::SigningKey, days: i64) 
     .unwrap()
 }
 
-fn token(label: &str) -> TokenDesc {
+pub(crate) fn token(label: &str) -> TokenDesc {
     TokenDesc {
         label: label.into(),
         serial: format!("{label}-serial"),

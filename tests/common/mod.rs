@@ -13,19 +13,25 @@ pub const AUTH_TOKEN: &str = "AT-secret-7f3a9c";
 pub const SECRET_CODE: &str = "SC-secret-51d2e8";
 pub const ADMIN: &str = "helpdesk";
 
+/// The first of `paths` that exists; a missing one fails the suite rather than skipping it.
+fn installed(paths: &[&str], missing: &str) -> PathBuf {
+    paths
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("{missing}"))
+}
+
 pub fn softhsm_module() -> PathBuf {
-    for p in [
-        "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
-        "/usr/lib/aarch64-linux-gnu/softhsm/libsofthsm2.so",
-        "/usr/lib/softhsm/libsofthsm2.so",
-        "/usr/lib64/softhsm/libsofthsm2.so",
-    ] {
-        if Path::new(p).is_file() {
-            return p.into();
-        }
-    }
-    // A missing module fails the suite rather than skipping it.
-    panic!("SoftHSM2 is not installed (apt-get install softhsm2)");
+    installed(
+        &[
+            "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
+            "/usr/lib/aarch64-linux-gnu/softhsm/libsofthsm2.so",
+            "/usr/lib/softhsm/libsofthsm2.so",
+            "/usr/lib64/softhsm/libsofthsm2.so",
+        ],
+        "SoftHSM2 is not installed (apt-get install softhsm2)",
+    )
 }
 
 pub struct TestEnv {
@@ -366,16 +372,24 @@ pub fn openssl_digest_name(alg: &str) -> &'static str {
 
 /// OpenSC's PKCS#11 module, through which the virtual card is reached.
 pub fn opensc_module() -> PathBuf {
-    for p in [
-        "/usr/lib/x86_64-linux-gnu/opensc-pkcs11.so",
-        "/usr/lib/aarch64-linux-gnu/opensc-pkcs11.so",
-        "/usr/lib64/opensc-pkcs11.so",
-    ] {
-        if Path::new(p).is_file() {
-            return p.into();
-        }
-    }
-    panic!("OpenSC is not installed (apt-get install opensc-pkcs11)");
+    installed(
+        &[
+            "/usr/lib/x86_64-linux-gnu/opensc-pkcs11.so",
+            "/usr/lib/aarch64-linux-gnu/opensc-pkcs11.so",
+            "/usr/lib64/opensc-pkcs11.so",
+        ],
+        "OpenSC is not installed (apt-get install opensc-pkcs11)",
+    )
+}
+
+pub fn p11_kit_proxy() -> PathBuf {
+    installed(
+        &[
+            "/usr/lib/x86_64-linux-gnu/p11-kit-proxy.so",
+            "/usr/lib/aarch64-linux-gnu/p11-kit-proxy.so",
+        ],
+        "p11-kit is not installed (apt-get install p11-kit)",
+    )
 }
 
 /// The virtual smart-card stack of `tests/vcard/vcard.sh` (a private pcscd, the vpcd reader, a
