@@ -32,6 +32,8 @@ pub enum Command {
     Tokens(TokensArgs),
     /// Decode and verify a PKCS#7 SignedData (DER or base64).
     Verify(VerifyArgs),
+    /// List the enrollment journal: every registration sent, and what came of it.
+    Journal(JournalArgs),
     /// Run the CENTAGATE simulator on loopback over TLS.
     Simulate(SimulateArgs),
     /// Run in the desktop session: notice tokens, ask for the PIN, enroll, tell the person.
@@ -112,6 +114,22 @@ pub struct ServerArgs {
     /// ms or s [default: ms].
     #[arg(long, env = "TOKENROLL_TIMESTAMP_UNIT")]
     pub timestamp_unit: Option<String>,
+    /// Retries after a transport failure before any answer, 0-10 [default: 2].
+    #[arg(long, env = "TOKENROLL_RETRIES")]
+    pub retries: Option<u32>,
+    /// The enrollment journal [default: $XDG_STATE_HOME/tokenroll/journal.jsonl].
+    #[arg(long, env = "TOKENROLL_JOURNAL")]
+    pub journal: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct JournalArgs {
+    /// The journal file [default: $XDG_STATE_HOME/tokenroll/journal.jsonl].
+    #[arg(long, env = "TOKENROLL_JOURNAL")]
+    pub journal: Option<PathBuf>,
+    /// Print exactly one JSON object on stdout.
+    #[arg(long, env = "TOKENROLL_JSON")]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -205,9 +223,42 @@ pub struct SimulateArgs {
     /// Fault: send code as a JSON string.
     #[arg(long)]
     pub code_as_string: bool,
-    /// Fault: answer HTTP 500 with an HTML page.
+    /// Fault: answer HTTP 500 with an HTML page (same as --html-status 500).
     #[arg(long)]
     pub html_500: bool,
+    /// Fault: answer with an HTML error page and this HTTP status (4xx or 5xx).
+    #[arg(long)]
+    pub html_status: Option<u16>,
+    /// Fault: answer 200 with a body that is not JSON.
+    #[arg(long)]
+    pub not_json: bool,
+    /// Fault: send `object` as null, empty (""), string or object.
+    #[arg(long, value_parser = ["null", "empty", "string", "object"])]
+    pub object: Option<String>,
+    /// Fault: send part of the answer, then reset the connection.
+    #[arg(long)]
+    pub cut_body: bool,
+    /// Fault: wait this many milliseconds before answering.
+    #[arg(long)]
+    pub delay_ms: Option<u64>,
+    /// Fault: answer with a 2 MiB body.
+    #[arg(long)]
+    pub huge_body: bool,
+    /// Fault: answer 307 to this URL.
+    #[arg(long)]
+    pub redirect: Option<String>,
+    /// Fault: close the connection without an answer for the first N registrations.
+    #[arg(long, default_value_t = 0)]
+    pub drop_first: u32,
+    /// Fault: register, then close without answering, for the first N registrations.
+    #[arg(long, default_value_t = 0)]
+    pub lose_answers: u32,
+    /// Fault: the server's clock is this many seconds ahead (negative: behind).
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    pub clock_offset_secs: i64,
+    /// Fault: serve an expired TLS certificate, or one for another host name.
+    #[arg(long, value_parser = ["expired", "wrong-host"])]
+    pub bad_tls: Option<String>,
     #[arg(long, env = "TOKENROLL_CONFIG")]
     pub config: Option<PathBuf>,
 }
@@ -286,6 +337,8 @@ impl ServerArgs {
             user: self.user.clone(),
             status: self.status.clone(),
             timestamp_unit: self.timestamp_unit.clone(),
+            retries: self.retries,
+            journal: self.journal.clone(),
             ..Default::default()
         }
         .over(rest)
@@ -309,6 +362,15 @@ pub fn print_step(out: &mut dyn Write, step: &Step) {
         }
         Step::SelfVerified => "PKCS#7 verified locally with the certificate's public key".into(),
         Step::Sending { url } => format!("sending registration to {url}"),
+        Step::ClockSkew { offset_ms } => format!(
+            "warning: this computer's clock is {:.0} s {} the server's; sending a timestamp by the server's clock (fix the clock: CENTAGATE refuses timestamps 5 minutes off)",
+            (*offset_ms as f64 / 1000.0).abs(),
+            if *offset_ms > 0 { "behind" } else { "ahead of" }
+        ),
+        Step::Retrying { after, reason } => format!(
+            "{reason}\nretrying in {:.1} s with the same signature",
+            after.as_secs_f64()
+        ),
         Step::Answered { code, message } => format!("server answered: code {code} ({message})"),
     };
     let _ = writeln!(out, "{line}");
@@ -417,6 +479,15 @@ pub fn enroll_cmd(args: EnrollArgs) -> i32 {
             )
         }
     };
+    let journal = match crate::journal::Journal::open(&reg.journal) {
+        Ok(j) => j,
+        Err(e) => {
+            return emit_report(
+                &enroll::failure_report(&e.into(), None, None, sign.algorithm),
+                json,
+            )
+        }
+    };
     let registration = Registration {
         admin: &reg.admin,
         user: &reg.user,
@@ -424,6 +495,8 @@ pub fn enroll_cmd(args: EnrollArgs) -> i32 {
         timestamp_unit: reg.timestamp_unit,
         secrets: &reg.secrets,
         url_for_display: crate::api::client::register_url(client.origin(), &reg.admin),
+        journal: Some(&journal),
+        retries: reg.retries,
     };
     let rt = runtime();
     let mut side = Pkcs11Side::new(sign.module.clone(), sign.selector.clone());
@@ -693,6 +766,71 @@ fn decode_pkcs7_file(bytes: &[u8]) -> Result<Vec<u8>, String> {
         .map_err(|e| format!("neither DER nor base64: {e}"))
 }
 
+pub fn journal_cmd(args: JournalArgs) -> i32 {
+    let path = args.journal.unwrap_or_else(crate::journal::default_path);
+    let contents = match crate::journal::read(&path) {
+        Ok(c) => c,
+        Err(e) => {
+            if args.json {
+                println!("{}", serde_json::json!({"error": e.to_string()}));
+            } else {
+                eprintln!("error: {e}");
+            }
+            return 1;
+        }
+    };
+    if args.json {
+        let entries: Vec<serde_json::Value> = contents
+            .entries
+            .iter()
+            .map(|e| {
+                let mut v = serde_json::to_value(e).expect("entries serialize");
+                v["state"] = serde_json::json!(e.state());
+                v
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({"journal": path.display().to_string(), "entries": entries,
+                "skipped_lines": contents.skipped_lines})
+        );
+        return 0;
+    }
+    if contents.entries.is_empty() {
+        println!("no registrations in {}", path.display());
+    }
+    for e in &contents.entries {
+        let i = &e.intent;
+        let answer = match &e.outcome {
+            Some(o) => format!(
+                "{}{}: {}",
+                o.outcome,
+                o.code.map(|c| format!(" (code {c})")).unwrap_or_default(),
+                o.message
+            ),
+            None => e.state().to_string(),
+        };
+        println!(
+            "{}  {} -> {}  token '{}' ({})  {}  by {}\n    {answer}",
+            i.time,
+            i.certificate_subject,
+            i.user,
+            i.token_label,
+            i.token_serial,
+            i.algorithm,
+            i.admin
+        );
+    }
+    if contents.skipped_lines > 0 {
+        eprintln!(
+            "warning: {} line(s) of {} could not be read (a write cut short by a crash, or damage)",
+            contents.skipped_lines,
+            path.display()
+        );
+    }
+    0
+}
+
 pub fn verify_cmd(args: VerifyArgs) -> i32 {
     let result = (|| -> Result<(crate::cms::Verified, bool), String> {
         let bytes = std::fs::read(&args.file)
@@ -766,7 +904,21 @@ pub fn simulate_cmd(args: SimulateArgs) -> i32 {
             faults: crate::simulator::Faults {
                 force_code: args.force_code,
                 code_as_string: args.code_as_string,
-                html_500: args.html_500,
+                html_status: args.html_status.or(args.html_500.then_some(500)),
+                not_json: args.not_json,
+                object: args.object.clone(),
+                cut_body: args.cut_body,
+                delay: args.delay_ms.map(std::time::Duration::from_millis),
+                huge_body: args.huge_body,
+                redirect: args.redirect.clone(),
+                drop_first: args.drop_first,
+                lose_answers: args.lose_answers,
+                clock_offset_secs: args.clock_offset_secs,
+            },
+            bad_tls: match args.bad_tls.as_deref() {
+                Some("expired") => Some(crate::simulator::BadTls::Expired),
+                Some(_) => Some(crate::simulator::BadTls::WrongHost),
+                None => None,
             },
             record: args.record.clone(),
         };

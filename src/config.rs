@@ -67,6 +67,9 @@ raw_config! {
     poll_ms: u64,
     auth_token_file: PathBuf,
     secret_code_file: PathBuf,
+    retries: u32,
+    journal: PathBuf,
+    user_must_match: String,
 }
 
 pub const SYSTEM_CONFIG: &str = "/etc/tokenroll/config.toml";
@@ -177,6 +180,10 @@ pub struct RegisterOptions {
     pub status: TokenStatus,
     pub timestamp_unit: TimestampUnit,
     pub secrets: AdminSecrets,
+    /// Transport failures before any answer are retried this many times.
+    pub retries: u32,
+    /// The enrollment journal's file.
+    pub journal: PathBuf,
 }
 
 pub fn http_options(raw: &RawConfig) -> Result<HttpOptions, ConfigError> {
@@ -283,6 +290,14 @@ impl RegisterOptions {
                 .parse()
                 .map_err(ConfigError)?,
             secrets: admin_secrets(raw)?,
+            retries: match raw.retries.unwrap_or(2) {
+                r @ 0..=10 => r,
+                _ => return err("--retries must be 0-10"),
+            },
+            journal: raw
+                .journal
+                .clone()
+                .unwrap_or_else(crate::journal::default_path),
         })
     }
 }

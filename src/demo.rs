@@ -98,6 +98,7 @@ fn run_inner() -> Result<i32, String> {
             rules,
             faults: Default::default(),
             record: None,
+            bad_tls: None,
         }))
         .map_err(|e| format!("cannot start the simulator: {e}"))?;
     let ca = dir.path().join("simulator.pem");
@@ -119,6 +120,9 @@ fn run_inner() -> Result<i32, String> {
         timestamp_unit: TimestampUnit::Millis,
         secrets: &secrets,
         url_for_display: crate::api::client::register_url(client.origin(), "demo-admin"),
+        // The demo leaves nothing behind, not even a journal entry.
+        journal: None,
+        retries: 2,
     };
     let mut side = Pkcs11Side::new(Some(module_path), crate::token::Selector::default());
     let mut stdout = std::io::stdout();

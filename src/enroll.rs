@@ -82,11 +82,20 @@ pub trait PinPrompt {
 #[allow(async_fn_in_trait)]
 pub trait Registrar {
     async fn register(&self, admin: &str, body: &RegisterBody) -> Result<Answer, ApiError>;
+
+    /// The server's clock minus ours in milliseconds, if it can be learnt.
+    async fn clock_offset_ms(&self) -> Option<i64> {
+        None
+    }
 }
 
 impl Registrar for crate::api::CentagateClient {
     async fn register(&self, admin: &str, body: &RegisterBody) -> Result<Answer, ApiError> {
         crate::api::CentagateClient::register(self, admin, body).await
+    }
+
+    async fn clock_offset_ms(&self) -> Option<i64> {
+        crate::api::CentagateClient::clock_offset_ms(self).await
     }
 }
 
@@ -115,8 +124,17 @@ pub enum Step {
         bytes: usize,
     },
     SelfVerified,
+    /// The local clock is off by more than a minute: the timestamp follows the server's clock.
+    ClockSkew {
+        offset_ms: i64,
+    },
     Sending {
         url: String,
+    },
+    /// A transport failure before any answer: the same PKCS#7 goes again after `after`.
+    Retrying {
+        after: std::time::Duration,
+        reason: String,
     },
     Answered {
         code: i64,
@@ -172,6 +190,8 @@ pub enum EnrollError {
     Token(#[from] TokenError),
     #[error(transparent)]
     Api(#[from] ApiError),
+    #[error(transparent)]
+    Journal(#[from] crate::journal::JournalError),
 }
 
 impl EnrollError {
@@ -183,6 +203,7 @@ impl EnrollError {
             EnrollError::Token(_) => 3,
             EnrollError::Api(ApiError::Config(_)) => 2,
             EnrollError::Api(_) => 5,
+            EnrollError::Journal(_) => 1,
         }
     }
 }
@@ -195,6 +216,23 @@ pub struct Registration<'a> {
     pub timestamp_unit: TimestampUnit,
     pub secrets: &'a AdminSecrets,
     pub url_for_display: String,
+    /// Where every attempt is recorded before it is sent; `None` records nothing (tests, demo).
+    pub journal: Option<&'a crate::journal::Journal>,
+    /// How many times a transport failure before any answer is retried.
+    pub retries: u32,
+}
+
+/// The local clock may be this far off before the timestamp follows the server's.
+pub const CLOCK_SKEW_LIMIT_MS: i64 = 60_000;
+
+/// Backoff before retry `n` (1-based): 0.5 s, 1 s, 2 s, ... capped at 8 s, each ±50 % at random
+/// so that many stations cut off together do not all come back at once.
+pub fn backoff(n: u32) -> std::time::Duration {
+    let base = 500u64 << n.saturating_sub(1).min(4);
+    let mut r = [0u8; 2];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut r);
+    let jitter = u16::from_le_bytes(r) as u64 * base / u16::MAX as u64; // 0..=base
+    std::time::Duration::from_millis(base / 2 + jitter)
 }
 
 /// Selects, asks for the PIN, signs and self-verifies. Returns the pair and the PKCS#7 DER.
@@ -286,7 +324,10 @@ pub fn register_body(
     }
 }
 
-/// Sends the registration and turns the answer into a report.
+/// Sends the registration and turns the answer into a report. The attempt is journaled (intent
+/// on disk before anything leaves, outcome after); transport failures before any answer are
+/// retried with backoff, with a fresh timestamp and the same PKCS#7 (no second PIN); a local clock
+/// more than a minute off the server's is corrected from the server's `Date`.
 pub async fn register(
     registrar: &impl Registrar,
     reg: &Registration<'_>,
@@ -295,25 +336,102 @@ pub async fn register(
     digest: DigestAlg,
     on: &mut dyn FnMut(Step),
 ) -> Result<Report, EnrollError> {
-    let timestamp = now_timestamp(reg.timestamp_unit);
-    let body = register_body(reg, pkcs7, digest, timestamp);
-    on(Step::Sending {
-        url: reg.url_for_display.clone(),
-    });
-    let answer = registrar.register(reg.admin, &body).await?;
+    use crate::journal::{Intent, Outcome};
+    let id = crate::journal::new_id();
+    if let Some(j) = reg.journal {
+        j.intent(&Intent {
+            id: id.clone(),
+            time: crate::journal::now(),
+            server: reg.url_for_display.clone(),
+            admin: reg.admin.to_string(),
+            user: reg.user.to_string(),
+            token_label: pair.token_label.clone(),
+            token_serial: pair.token_serial.clone(),
+            certificate_sha256: pair.certificate_info().sha256,
+            certificate_subject: pair.subject.clone(),
+            algorithm: digest.name().to_string(),
+            status: reg.status.code().to_string(),
+        })?;
+    }
+    let offset_ms = match registrar.clock_offset_ms().await {
+        Some(o) if o.abs() > CLOCK_SKEW_LIMIT_MS => {
+            on(Step::ClockSkew { offset_ms: o });
+            o
+        }
+        _ => 0,
+    };
+    let mut attempts = 0u32;
+    let result = loop {
+        attempts += 1;
+        let timestamp = corrected_timestamp(reg.timestamp_unit, offset_ms);
+        let body = register_body(reg, pkcs7, digest, timestamp);
+        on(Step::Sending {
+            url: reg.url_for_display.clone(),
+        });
+        match registrar.register(reg.admin, &body).await {
+            Ok(answer) => break Ok((answer, timestamp)),
+            Err(e) if e.before_any_answer() && attempts <= reg.retries => {
+                let after = backoff(attempts);
+                on(Step::Retrying {
+                    after,
+                    reason: e.to_string(),
+                });
+                tokio::time::sleep(after).await;
+            }
+            Err(e) => break Err(e),
+        }
+    };
+    let outcome = |outcome: &str, code: Option<i64>, message: &str| Outcome {
+        id: id.clone(),
+        time: crate::journal::now(),
+        outcome: outcome.into(),
+        code,
+        message: message.into(),
+        attempts,
+    };
+    let record = |o: Outcome| {
+        if let Some(j) = reg.journal {
+            if let Err(e) = j.outcome(&o) {
+                // The answer stands; the journal will show this attempt as unknown.
+                tracing::error!(error = %e, "the outcome could not be journaled");
+            }
+        }
+    };
+    let (answer, timestamp) = match result {
+        Ok(v) => v,
+        Err(e) => {
+            record(outcome("failed", None, &e.to_string()));
+            return Err(e.into());
+        }
+    };
     on(Step::Answered {
         code: answer.code,
         message: answer.message.clone(),
     });
     let registered = answer.code == crate::api::CODE_SUCCESS;
+    let message = if answer.code == crate::api::CODE_USER_BOUND && attempts > 1 {
+        format!(
+            "{} — probably registered by the earlier attempt, whose answer was lost to a transport \
+             failure; check the user's token in CENTAGATE before doing anything else",
+            answer.explain()
+        )
+    } else {
+        answer.explain()
+    };
+    let kind = if registered {
+        OutcomeKind::Registered
+    } else {
+        OutcomeKind::Rejected
+    };
+    record(outcome(
+        if registered { "registered" } else { "rejected" },
+        Some(answer.code),
+        &message,
+    ));
     Ok(Report {
-        outcome: if registered {
-            OutcomeKind::Registered
-        } else {
-            OutcomeKind::Rejected
-        },
+        outcome: kind,
         code: Some(answer.code),
-        message: answer.explain(),
+        message,
         user: Some(reg.user.to_string()),
         admin: Some(reg.admin.to_string()),
         algorithm: digest.name().to_string(),
@@ -325,6 +443,14 @@ pub async fn register(
         timestamp: Some(timestamp),
         exit_code: if registered { 0 } else { 4 },
     })
+}
+
+/// Now in `unit`, moved by `offset_ms` (the server's clock minus ours).
+fn corrected_timestamp(unit: TimestampUnit, offset_ms: i64) -> i64 {
+    match unit {
+        TimestampUnit::Millis => now_timestamp(unit) + offset_ms,
+        TimestampUnit::Seconds => now_timestamp(unit) + offset_ms / 1000,
+    }
 }
 
 /// The report for an attempt that ended before an answer.
@@ -634,6 +760,8 @@ mod tests {
             timestamp_unit: TimestampUnit::Millis,
             secrets: &s,
             url_for_display: "u".into(),
+            journal: None,
+            retries: 0,
         };
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()

@@ -14,6 +14,7 @@ pub mod config;
 pub mod demo;
 pub mod digest;
 pub mod enroll;
+pub mod journal;
 pub mod secret;
 pub mod simulator;
 pub mod token;

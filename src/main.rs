@@ -48,6 +48,7 @@ fn main() {
         Command::Sign(a) => cli::sign_cmd(a),
         Command::Tokens(a) => cli::tokens_cmd(a),
         Command::Verify(a) => cli::verify_cmd(a),
+        Command::Journal(a) => cli::journal_cmd(a),
         Command::Simulate(a) => cli::simulate_cmd(a),
         Command::Agent(a) => tokenroll::agent_cli::run(a),
         Command::Demo => tokenroll::demo::run(),

@@ -139,6 +139,7 @@ struct Shared {
     enrolled_cert: Mutex<HashMap<TokenKey, (String, String)>>,
     /// The username the person typed for each token (with `user_from = ask`), until it leaves.
     asked_users: Mutex<HashMap<TokenKey, String>>,
+    journal: crate::journal::Journal,
 }
 
 impl Shared {
@@ -179,6 +180,8 @@ pub async fn run(
     let client =
         CentagateClient::new(&cfg.register.server, cfg.http.clone()).map_err(|e| e.to_string())?;
     let mut registry = registry::Registry::open(&cfg.state_dir).map_err(|e| e.to_string())?;
+    let journal =
+        crate::journal::Journal::open(&cfg.register.journal).map_err(|e| e.to_string())?;
     let mut salt = [0u8; 32];
     rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut salt);
     let module: watcher::SharedModule = Arc::new(Mutex::new(None));
@@ -207,6 +210,7 @@ pub async fn run(
         chosen: Mutex::new(HashMap::new()),
         enrolled_cert: Mutex::new(HashMap::new()),
         asked_users: Mutex::new(HashMap::new()),
+        journal,
     });
     let mut infos: HashMap<TokenKey, TokenInfo> = HashMap::new();
     let (event_tx, mut events) = mpsc::unbounded_channel::<Event>();
@@ -526,6 +530,8 @@ fn enroll_token(
         timestamp_unit: s.cfg.register.timestamp_unit,
         secrets: &s.cfg.register.secrets,
         url_for_display: crate::api::client::register_url(s.client.origin(), &s.cfg.register.admin),
+        journal: Some(&s.journal),
+        retries: s.cfg.register.retries,
     };
     match rt.block_on(enroll::register(
         &s.client,

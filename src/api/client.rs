@@ -5,7 +5,7 @@ use super::ApiError;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 /// Answers larger than this are not read further: no CENTAGATE answer comes near it.
 pub const MAX_BODY: usize = 1 << 20;
@@ -167,7 +167,16 @@ pub async fn read_limited(
     mut resp: reqwest::Response,
 ) -> Result<(Vec<u8>, bool), ApiError> {
     let mut body = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(|e| classify(url, timeout, e))? {
+    // The server has started to answer: a failure now is not a failure "before any answer".
+    let cut = |e: reqwest::Error| ApiError::Incomplete {
+        url: url.to_string(),
+        reason: match classify(url, timeout, e) {
+            ApiError::Timeout(s) => format!("no more data within {s} s"),
+            ApiError::Network { reason, .. } => reason,
+            other => other.to_string(),
+        },
+    };
+    while let Some(chunk) = resp.chunk().await.map_err(cut)? {
         let room = MAX_BODY - body.len();
         if chunk.len() > room {
             body.extend_from_slice(&chunk[..room]);
@@ -192,6 +201,8 @@ pub struct CentagateClient {
     http: reqwest::Client,
     origin: String,
     opts: HttpOptions,
+    /// The server's clock minus ours, learnt once per process (`None` inside: no Date header).
+    clock_offset: tokio::sync::OnceCell<Option<i64>>,
 }
 
 impl CentagateClient {
@@ -200,7 +211,28 @@ impl CentagateClient {
             http: http_client(&opts)?,
             origin: server_origin(server)?,
             opts,
+            clock_offset: tokio::sync::OnceCell::new(),
         })
+    }
+
+    /// How far the server's clock is ahead of ours, in milliseconds, from the `Date` header of a
+    /// HEAD request to the server's origin; asked once per process. `None` when the server sent
+    /// no usable Date (the timestamp is then sent as it is).
+    pub async fn clock_offset_ms(&self) -> Option<i64> {
+        *self
+            .clock_offset
+            .get_or_init(|| async {
+                let sent = SystemTime::now();
+                let resp = self.http.head(&self.origin).send().await.ok()?;
+                let received = SystemTime::now();
+                let date = resp.headers().get(reqwest::header::DATE)?.to_str().ok()?;
+                // Date is truncated to the second: the server's clock read, on average, half a
+                // second later than it says. Compare with the middle of the exchange.
+                let server = httpdate::parse_http_date(date).ok()? + Duration::from_millis(500);
+                let ours = sent + received.duration_since(sent).unwrap_or_default() / 2;
+                Some(signed_ms(server, ours))
+            })
+            .await
     }
 
     pub fn origin(&self) -> &str {
@@ -234,6 +266,14 @@ impl CentagateClient {
             content_type,
             snippet: snippet(&bytes, truncated),
         })
+    }
+}
+
+/// `a - b` in milliseconds, negative when `a` is earlier.
+fn signed_ms(a: SystemTime, b: SystemTime) -> i64 {
+    match a.duration_since(b) {
+        Ok(d) => d.as_millis() as i64,
+        Err(e) => -(e.duration().as_millis() as i64),
     }
 }
 

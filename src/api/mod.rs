@@ -25,12 +25,21 @@ pub enum ApiError {
     Tls(String),
     #[error("the server did not answer within {0} s; try again, or raise --timeout")]
     Timeout(u64),
+    #[error("the server's answer from {url} was cut off ({reason}); the registration may have gone through: check it in CENTAGATE (or `tokenroll journal`) before trying again")]
+    Incomplete { url: String, reason: String },
     #[error("the server's answer is not the CENTAGATE API's (HTTP {status}{}): {snippet}; check --server, and whether a proxy is in the way", if .content_type.is_empty() { String::new() } else { format!(", {}", .content_type) })]
     Protocol {
         status: u16,
         content_type: String,
         snippet: String,
     },
+}
+
+impl ApiError {
+    /// A transport failure before any answer arrived: the request can be sent again.
+    pub fn before_any_answer(&self) -> bool {
+        matches!(self, ApiError::Network { .. } | ApiError::Timeout(_))
+    }
 }
 
 /// HMAC-SHA256(key = secretCode, message = admin + authToken) as lowercase hex.

@@ -11,8 +11,10 @@ mod rules;
 mod tls;
 
 pub use rules::{Rules, User, UserState, Users};
+pub use tls::BadTls;
 
 use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::{Request, Response, StatusCode};
 use std::io::Write;
@@ -21,15 +23,35 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use tokio::net::TcpListener;
 
-/// Deliberate misbehaviour, so clients can be tested against it.
+/// Deliberate misbehaviour, one switch per fault, so clients can be tested against it. Every
+/// registration is still judged and recorded unless the fault says otherwise.
 #[derive(Clone, Debug, Default)]
 pub struct Faults {
-    /// Answer every registration with this code (after the request was checked and recorded).
+    /// Answer every registration with this code.
     pub force_code: Option<i64>,
     /// Send `code` as a JSON string.
     pub code_as_string: bool,
-    /// Answer HTTP 500 with an HTML error page, as a proxy would.
-    pub html_500: bool,
+    /// Answer with an HTML error page and this HTTP status, as a proxy would.
+    pub html_status: Option<u16>,
+    /// Answer 200 with a body that is not JSON.
+    pub not_json: bool,
+    /// Send `object` as null, "" (empty), a JSON string or an object.
+    pub object: Option<String>,
+    /// Send the headers and part of the body, then reset the connection.
+    pub cut_body: bool,
+    /// Wait this long before answering.
+    pub delay: Option<std::time::Duration>,
+    /// Answer with a body of 2 MiB.
+    pub huge_body: bool,
+    /// Answer 307 to this URL instead of judging.
+    pub redirect: Option<String>,
+    /// Close the connection without judging or answering, for the first N registrations.
+    pub drop_first: u32,
+    /// Judge (and so register) but close without answering, for the first N registrations:
+    /// an answer lost on the way back.
+    pub lose_answers: u32,
+    /// The server's clock runs this many seconds ahead (negative: behind) of the machine's.
+    pub clock_offset_secs: i64,
 }
 
 pub struct SimConfig {
@@ -37,6 +59,8 @@ pub struct SimConfig {
     pub rules: Rules,
     pub faults: Faults,
     pub record: Option<PathBuf>,
+    /// Serve a bad certificate on purpose.
+    pub bad_tls: Option<tls::BadTls>,
 }
 
 /// A running simulator: its address and the PEM of its self-signed certificate.
@@ -56,6 +80,8 @@ struct State {
     rules: Mutex<Rules>,
     faults: Faults,
     record: Option<Mutex<std::fs::File>>,
+    /// Registrations seen so far, for the faults that apply to the first N.
+    registrations: std::sync::atomic::AtomicU32,
 }
 
 impl State {
@@ -71,7 +97,7 @@ impl State {
 
 /// Binds and serves in a background task.
 pub async fn start(cfg: SimConfig) -> std::io::Result<Running> {
-    let (tls_config, cert_pem) = tls::server_config().map_err(std::io::Error::other)?;
+    let (tls_config, cert_pem) = tls::server_config(cfg.bad_tls).map_err(std::io::Error::other)?;
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls_config));
     let listener = TcpListener::bind(cfg.listen).await?;
     let addr = listener.local_addr()?;
@@ -84,10 +110,13 @@ pub async fn start(cfg: SimConfig) -> std::io::Result<Running> {
         )),
         None => None,
     };
+    let mut rules = cfg.rules;
+    rules.clock_offset_ms = cfg.faults.clock_offset_secs * 1000;
     let state = Arc::new(State {
-        rules: Mutex::new(cfg.rules),
+        rules: Mutex::new(rules),
         faults: cfg.faults,
         record,
+        registrations: Default::default(),
     });
     let task = tokio::spawn(async move {
         loop {
@@ -114,28 +143,118 @@ pub async fn start(cfg: SimConfig) -> std::io::Result<Running> {
     })
 }
 
-fn reply(status: StatusCode, content_type: &str, body: String) -> Response<Full<Bytes>> {
+type Body = BoxBody<Bytes, std::io::Error>;
+
+fn full(body: impl Into<Bytes>) -> Body {
+    Full::new(body.into())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+fn reply(status: StatusCode, content_type: &str, body: String) -> Response<Body> {
     Response::builder()
         .status(status)
         .header("content-type", content_type)
-        .body(Full::new(Bytes::from(body)))
+        .body(full(body))
         .expect("static response parts")
 }
 
-fn json_answer(code: i64, message: &str, as_string: bool) -> Response<Full<Bytes>> {
+fn json_answer(code: i64, message: &str, as_string: bool) -> Response<Body> {
+    answer_with_object(code, message, as_string, None)
+}
+
+fn answer_with_object(
+    code: i64,
+    message: &str,
+    as_string: bool,
+    object: Option<&str>,
+) -> Response<Body> {
     let code = if as_string {
         serde_json::json!(code.to_string())
     } else {
         serde_json::json!(code)
     };
-    let body = serde_json::json!({ "code": code, "message": message, "object": "" });
+    let object = match object {
+        None | Some("empty") => serde_json::json!(""),
+        Some("null") => serde_json::Value::Null,
+        Some("string") => serde_json::json!("a string, not an object"),
+        Some(_) => serde_json::json!({"tokenId": "T-1", "extra": [1, 2, 3]}),
+    };
+    let body = serde_json::json!({ "code": code, "message": message, "object": object });
     reply(StatusCode::OK, "application/json", body.to_string())
 }
+
+/// A body that sends one chunk, waits for it to be on the wire, then fails: hyper resets the
+/// connection mid-response.
+struct CutBody {
+    sent: bool,
+    wait: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl CutBody {
+    fn new() -> Self {
+        CutBody {
+            sent: false,
+            wait: Box::pin(tokio::time::sleep(std::time::Duration::from_millis(200))),
+        }
+    }
+}
+
+impl hyper::body::Body for CutBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        use std::future::Future;
+        use std::task::Poll;
+        if !std::mem::replace(&mut self.sent, true) {
+            let part = Bytes::from_static(b"{\"code\": 0, \"message\": \"Succ");
+            return Poll::Ready(Some(Ok(hyper::body::Frame::data(part))));
+        }
+        match self.wait.as_mut().poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(()) => Poll::Ready(Some(Err(std::io::Error::other("cut")))),
+        }
+    }
+}
+
+/// The reason a connection is closed without an answer (hyper closes it when the service fails).
+#[derive(Debug)]
+struct Dropped;
+
+impl std::fmt::Display for Dropped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("connection dropped on purpose")
+    }
+}
+
+impl std::error::Error for Dropped {}
 
 async fn handle(
     state: Arc<State>,
     req: Request<hyper::body::Incoming>,
-) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
+) -> Result<Response<Body>, Dropped> {
+    let mut resp = respond(&state, req).await?;
+    // The server's own clock, shifted when the fault says so.
+    let now = std::time::SystemTime::now();
+    let shifted = if state.faults.clock_offset_secs >= 0 {
+        now + std::time::Duration::from_secs(state.faults.clock_offset_secs as u64)
+    } else {
+        now - std::time::Duration::from_secs(state.faults.clock_offset_secs.unsigned_abs())
+    };
+    if let Ok(v) = hyper::header::HeaderValue::from_str(&httpdate::fmt_http_date(shifted)) {
+        resp.headers_mut().insert(hyper::header::DATE, v);
+    }
+    Ok(resp)
+}
+
+async fn respond(
+    state: &State,
+    req: Request<hyper::body::Incoming>,
+) -> Result<Response<Body>, Dropped> {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let content_type = req
@@ -144,6 +263,9 @@ async fn handle(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string();
+    if method != hyper::Method::PUT {
+        state.write_record(serde_json::json!({"method": method.as_str(), "path": path}));
+    }
     if method == hyper::Method::GET && path.starts_with("/challenge") {
         let r = rules::challenge_reply(&path);
         return Ok(reply(StatusCode::OK, r.0, r.1));
@@ -161,6 +283,20 @@ async fn handle(
             "text/html",
             "<html><body><h1>405 Method Not Allowed</h1></body></html>".into(),
         ));
+    }
+    let faults = &state.faults;
+    let n = state
+        .registrations
+        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    if n < faults.drop_first {
+        return Err(Dropped);
+    }
+    if let Some(to) = &faults.redirect {
+        return Ok(Response::builder()
+            .status(StatusCode::TEMPORARY_REDIRECT)
+            .header("location", to)
+            .body(full(""))
+            .expect("static response parts"));
     }
     let admin = percent_encoding::percent_decode_str(admin)
         .decode_utf8_lossy()
@@ -181,23 +317,61 @@ async fn handle(
             .lock()
             .expect("rules lock")
             .judge(&admin, &content_type, &body);
-    let code = state.faults.force_code.unwrap_or(code);
+    let code = faults.force_code.unwrap_or(code);
     let mut line = record;
     line["method"] = serde_json::json!("PUT");
     line["path"] = serde_json::json!(path);
     line["answer_code"] = serde_json::json!(code);
     state.write_record(line);
-    if state.faults.html_500 {
+    if let Some(d) = faults.delay {
+        tokio::time::sleep(d).await;
+    }
+    if n < faults.drop_first + faults.lose_answers {
+        return Err(Dropped);
+    }
+    if let Some(status) = faults.html_status {
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let reason = status.canonical_reason().unwrap_or("Error");
         return Ok(reply(
-            StatusCode::INTERNAL_SERVER_ERROR,
+            status,
             "text/html",
-            "<html><head><title>500 Internal Server Error</title></head><body><h1>Internal Server Error</h1></body></html>".into(),
+            format!("<html><head><title>{} {reason}</title></head><body><h1>{reason}</h1></body></html>", status.as_u16()),
         ));
     }
-    let message = if state.faults.force_code.is_some() {
+    if faults.not_json {
+        return Ok(reply(
+            StatusCode::OK,
+            "text/plain",
+            "OK registered (not JSON)".into(),
+        ));
+    }
+    if faults.cut_body {
+        return Ok(Response::builder()
+            .status(StatusCode::OK)
+            .header("content-type", "application/json")
+            .header("content-length", "200")
+            .body(CutBody::new().boxed())
+            .expect("static response parts"));
+    }
+    if faults.huge_body {
+        let mut big = br#"{"code": 0, "message": "Success", "object": ""#.to_vec();
+        big.resize(2 << 20, b'x');
+        big.extend_from_slice(b"\"}");
+        return Ok(Response::builder()
+            .status(StatusCode::OK)
+            .header("content-type", "application/json")
+            .body(full(big))
+            .expect("static response parts"));
+    }
+    let message = if faults.force_code.is_some() {
         format!("Forced answer {code}")
     } else {
         message
     };
-    Ok(json_answer(code, &message, state.faults.code_as_string))
+    Ok(answer_with_object(
+        code,
+        &message,
+        faults.code_as_string,
+        faults.object.as_deref(),
+    ))
 }

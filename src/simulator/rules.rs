@@ -55,6 +55,8 @@ pub struct Rules {
     pub timestamp_in_seconds: bool,
     /// Issuers the tenant trusts; empty trusts any certificate.
     pub trust: Vec<Certificate>,
+    /// The server's clock minus the machine's, in milliseconds (a fault for the tests).
+    pub clock_offset_ms: i64,
 }
 
 impl Rules {
@@ -65,6 +67,7 @@ impl Rules {
             users: users.user.into_iter().map(|u| (u.name, u.state)).collect(),
             timestamp_in_seconds: false,
             trust: Vec::new(),
+            clock_offset_ms: 0,
         }
     }
 
@@ -160,7 +163,8 @@ impl Rules {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
-            .as_millis() as i64;
+            .as_millis() as i64
+            + self.clock_offset_ms;
         let ts_ms = if self.timestamp_in_seconds {
             ts.saturating_mul(1000)
         } else {

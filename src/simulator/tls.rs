@@ -1,4 +1,5 @@
-//! The simulator's TLS identity: a fresh self-signed P-256 certificate for localhost per start.
+//! The simulator's TLS identity: a fresh self-signed P-256 certificate for localhost per start,
+//! or on purpose a bad one (expired, or for another host) for the clients' TLS tests.
 
 use der::{Encode, EncodePem};
 use p256::pkcs8::EncodePrivateKey;
@@ -23,12 +24,46 @@ fn ip(a: IpAddr) -> GeneralName {
     GeneralName::IpAddress(der::asn1::OctetString::new(bytes).expect("short"))
 }
 
+/// What is wrong with the certificate, on purpose.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BadTls {
+    /// Expired a week ago.
+    Expired,
+    /// Issued for centagate.invalid, not localhost.
+    WrongHost,
+}
+
+fn validity(bad: Option<BadTls>) -> Result<Validity, String> {
+    if bad != Some(BadTls::Expired) {
+        return Validity::from_now(Duration::from_secs(7 * 86400)).map_err(|e| e.to_string());
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let at = |days_ago: u64| -> Result<x509_cert::time::Time, String> {
+        let t = der::DateTime::from_unix_duration(now - Duration::from_secs(days_ago * 86400))
+            .map_err(|e| e.to_string())?;
+        Ok(x509_cert::time::Time::UtcTime(
+            der::asn1::UtcTime::from_date_time(t).map_err(|e| e.to_string())?,
+        ))
+    };
+    Ok(Validity {
+        not_before: at(30)?,
+        not_after: at(7)?,
+    })
+}
+
 /// Returns the rustls config and the certificate's PEM (for clients' --ca-file).
-pub fn server_config() -> Result<(rustls::ServerConfig, String), String> {
+pub fn server_config(bad: Option<BadTls>) -> Result<(rustls::ServerConfig, String), String> {
     let key = p256::ecdsa::SigningKey::random(&mut rand_core::OsRng);
     let spki = spki::SubjectPublicKeyInfoOwned::from_key(*key.verifying_key())
         .map_err(|e| e.to_string())?;
-    let subject = Name::from_str("CN=localhost,O=tokenroll CENTAGATE simulator")
+    let host = if bad == Some(BadTls::WrongHost) {
+        "centagate.invalid"
+    } else {
+        "localhost"
+    };
+    let subject = Name::from_str(&format!("CN={host},O=tokenroll CENTAGATE simulator"))
         .map_err(|e| e.to_string())?;
     let mut serial = [0u8; 16];
     rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut serial);
@@ -37,7 +72,7 @@ pub fn server_config() -> Result<(rustls::ServerConfig, String), String> {
     let mut b = CertificateBuilder::new(
         Profile::Manual { issuer: None },
         SerialNumber::new(&serial).map_err(|e| e.to_string())?,
-        Validity::from_now(Duration::from_secs(7 * 86400)).map_err(|e| e.to_string())?,
+        validity(bad)?,
         subject,
         spki,
         &key,
@@ -54,12 +89,14 @@ pub fn server_config() -> Result<(rustls::ServerConfig, String), String> {
         const_oid::db::rfc5280::ID_KP_SERVER_AUTH,
     ]))
     .map_err(e)?;
-    b.add_extension(&SubjectAltName(vec![
-        GeneralName::DnsName(der::asn1::Ia5String::new("localhost").expect("ascii")),
-        ip(IpAddr::V4(Ipv4Addr::LOCALHOST)),
-        ip(IpAddr::V6(Ipv6Addr::LOCALHOST)),
-    ]))
-    .map_err(e)?;
+    let mut names = vec![GeneralName::DnsName(
+        der::asn1::Ia5String::new(host).expect("ascii"),
+    )];
+    if bad != Some(BadTls::WrongHost) {
+        names.push(ip(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+        names.push(ip(IpAddr::V6(Ipv6Addr::LOCALHOST)));
+    }
+    b.add_extension(&SubjectAltName(names)).map_err(e)?;
     let cert = b.build::<p256::ecdsa::DerSignature>().map_err(e)?;
     let cert_der = cert.to_der().map_err(|e| e.to_string())?;
     let cert_pem = cert

@@ -1,0 +1,247 @@
+//! Server and network faults, driven for real through the simulator's fault switches: each gets
+//! a clear message, the right exit code and outcome, and a journal entry; transport failures
+//! before any answer are retried with the same PKCS#7; a clock off by ten minutes is corrected;
+//! bad TLS certificates are refused; a process killed mid-request leaves a readable journal.
+
+mod common;
+use common::*;
+use std::time::{Duration, Instant};
+
+/// `tokenroll enroll --json` for alice against a simulator started with `faults`.
+fn enroll_with(faults: &[&str], extra: &[&str]) -> (TestEnv, Sim, std::process::Output) {
+    let mut env = TestEnv::new();
+    env.alice();
+    let sim = env.simulator(faults);
+    let o = env.enroll(&sim, "alice", &[&["--json"], extra].concat());
+    (env, sim, o)
+}
+
+fn message(o: &std::process::Output) -> String {
+    json(o)["message"].as_str().unwrap_or_default().to_string()
+}
+
+fn journal(env: &TestEnv) -> serde_json::Value {
+    json(&env.run(&["journal", "--json"]))
+}
+
+#[test]
+fn html_error_pages_and_non_json_answers_are_protocol_errors() {
+    for (faults, expect) in [
+        (&["--html-status", "502"][..], "HTTP 502"),
+        (&["--html-status", "404"][..], "HTTP 404"),
+        (&["--not-json"][..], "HTTP 200, text/plain"),
+    ] {
+        let (env, sim, o) = enroll_with(faults, &[]);
+        assert_eq!(o.status.code(), Some(5), "{faults:?}: {}", stdout(&o));
+        assert_eq!(json(&o)["outcome"], "failed");
+        let m = message(&o);
+        assert!(
+            m.contains(expect) && m.contains("not the CENTAGATE API"),
+            "{m}"
+        );
+        assert_eq!(
+            sim.records().len(),
+            1,
+            "an answer, however bad, is not retried"
+        );
+        let j = journal(&env);
+        assert_eq!(j["entries"][0]["state"], "failed", "{j}");
+    }
+}
+
+#[test]
+fn a_reset_mid_answer_is_reported_as_maybe_registered_and_not_retried() {
+    let (env, sim, o) = enroll_with(&["--cut-body"], &[]);
+    assert_eq!(o.status.code(), Some(5), "{}", stdout(&o));
+    let m = message(&o);
+    assert!(
+        m.contains("cut off") && m.contains("may have gone through"),
+        "{m}"
+    );
+    assert_eq!(sim.records().len(), 1);
+    assert_eq!(journal(&env)["entries"][0]["outcome"]["attempts"], 1);
+}
+
+#[test]
+fn a_slow_server_times_out_and_a_huge_answer_is_not_read() {
+    let (_env, sim, o) = enroll_with(
+        &["--delay-ms", "3000"],
+        &["--timeout", "1", "--retries", "0"],
+    );
+    assert_eq!(o.status.code(), Some(5), "{}", stdout(&o));
+    assert!(
+        message(&o).contains("did not answer within 1 s"),
+        "{}",
+        message(&o)
+    );
+    assert_eq!(sim.records().len(), 1);
+
+    let (_env, _sim, o) = enroll_with(&["--huge-body"], &[]);
+    assert_eq!(o.status.code(), Some(5), "{}", stdout(&o));
+    assert!(message(&o).contains("larger than 1 MiB"), "{}", message(&o));
+}
+
+#[test]
+fn a_redirect_is_not_followed_and_the_other_host_gets_nothing() {
+    let mut env = TestEnv::new();
+    env.alice();
+    let elsewhere = env.simulator(&[]);
+    let target = format!(
+        "{}/CentagateWS/webresources/RegisterToken/helpdesk",
+        elsewhere.origin
+    );
+    let sim = env.simulator(&["--redirect", &target]);
+    let o = env.enroll(&sim, "alice", &["--json"]);
+    assert_eq!(o.status.code(), Some(5), "{}", stdout(&o));
+    assert!(message(&o).contains("HTTP 307"), "{}", message(&o));
+    assert!(
+        elsewhere.all_records().is_empty(),
+        "the redirect's target was never contacted, so the cenToken went nowhere else"
+    );
+}
+
+#[test]
+fn every_shape_of_object_is_accepted_with_code_0() {
+    for shape in ["null", "empty", "string", "object"] {
+        let (_env, _sim, o) = enroll_with(&["--object", shape], &[]);
+        assert_eq!(o.status.code(), Some(0), "object {shape}: {}", stdout(&o));
+        assert_eq!(json(&o)["outcome"], "registered");
+    }
+}
+
+#[test]
+fn a_dropped_connection_is_retried_with_the_same_signature() {
+    let (env, sim, o) = enroll_with(&["--drop-first", "2"], &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    let e = stderr(&o);
+    assert_eq!(e.matches("retrying in").count(), 2, "{e}");
+    assert_eq!(
+        sim.records().len(),
+        1,
+        "the dropped requests were never judged"
+    );
+    let j = journal(&env);
+    assert_eq!(j["entries"][0]["outcome"]["attempts"], 3, "{j}");
+    assert_eq!(j["entries"][0]["state"], "registered");
+
+    // More failures than retries: the last error is reported.
+    let (env, _sim, o) = enroll_with(&["--drop-first", "5"], &["--retries", "1"]);
+    assert_eq!(o.status.code(), Some(5), "{}", stdout(&o));
+    assert!(
+        message(&o).contains("could not reach the server"),
+        "{}",
+        message(&o)
+    );
+    let j = journal(&env);
+    assert_eq!(j["entries"][0]["state"], "failed");
+    assert_eq!(j["entries"][0]["outcome"]["attempts"], 2);
+}
+
+/// The first answer is lost after the server registered the token: the retry meets 22027, which
+/// is reported as probably registered by the earlier attempt — same PKCS#7, fresh timestamp.
+#[test]
+fn a_lost_answer_then_22027_says_probably_registered_by_the_earlier_attempt() {
+    let (_env, sim, o) = enroll_with(&["--lose-answers", "1"], &[]);
+    assert_eq!(o.status.code(), Some(4), "{}", stdout(&o));
+    let j = json(&o);
+    assert_eq!(j["outcome"], "rejected");
+    assert_eq!(j["code"], 22027);
+    assert!(
+        message(&o).contains("probably registered by the earlier attempt"),
+        "{}",
+        message(&o)
+    );
+    let r = sim.records();
+    assert_eq!(r.len(), 2);
+    assert_eq!(
+        (r[0]["answer_code"].as_i64(), r[1]["answer_code"].as_i64()),
+        (Some(0), Some(22027))
+    );
+    assert_eq!(
+        r[0]["signature_sha256"], r[1]["signature_sha256"],
+        "the same PKCS#7"
+    );
+    assert_ne!(r[0]["timestamp"], r[1]["timestamp"], "a fresh timestamp");
+}
+
+#[test]
+fn a_clock_ten_minutes_off_is_corrected_from_the_servers_date() {
+    for (offset, word) in [("600", "behind"), ("-600", "ahead of")] {
+        let (_env, sim, o) = enroll_with(&["--clock-offset-secs", offset], &[]);
+        assert_eq!(o.status.code(), Some(0), "offset {offset}: {}", stdout(&o));
+        let e = stderr(&o);
+        let said = e
+            .split("clock is ")
+            .nth(1)
+            .and_then(|r| r.split_once(&format!(" s {word} the server's")))
+            .and_then(|(n, _)| n.parse::<i64>().ok());
+        assert!(said.is_some_and(|n| (599..=601).contains(&n)), "{e}");
+        let heads = sim
+            .all_records()
+            .iter()
+            .filter(|r| r["method"] == "HEAD")
+            .count();
+        assert_eq!(heads, 1, "the server's clock is asked once");
+    }
+    // Within a minute nothing is said or changed.
+    let (_env, _sim, o) = enroll_with(&["--clock-offset-secs", "20"], &[]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(!stderr(&o).contains("clock"), "{}", stderr(&o));
+}
+
+#[test]
+fn expired_and_wrong_host_certificates_are_refused() {
+    for (bad, expect) in [("expired", "expired"), ("wrong-host", "not valid for")] {
+        let (_env, sim, o) = enroll_with(&["--bad-tls", bad], &[]);
+        assert_eq!(o.status.code(), Some(5), "{bad}: {}", stdout(&o));
+        let m = message(&o);
+        assert!(
+            m.contains("TLS certificate was refused") && m.contains(expect),
+            "{m}"
+        );
+        assert!(sim.all_records().is_empty(), "nothing reached the server");
+    }
+}
+
+/// kill -9 while the request is in flight: the intent is on disk; the journal reads back with
+/// that attempt as unknown.
+#[test]
+fn a_process_killed_mid_request_leaves_a_journal_that_reads_back() {
+    let mut env = TestEnv::new();
+    env.alice();
+    let sim = env.simulator(&["--delay-ms", "20000"]);
+    let mut child = env
+        .enroll_base(&sim.origin, "alice")
+        .args(["--pin-env", "TOKENROLL_PIN", "--ca-file"])
+        .arg(&sim.ca)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let path = env.path("home/.local/state/tokenroll/journal.jsonl");
+    let t = Instant::now();
+    while !std::fs::read_to_string(&path)
+        .unwrap_or_default()
+        .contains("intent")
+        || sim.records().is_empty()
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "no intent was journaled"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let j = journal(&env);
+    assert_eq!(j["entries"].as_array().unwrap().len(), 1, "{j}");
+    assert_eq!(j["entries"][0]["state"], "unknown: check the server");
+    assert_eq!(j["entries"][0]["user"], "alice");
+    assert_eq!(j["skipped_lines"], 0);
+    let text = stdout(&env.run(&["journal"]));
+    assert!(text.contains("unknown: check the server"), "{text}");
+
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o077, 0, "the journal is readable by its owner only");
+}
