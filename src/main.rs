@@ -15,7 +15,23 @@ fn agent_log() -> Option<std::fs::File> {
         .ok()
 }
 
+/// No core dumps: a PIN, the admin's authToken and secretCode or a cenToken may be in memory, and a
+/// core file would keep them on disk. Also makes the process unreadable by ptrace from other
+/// processes of the same user.
+fn no_core_dumps() {
+    let zero = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain system calls with valid arguments; failure leaves the defaults in place.
+    unsafe {
+        libc::setrlimit(libc::RLIMIT_CORE, &zero);
+        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+    }
+}
+
 fn main() {
+    no_core_dumps();
     let parsed = Cli::try_parse();
     let is_agent = matches!(
         &parsed,

@@ -162,3 +162,57 @@ fn a_softhsm_token_deleted_while_the_agent_runs_is_gone() {
     assert!(sim.records().is_empty());
     assert!(agent.stop().success());
 }
+
+/// The agent at trace level, through a wrong PIN and a registration: no PIN, authToken,
+/// secretCode or cenToken in its output, its log, its journal or its registry; and it runs with
+/// core dumps off.
+#[test]
+fn no_secret_in_anything_the_agent_writes() {
+    let mut env = TestEnv::new();
+    env.provision("fay", true, "p256", "01", "CN=Fay", &[]);
+    let sim = env.simulator(&[]);
+    pins(&env, &["999999", PIN]);
+    let out = std::fs::File::create(env.path("agent.out")).unwrap();
+    let agent = start_agent_with(&env, &sim, &["--user", "bob"], |c| {
+        c.env("RUST_LOG", "trace")
+            .stdout(out.try_clone().unwrap())
+            .stderr(out);
+    });
+    wait_for(&agent, "the registration", || {
+        sim.records().iter().any(|r| r["answer_code"] == 0)
+    });
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", agent.child.id())).unwrap();
+    let core = limits
+        .lines()
+        .find(|l| l.starts_with("Max core file size"))
+        .unwrap();
+    assert!(core.split_whitespace().nth(4) == Some("0"), "{core}");
+    assert!(agent.stop().success());
+    let secrets = tokenroll::secret::AdminSecrets {
+        auth_token: tokenroll::secret::AuthToken::new(AUTH_TOKEN.into()),
+        secret_code: tokenroll::secret::SecretCode::new(SECRET_CODE.into()),
+    };
+    let cen = tokenroll::api::cen_token(ADMIN, &secrets);
+    let mut files = files_under(&env.path("state"));
+    files.push(env.path("agent.out"));
+    files.push(sim.record.clone());
+    assert!(
+        files.iter().any(|p| p.ends_with("journal.jsonl")),
+        "{files:?}"
+    );
+    let trace = std::fs::read_to_string(env.path("agent.out")).unwrap();
+    assert!(
+        trace.contains("TRACE") || trace.contains("DEBUG"),
+        "trace logging was on"
+    );
+    for p in files {
+        let bytes = std::fs::read(&p).unwrap();
+        for s in [PIN, "999999", AUTH_TOKEN, SECRET_CODE, cen.expose()] {
+            assert!(
+                !bytes.windows(s.len()).any(|w| w == s.as_bytes()),
+                "{s:?} in {}",
+                p.display()
+            );
+        }
+    }
+}

@@ -401,6 +401,22 @@ fn no_secret_appears_anywhere_at_trace_level() {
     for s in [PIN, AUTH_TOKEN, SECRET_CODE, cen.expose()] {
         assert!(!all.contains(s), "secret leaked");
     }
+    // Every file tokenroll wrote (the journal among them) is clean too.
+    let written = files_under(&env.path("home"));
+    assert!(
+        written.iter().any(|p| p.ends_with("journal.jsonl")),
+        "{written:?}"
+    );
+    for p in written {
+        let bytes = std::fs::read(&p).unwrap();
+        for s in [PIN, AUTH_TOKEN, SECRET_CODE, cen.expose()] {
+            assert!(
+                !bytes.windows(s.len()).any(|w| w == s.as_bytes()),
+                "secret in {}",
+                p.display()
+            );
+        }
+    }
 }
 
 #[test]

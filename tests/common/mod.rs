@@ -545,3 +545,17 @@ pub fn wait_for(agent: &Agent, what: &str, mut done: impl FnMut() -> bool) {
 pub fn start_agent(env: &TestEnv, sim: &Sim, extra: &[&str]) -> Agent {
     start_agent_with(env, sim, extra, |_| {})
 }
+
+/// Every file below `dir`.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
