@@ -120,6 +120,9 @@ pub struct ServerArgs {
     /// The enrollment journal [default: $XDG_STATE_HOME/tokenroll/journal.jsonl].
     #[arg(long, env = "TOKENROLL_JOURNAL")]
     pub journal: Option<PathBuf>,
+    /// The username must equal this field of the certificate: cn, email, upn or none [default: none].
+    #[arg(long, env = "TOKENROLL_USER_MUST_MATCH")]
+    pub user_must_match: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -339,6 +342,7 @@ impl ServerArgs {
             timestamp_unit: self.timestamp_unit.clone(),
             retries: self.retries,
             journal: self.journal.clone(),
+            user_must_match: self.user_must_match.clone(),
             ..Default::default()
         }
         .over(rest)
@@ -512,6 +516,12 @@ pub fn enroll_cmd(args: EnrollArgs) -> i32 {
             );
         }
     };
+    if let Err(e) = reg.user_must_match.check(&reg.user, &pair.cert) {
+        return emit_report(
+            &enroll::failure_report(&e, Some(&pair), Some(&registration), sign.algorithm),
+            json,
+        );
+    }
     let mut prompt = CliPin::new(sign.pin.clone());
     let result = enroll::sign_challenge(
         &mut side,

@@ -184,6 +184,8 @@ pub struct RegisterOptions {
     pub retries: u32,
     /// The enrollment journal's file.
     pub journal: PathBuf,
+    /// Which certificate field the username must equal.
+    pub user_must_match: crate::enroll::MustMatch,
 }
 
 pub fn http_options(raw: &RawConfig) -> Result<HttpOptions, ConfigError> {
@@ -298,6 +300,12 @@ impl RegisterOptions {
                 .journal
                 .clone()
                 .unwrap_or_else(crate::journal::default_path),
+            user_must_match: raw
+                .user_must_match
+                .as_deref()
+                .unwrap_or("none")
+                .parse()
+                .map_err(ConfigError)?,
         })
     }
 }
@@ -305,6 +313,24 @@ impl RegisterOptions {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every key the example config shows, uncommented, is a key tokenroll knows.
+    #[test]
+    fn the_example_config_names_only_real_keys() {
+        let example = include_str!("../packaging/config.example.toml");
+        let lines: Vec<String> = example
+            .lines()
+            .filter_map(|l| l.strip_prefix("# "))
+            .filter(|l| {
+                l.split_once(" = ")
+                    .is_some_and(|(k, _)| k.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+            })
+            .map(|l| l.split("  #").next().unwrap_or(l).trim().to_string())
+            .collect();
+        assert!(lines.len() > 20, "{lines:?}");
+        let raw: RawConfig = toml::from_str(&lines.join("\n")).expect("example keys parse");
+        assert!(raw.user_must_match.is_some() && raw.journal.is_some() && raw.retries.is_some());
+    }
 
     #[test]
     fn layers_merge_key_by_key() {

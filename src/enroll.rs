@@ -222,6 +222,59 @@ pub struct Registration<'a> {
     pub retries: u32,
 }
 
+/// Which field of the signer's certificate the username must equal (`--user-must-match`): a
+/// typed or configured username could otherwise bind a trusted certificate to someone else.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum MustMatch {
+    #[default]
+    None,
+    Cn,
+    Email,
+    Upn,
+}
+
+impl std::str::FromStr for MustMatch {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s.to_ascii_lowercase().as_str() {
+            "none" => Self::None,
+            "cn" => Self::Cn,
+            "email" => Self::Email,
+            "upn" => Self::Upn,
+            _ => {
+                return Err(format!(
+                    "unknown user_must_match '{s}': use cn, email, upn or none"
+                ))
+            }
+        })
+    }
+}
+
+impl MustMatch {
+    /// Compares case-insensitively; a mismatch is a usage error (exit 2), found before anything
+    /// is signed or sent.
+    pub fn check(self, user: &str, cert: &Certificate) -> Result<(), EnrollError> {
+        let (field, value) = match self {
+            Self::None => return Ok(()),
+            Self::Cn => ("common name", crate::certinfo::common_name(cert)),
+            Self::Email => ("e-mail address", crate::certinfo::email(cert)),
+            Self::Upn => ("UPN", crate::certinfo::upn(cert)),
+        };
+        match value {
+            Some(v) if v.eq_ignore_ascii_case(user) => Ok(()),
+            Some(v) => Err(EnrollError::Usage(format!(
+                "the username '{user}' is not the certificate's {field} '{v}', and user_must_match \
+                 requires it; register the token to '{v}', or use this person's own token"
+            ))),
+            None => Err(EnrollError::Usage(format!(
+                "the certificate has no {field}, which user_must_match requires to equal the \
+                 username; use a token whose certificate has one, or change user_must_match"
+            ))),
+        }
+    }
+}
+
 /// The local clock may be this far off before the timestamp follows the server's.
 pub const CLOCK_SKEW_LIMIT_MS: i64 = 60_000;
 

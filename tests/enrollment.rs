@@ -447,3 +447,51 @@ fn the_simulator_accepts_every_key_and_digest() {
         assert_eq!(r["digest"], alg);
     }
 }
+
+/// With --user-must-match the username must be the certificate's field (case-insensitively);
+/// a mismatch stops before the PIN is asked or anything is sent, with exit 2.
+#[test]
+fn the_username_must_match_the_certificate_when_asked_to() {
+    let mut env = TestEnv::new();
+    env.provision(
+        "gil",
+        true,
+        "p256",
+        "01",
+        "CN=bob",
+        &["--email", "Bob@Example.com"],
+    );
+    let sim = env.simulator(&[]);
+    let o = env.enroll(&sim, "alice", &["--json", "--user-must-match", "cn"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stdout(&o));
+    let m = json(&o)["message"].as_str().unwrap().to_string();
+    assert!(
+        m.contains("'alice' is not the certificate's common name 'bob'"),
+        "{m}"
+    );
+    assert!(sim.all_records().is_empty(), "nothing was sent");
+    assert!(
+        !stderr(&o).contains("logged in"),
+        "the token was not even used"
+    );
+
+    // The same field, other case: accepted.
+    let o = env.enroll(&sim, "BOB", &["--json", "--user-must-match", "cn"]);
+    assert_ne!(o.status.code(), Some(2), "{}", stdout(&o));
+    // No e-mail in the certificate to match... here there is one; a UPN there is not.
+    let o = env.enroll(&sim, "bob", &["--json", "--user-must-match", "upn"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(json(&o)["message"].as_str().unwrap().contains("has no UPN"));
+    // From the config file too.
+    std::fs::write(env.path("c.toml"), "user_must_match = \"email\"\n").unwrap();
+    let o = env.enroll(
+        &sim,
+        "alice",
+        &["--json", "--config", env.path("c.toml").to_str().unwrap()],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(json(&o)["message"]
+        .as_str()
+        .unwrap()
+        .contains("e-mail address 'Bob@Example.com'"));
+}

@@ -487,6 +487,9 @@ fn enroll_token(
         Ok(u) => u,
         Err(e) => return failed(e),
     };
+    if let Err(e) = s.cfg.register.user_must_match.check(&user, &pair.cert) {
+        return failed(e.to_string());
+    }
     if pin.is_none() && !pair.pin_pad {
         return failed("no PIN was entered".into());
     }
