@@ -401,3 +401,41 @@ fn the_terminal_prompt_does_not_echo_the_pin() {
     assert!(!screen.contains(PIN), "the PIN was echoed: {screen}");
     assert_eq!(openssl_verify(&p, &cert), b"tty");
 }
+
+/// A token whose key lost its certificate has no signing pair; one whose certificate lost its key
+/// is incomplete. Both say so (exit 3) and send nothing.
+#[test]
+fn incomplete_tokens_say_what_is_missing() {
+    let mut env = TestEnv::new();
+    env.provision("hal", true, "p256", "01", "CN=hal", &[]);
+    env.provision("ida", true, "p256", "01", "CN=ida", &[]);
+    let delete = |token: &str, kind: &str| {
+        let o = std::process::Command::new("pkcs11-tool")
+            .args(["--module"])
+            .arg(softhsm_module())
+            .args(["--token-label", token, "--login", "--pin", PIN])
+            .args(["--delete-object", "--type", kind, "--id", "01"])
+            .env("SOFTHSM2_CONF", &env.conf)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    delete("hal", "cert");
+    delete("ida", "privkey");
+    let sim = env.simulator(&[]);
+    let o = env.enroll(&sim, "alice", &["--json", "--token", "hal"]);
+    assert_eq!(o.status.code(), Some(3), "{}", stdout(&o));
+    let m = json(&o)["message"].as_str().unwrap().to_string();
+    assert!(
+        m.contains("holds no signing pair") && m.contains("load one onto the token"),
+        "{m}"
+    );
+    let o = env.enroll(&sim, "alice", &["--json", "--token", "ida"]);
+    assert_eq!(o.status.code(), Some(3), "{}", stdout(&o));
+    let m = json(&o)["message"].as_str().unwrap().to_string();
+    assert!(
+        m.contains("has no private key") && m.contains("re-import"),
+        "{m}"
+    );
+    assert!(sim.records().is_empty());
+}

@@ -154,3 +154,34 @@ fn removing_the_card_mid_flow_cancels_the_enrollment() {
     assert!(sim.records().is_empty(), "nothing was registered");
     assert!(agent.stop().success());
 }
+
+/// The card pulled out in the middle of the signature: OpenSC's C_Sign fails with
+/// CKR_GENERAL_ERROR, and tokenroll, looking at the slot, says the token was removed (exit 3);
+/// nothing is sent. Inserted again, the same command works.
+#[test]
+fn a_card_pulled_out_mid_signature_is_reported_as_removed() {
+    let mut env = TestEnv::new();
+    let card = VCard::personalized(&env, "Carol Card", "carol@example.com");
+    let sim = env.simulator(&[]);
+    card.pull_mid_signature();
+    let enroll = || {
+        let mut c = env.enroll_base(&sim.origin, "carol@example.com");
+        card.wire(&mut c);
+        c.args(["--pin-env", "CARD_PIN", "--ca-file"])
+            .arg(&sim.ca)
+            .env("CARD_PIN", CARD_PIN)
+            .output()
+            .unwrap()
+    };
+    let o = enroll();
+    assert_eq!(o.status.code(), Some(3), "{}", stdout(&o));
+    let m = json(&o)["message"].as_str().unwrap().to_string();
+    assert!(
+        m.contains("the token was removed") && m.contains("insert it again"),
+        "{m}"
+    );
+    assert!(sim.records().is_empty(), "nothing was sent");
+    card.insert();
+    let o = enroll();
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+}

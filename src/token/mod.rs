@@ -58,6 +58,12 @@ pub enum TokenError {
     PinSource(String),
     #[error("the token was removed; insert it again and retry")]
     TokenRemoved,
+    #[error("the token logged the session out (smart cards do after each signature, or when another program used them); retry, and enter the PIN again")]
+    LoggedOut,
+    #[error("the token has no user PIN yet; set one with the token's own tool (for example pkcs11-tool --init-pin), then retry")]
+    PinNotInitialized,
+    #[error("the token or its middleware ran out of memory during {0}; close other programs using the token, re-insert it and retry")]
+    OutOfMemory(String),
     #[error("the key may not sign ({0}); choose a key whose CKA_SIGN is set")]
     KeyNotPermitted(String),
     #[error("the token failed during {op}: {rv}; re-insert the token and retry, and if it persists check the middleware's log")]
@@ -105,7 +111,17 @@ pub fn map_ck(op: &str, err: CkError) -> TokenError {
         | RvError::TokenNotRecognized
         | RvError::SessionClosed
         | RvError::SessionHandleInvalid
-        | RvError::SlotIdInvalid => TokenError::TokenRemoved,
+        | RvError::SlotIdInvalid
+        // A token deleted under us (SoftHSM2 keeps listing it) or swapped for another.
+        | RvError::ObjectHandleInvalid
+        | RvError::KeyHandleInvalid => TokenError::TokenRemoved,
+        RvError::UserNotLoggedIn => TokenError::LoggedOut,
+        RvError::UserPinNotInitialized => TokenError::PinNotInitialized,
+        RvError::DeviceMemory | RvError::HostMemory => TokenError::OutOfMemory(op.into()),
+        RvError::TokenWriteProtected => TokenError::Device {
+            op: op.into(),
+            rv: "the token is write-protected".into(),
+        },
         RvError::KeyFunctionNotPermitted | RvError::KeyTypeInconsistent => {
             TokenError::KeyNotPermitted(rv.to_string())
         }
@@ -612,6 +628,26 @@ impl Module {
         })
     }
 
+    /// Whether `token` left its slot, watched for up to a second: after a removal the reader
+    /// may take a polling interval to say so. (C_GetSessionInfo is no presence check: it can
+    /// keep answering OK for seconds after the card is gone.)
+    fn gone(&self, token: &TokenDesc) -> bool {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+        loop {
+            let present = self
+                .ctx
+                .get_slot_info(token.slot)
+                .is_ok_and(|i| i.token_present());
+            if !present || self.refresh(token).is_err() {
+                return true;
+            }
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
     /// Signing pairs visible without logging in: certificates that allow signing, with a key type
     /// tokenroll supports. The private key itself is found after login (it is usually private).
     pub fn pairs(&self, token: &TokenDesc) -> Result<Vec<SigningPair>, TokenError> {
@@ -853,6 +889,20 @@ impl TokenSession<'_> {
 
     /// One raw signature: `CKM_RSA_PKCS` over a DigestInfo or `CKM_ECDSA` over a hash.
     pub fn sign_raw(
+        &self,
+        key: KeyHandle,
+        kind: KeyKind,
+        input: &[u8],
+    ) -> Result<Vec<u8>, TokenError> {
+        self.sign_once(key, kind, input).map_err(|e| match e {
+            // A card pulled out mid-signature fails with CKR_GENERAL_ERROR first (and only
+            // later with CKR_DEVICE_REMOVED): look at the slot before calling it a device fault.
+            TokenError::Device { .. } if self.module.gone(&self.token) => TokenError::TokenRemoved,
+            e => e,
+        })
+    }
+
+    fn sign_once(
         &self,
         key: KeyHandle,
         kind: KeyKind,

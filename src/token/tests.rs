@@ -225,3 +225,31 @@ fn a_card_showing_one_certificate_on_two_tokens_offers_it_once() {
     let second = pair(&user, 4, 30);
     assert_eq!(merge_card_copies(vec![aut, second]).len(), 2);
 }
+
+/// Every CKR_* a token returns in practice becomes an error that says what to do.
+#[test]
+fn ckr_codes_map_to_errors_with_an_action() {
+    use cryptoki::context::Function;
+    let map = |rv| map_ck("signing", CkError::Pkcs11(rv, Function::Sign));
+    for (rv, expect) in [
+        (RvError::PinIncorrect, "wrong PIN"),
+        (RvError::PinLocked, "unblock"),
+        (RvError::PinExpired, "change it"),
+        (RvError::PinLenRange, "invalid length"),
+        (RvError::FunctionCanceled, "cancelled"),
+        (RvError::DeviceRemoved, "insert it again"),
+        (RvError::TokenNotPresent, "insert it again"),
+        (RvError::SessionHandleInvalid, "insert it again"),
+        (RvError::ObjectHandleInvalid, "insert it again"),
+        (RvError::UserNotLoggedIn, "enter the PIN again"),
+        (RvError::UserPinNotInitialized, "--init-pin"),
+        (RvError::DeviceMemory, "out of memory"),
+        (RvError::KeyFunctionNotPermitted, "CKA_SIGN"),
+        (RvError::MechanismInvalid, "tokenroll signs with"),
+        (RvError::GeneralError, "re-insert the token"),
+        (RvError::DeviceError, "re-insert the token"),
+    ] {
+        let text = map(rv).to_string();
+        assert!(text.contains(expect), "{rv:?}: {text}");
+    }
+}

@@ -444,6 +444,11 @@ impl VCard {
         Self::script(&["remove", self.dir.to_str().unwrap()]);
     }
 
+    /// The card will be pulled out when the next signing command reaches it.
+    pub fn pull_mid_signature(&self) {
+        Self::script(&["pull-mid-sign", self.dir.to_str().unwrap()]);
+    }
+
     /// The CA that issued the card's certificate, for `openssl cms -verify`.
     pub fn ca(&self) -> PathBuf {
         self.dir.join("ca.pem")

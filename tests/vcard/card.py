@@ -4,7 +4,9 @@ Bridges smartcard-app-openpgp's card model to vsmartcard's vpcd reader driver (w
 pcscd loads): vpcd listens on a TCP port per reader; a card is "inserted" while a
 connection to it is open and "removed" when it closes.
 
-Control:  SIGUSR1 inserts the card, SIGUSR2 removes it, SIGTERM/SIGINT end the process.
+Control:  SIGUSR1 inserts the card, SIGUSR2 removes it, SIGHUP arms a removal in the middle of
+          the next signature (the card is pulled out when the signing command arrives),
+          SIGTERM/SIGINT end the process.
 Stdout:   one line per event: "ready", "inserted <unix time>" (connected to the reader),
           "powered <unix time>" (pcscd noticed the card and powered it up), "removed <unix time>";
           a harness waits for them and a benchmark times from the insertion.
@@ -33,6 +35,7 @@ OPENPGP_FILE_ID = b"\x12\x34"
 # vpcd control bytes.
 POWER_OFF, POWER_ON, RESET, GET_ATR = 0, 1, 2, 4
 INS_SELECT_DATA = 0xA5
+INS_PSO = 0x2A
 SW_OK = b"\x90\x00"
 
 
@@ -92,6 +95,7 @@ class Reader:
         self.card, self.host, self.port = card, host, port
         self.sock = None
         self.powered = False
+        self.remove_on_sign = False
 
     def insert(self):
         if self.sock is not None:
@@ -149,6 +153,11 @@ class Reader:
             if ctrl in (POWER_ON, GET_ATR) and not self.powered:
                 self.powered = True
                 self.event("powered")
+        elif self.remove_on_sign and len(msg) >= 2 and msg[1] == INS_PSO:
+            # Pulled out mid-signature: the command never gets an answer.
+            self.remove_on_sign = False
+            self.remove()
+            return True
         else:
             reply = answer(self.card, msg)
         if reply is not None:
@@ -177,7 +186,7 @@ def main():
     wake_w.setblocking(False)
     signal.set_wakeup_fd(wake_w.fileno(), warn_on_full_buffer=False)
     pending = []
-    for sig in (signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM, signal.SIGINT):
+    for sig in (signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda s, _f: pending.append(s))
     sel.register(wake_r, selectors.EVENT_READ)
 
@@ -206,6 +215,8 @@ def main():
                     reader.insert()
                 elif sig == signal.SIGUSR2:
                     reader.remove()
+                elif sig == signal.SIGHUP:
+                    reader.remove_on_sign = True
                 else:
                     return
     finally:

@@ -6,6 +6,8 @@
 #   vcard.sh up DIR        start pcscd and the card process (card removed); prints the socket
 #   vcard.sh insert DIR    insert the card and wait until pcscd has powered it up
 #   vcard.sh remove DIR    remove it
+#   vcard.sh pull-mid-sign DIR
+#                          remove the card when the next signing command reaches it
 #   vcard.sh personalize DIR CN EMAIL
 #                          generate the signing key (id 01) on the inserted card and store a
 #                          certificate for it from a throwaway CA (DIR/ca.pem)
@@ -128,6 +130,10 @@ remove() {
   wait_for "$1" removed $((n + 1))
 }
 
+pull_mid_sign() {
+  kill -HUP "$(cat "$1/card.pid")"
+}
+
 personalize() {
   local dir cn=$2 email=$3
   dir=$(cd "$1" && pwd)
@@ -162,9 +168,12 @@ case "${1:-}" in
   up | insert | remove | down)
     [ $# -eq 2 ] || die "usage: $0 $1 DIR"
     "$1" "$2" ;;
+  pull-mid-sign)
+    [ $# -eq 2 ] || die "usage: $0 $1 DIR"
+    pull_mid_sign "$2" ;;
   personalize)
     [ $# -eq 4 ] || die "usage: $0 personalize DIR CN EMAIL"
     personalize "$2" "$3" "$4" ;;
   venv) ensure_venv ;;
-  *) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac
