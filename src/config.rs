@@ -83,11 +83,16 @@ pub fn user_config_path() -> Option<PathBuf> {
     Some(base.join("tokenroll/config.toml"))
 }
 
+/// Parses a config file's text.
+pub fn parse_text(text: &str) -> Result<RawConfig, ConfigError> {
+    toml::from_str(text).map_err(|e| ConfigError(e.to_string()))
+}
+
 /// Reads a config file; a missing optional file is an empty layer.
 pub fn read_file(path: &Path, required: bool) -> Result<RawConfig, ConfigError> {
     match std::fs::read_to_string(path) {
-        Ok(text) => toml::from_str(&text)
-            .map_err(|e| ConfigError(format!("config file {}: {e}", path.display()))),
+        Ok(text) => parse_text(&text)
+            .map_err(|e| ConfigError(format!("config file {}: {}", path.display(), e.0))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => Ok(RawConfig::default()),
         Err(e) => err(format!("cannot read config file {}: {e}", path.display())),
     }

@@ -14,6 +14,8 @@ pub mod config;
 pub mod demo;
 pub mod digest;
 pub mod enroll;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod journal;
 pub mod secret;
 pub mod simulator;

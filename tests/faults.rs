@@ -245,3 +245,76 @@ fn a_process_killed_mid_request_leaves_a_journal_that_reads_back() {
     let mode = std::fs::metadata(&path).unwrap().permissions().mode();
     assert_eq!(mode & 0o077, 0, "the journal is readable by its owner only");
 }
+
+/// A server that speaks only TLS 1.1 (openssl s_server): refused, with TLS 1.2 named.
+#[test]
+fn a_server_offering_only_tls_1_1_is_refused() {
+    let env = TestEnv::new();
+    env.alice();
+    let (cert, key) = (env.path("old.pem"), env.path("old.key"));
+    let o = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ])
+        .args([
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+        ])
+        .args(["-days", "1", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut server = std::process::Command::new("openssl")
+        .args([
+            "s_server",
+            "-quiet",
+            "-www",
+            "-tls1_1",
+            "-cipher",
+            "DEFAULT:@SECLEVEL=0",
+        ])
+        .args(["-accept", &format!("127.0.0.1:{port}"), "-cert"])
+        .arg(&cert)
+        .arg("-key")
+        .arg(&key)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "openssl s_server did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let o = env
+        .enroll_base(&format!("https://localhost:{port}"), "alice")
+        .args(["--pin-env", "TOKENROLL_PIN", "--retries", "0", "--ca-file"])
+        .arg(&cert)
+        .output()
+        .unwrap();
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(o.status.code(), Some(5), "{}", stdout(&o));
+    let m = message(&o);
+    assert!(m.contains("TLS handshake") && m.contains("TLS 1.2"), "{m}");
+}

@@ -134,11 +134,11 @@ pub fn classify(url: &str, timeout: Duration, e: reqwest::Error) -> ApiError {
     let mut src: Option<&dyn std::error::Error> = Some(&e);
     while let Some(s) = src {
         if let Some(tls) = s.downcast_ref::<rustls::Error>() {
-            return ApiError::Tls(tls.to_string());
+            return tls_error(tls);
         }
         if let Some(io) = s.downcast_ref::<std::io::Error>() {
             if let Some(tls) = io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
-                return ApiError::Tls(tls.to_string());
+                return tls_error(tls);
             }
         }
         src = s.source();
@@ -154,9 +154,22 @@ pub fn classify(url: &str, timeout: Duration, e: reqwest::Error) -> ApiError {
     if let Some(at) = reason.find("invalid peer certificate") {
         return ApiError::Tls(reason[at..].to_string());
     }
+    if let Some(at) = reason.find("received fatal alert") {
+        return ApiError::TlsHandshake(reason[at..].to_string());
+    }
     ApiError::Network {
         url: url.to_string(),
         reason,
+    }
+}
+
+/// A certificate problem, or a handshake that found nothing in common (old TLS, old ciphers).
+fn tls_error(e: &rustls::Error) -> ApiError {
+    match e {
+        rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented => {
+            ApiError::Tls(e.to_string())
+        }
+        _ => ApiError::TlsHandshake(e.to_string()),
     }
 }
 

@@ -23,6 +23,8 @@ pub enum ApiError {
     Network { url: String, reason: String },
     #[error("the server's TLS certificate was refused ({0}); if your organisation uses a private CA, pass it with --ca-file")]
     Tls(String),
+    #[error("the TLS handshake with the server failed ({0}); tokenroll needs TLS 1.2 or newer with current ciphers: the server, or a proxy in between, must offer them")]
+    TlsHandshake(String),
     #[error("the server did not answer within {0} s; try again, or raise --timeout")]
     Timeout(u64),
     #[error("the server's answer from {url} was cut off ({reason}); the registration may have gone through: check it in CENTAGATE (or `tokenroll journal`) before trying again")]

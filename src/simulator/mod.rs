@@ -63,6 +63,28 @@ pub struct SimConfig {
     pub bad_tls: Option<tls::BadTls>,
 }
 
+/// The independent PKCS#7 judge on its own (for the fuzzer).
+pub fn judge_pkcs7(der: &[u8]) -> Result<(), String> {
+    judge::judge(der).map(|_| ())
+}
+
+/// One registration body judged by a fresh rule set (for the fuzzer).
+pub fn judge_request(body: &[u8]) {
+    use crate::secret::{AdminSecrets, AuthToken, SecretCode};
+    let secrets = AdminSecrets {
+        auth_token: AuthToken::new("fuzz".into()),
+        secret_code: SecretCode::new("fuzz".into()),
+    };
+    let users = Users {
+        user: vec![User {
+            name: "alice".into(),
+            state: UserState::Active,
+        }],
+    };
+    let mut rules = Rules::new("helpdesk".into(), secrets, users);
+    let _ = rules.judge("helpdesk", "application/json", body);
+}
+
 /// A running simulator: its address and the PEM of its self-signed certificate.
 pub struct Running {
     pub addr: SocketAddr,

@@ -1,0 +1,3 @@
+#![no_main]
+// See tokenroll::fuzzing::sim_json.
+libfuzzer_sys::fuzz_target!(|data: &[u8]| tokenroll::fuzzing::sim_json(data));
