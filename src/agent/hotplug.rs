@@ -18,7 +18,7 @@ use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// Which source wakes the watcher now; for the log and the tests.
+/// Which source wakes the watcher now; the log names it (and the tests look for that).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Source {
     TokenDirectory,
@@ -116,10 +116,6 @@ impl Wake {
             confirmed: false,
             stopper,
         }
-    }
-
-    pub fn source(&self) -> Source {
-        self.source
     }
 
     /// Chooses the source for a newly loaded `module`. For SoftHSM2 `token_dir` is its token
