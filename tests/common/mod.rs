@@ -564,3 +564,31 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// The test admin's cenToken, itself a secret.
+pub fn cen_token() -> String {
+    let secrets = tokenroll::secret::AdminSecrets {
+        auth_token: tokenroll::secret::AuthToken::new(AUTH_TOKEN.into()),
+        secret_code: tokenroll::secret::SecretCode::new(SECRET_CODE.into()),
+    };
+    tokenroll::api::cen_token(ADMIN, &secrets)
+        .expose()
+        .to_string()
+}
+
+/// Fails if any of `files` holds the PIN, the admin's secrets, the cenToken or one of `extra`.
+pub fn assert_no_secret_in(files: &[PathBuf], extra: &[&str]) {
+    let cen = cen_token();
+    let mut secrets = vec![PIN, AUTH_TOKEN, SECRET_CODE, cen.as_str()];
+    secrets.extend_from_slice(extra);
+    for p in files {
+        let bytes = std::fs::read(p).unwrap();
+        for s in &secrets {
+            assert!(
+                !bytes.windows(s.len()).any(|w| w == s.as_bytes()),
+                "{s:?} in {}",
+                p.display()
+            );
+        }
+    }
+}
