@@ -463,10 +463,12 @@ pub async fn register(
     });
     let registered = answer.code == crate::api::CODE_SUCCESS;
     let message = if answer.code == crate::api::CODE_USER_BOUND && attempts > 1 {
+        // The usual advice (unbind first) would be wrong here: the binding is most likely ours.
         format!(
-            "{} — probably registered by the earlier attempt, whose answer was lost to a transport \
-             failure; check the user's token in CENTAGATE before doing anything else",
-            answer.explain()
+            "{} (code {}) — probably registered by the earlier attempt, whose answer was lost to \
+             a transport failure: check in CENTAGATE that this token is the one bound to {}; do \
+             not unbind it or enroll again before that",
+            answer.message, answer.code, reg.user
         )
     } else {
         answer.explain()
