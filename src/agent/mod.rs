@@ -498,10 +498,20 @@ fn enroll_token(
         Ok(c) => c,
         Err(e) => return failed(e.to_string()),
     };
-    let mut on = |step: Step| {
-        if let Step::Signed { .. } = step {
+    let mut on = |step: Step| match step {
+        Step::Signed { .. } => {
             let _ = events.send(Event::Signed { key: key.clone() });
         }
+        Step::Retrying { after, reason } => {
+            tracing::warn!(token = %key.label, %reason, retry_in = ?after, "no answer; retrying with the same signature");
+        }
+        Step::ClockSkew { offset_ms } => {
+            tracing::warn!(
+                offset_ms,
+                "this computer's clock is off; the timestamp follows the server's clock"
+            );
+        }
+        _ => {}
     };
     let der = match enroll::sign_challenge(
         &mut side,
