@@ -3,8 +3,9 @@
 # (tests/vcard: private pcscd + vpcd + software OpenPGP card), measured, not asserted: from the
 # moment the card connects to the reader to the agent's state change, median of $INSERTS
 # (default 10), once through OpenSC directly (blocking C_WaitForSlotEvent) and once through the
-# p11-kit proxy (PC/SC reader changes). Target: median insert latency at most 0.5 s. Then the
-# agent's idle CPU over $IDLE seconds (default 30) with the card out, waiting on that event source.
+# p11-kit proxy (PC/SC reader changes). Target: median insert latency at most 0.5 s. Then, with the
+# card out and the agent waiting on that event source, its idle CPU over $IDLE seconds (default
+# 60; target at most 0.1 % of a core) and its RSS at the end (target at most 15 MB).
 # Needs what the tests need (packaging/deps.sh) and root or user namespaces for pcscd.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,7 +15,7 @@ vcard=$PWD/tests/vcard/vcard.sh
 work=$(mktemp -d)
 trap '"$vcard" down "$work/card" >/dev/null 2>&1 || true; kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 inserts=${INSERTS:-10}
-idle=${IDLE:-30}
+idle=${IDLE:-60}
 opensc=$(ls /usr/lib/*/opensc-pkcs11.so | head -n1)
 proxy=$(ls /usr/lib/*/p11-kit-proxy.so | head -n1)
 
@@ -53,10 +54,12 @@ measure() { # NAME MODULE
   read -r _ _ _ _ _ _ _ _ _ _ _ _ _ u0 s0 _ </proc/$pid/stat
   sleep "$idle"
   read -r _ _ _ _ _ _ _ _ _ _ _ _ _ u1 s1 _ </proc/$pid/stat
-  printf '%-32s insert median %s s (max %s), removal median %s s, over %d insertions (%s); idle CPU %s%% of a core over %d s\n' \
+  local rss
+  rss=$(awk '/VmRSS/ {printf "%.1f", $2/1024}' /proc/$pid/status)
+  printf '%-32s insert median %s s (max %s), removal median %s s, over %d insertions (%s); idle CPU %s%% of a core over %d s, then RSS %s MB\n' \
     "$name" "$(median <"$work/in")" "$(sort -n "$work/in" | tail -n1 | xargs printf "%.3f")" "$(median <"$work/out")" \
     "$inserts" "${source:-no event source}" \
-    "$(awk -v d=$(((u1 + s1) - (u0 + s0))) -v hz="$(getconf CLK_TCK)" -v t="$idle" 'BEGIN {printf "%.3f", 100*d/hz/t}')" "$idle"
+    "$(awk -v d=$(((u1 + s1) - (u0 + s0))) -v hz="$(getconf CLK_TCK)" -v t="$idle" 'BEGIN {printf "%.3f", 100*d/hz/t}')" "$idle" "$rss"
   kill "$pid"; wait "$pid" 2>/dev/null || true
 }
 
