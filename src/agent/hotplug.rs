@@ -5,8 +5,8 @@
 //!   (`SCardGetStatusChange`), the readers the proxied smart-card modules sit on;
 //! - otherwise, polling at the configured interval.
 //!
-//! Every event source also has a slow safety-net timeout, so a missed event costs seconds, not
-//! forever. Owns: the threads and their shutdown. Does not own: what a wake-up leads to (the
+//! Every event source also has a slow safety-net timeout (a minute), so a missed event is not
+//! missed forever. Owns: the threads and their shutdown. Does not own: what a wake-up leads to (the
 //! watcher lists the tokens again) or the module itself (`token::Module`).
 
 use crate::token::Module;
@@ -103,7 +103,9 @@ pub struct Wake {
 }
 
 impl Wake {
-    const SAFETY_NET: Duration = Duration::from_secs(10);
+    /// Every source is trusted to wake the watcher; this only bounds the cost of a missed event.
+    /// A listing through the p11-kit proxy costs tens of milliseconds of CPU, so it is rare.
+    const SAFETY_NET: Duration = Duration::from_secs(60);
     /// Coalesces a burst (a new SoftHSM2 token is several files; a card insertion is several
     /// slot events) into one listing.
     const SETTLE: Duration = Duration::from_millis(50);
