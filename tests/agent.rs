@@ -202,3 +202,26 @@ fn no_secret_in_anything_the_agent_writes() {
     );
     assert_no_secret_in(&files, &["999999"]);
 }
+
+/// Through the p11-kit proxy (Debian's default module) a SoftHSM2 token created by another
+/// process is seen too: the proxy is reloaded when SoftHSM2's token directory changes.
+#[test]
+fn through_the_p11_kit_proxy_a_softhsm_token_created_later_is_enrolled() {
+    let mut env = TestEnv::new();
+    let sim = env.simulator(&[]);
+    pins(&env, &[PIN]);
+    let agent = start_agent_with(&env, &sim, &["--user", "bob"], |c| {
+        c.env("TOKENROLL_MODULE", p11_kit_proxy());
+    });
+    wait_for(&agent, "the agent to start", || {
+        agent.log().contains("agent starting")
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    env.provision("kim", true, "p256", "01", "CN=kim", &[]);
+    wait_for(&agent, "kim's registration", || {
+        sim.records()
+            .iter()
+            .any(|r| r["answer_code"] == 0 && r["signer_subject"] == "CN=kim")
+    });
+    assert!(agent.stop().success());
+}

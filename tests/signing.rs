@@ -211,3 +211,39 @@ fn bad_arguments_still_give_one_json_object() {
         .unwrap()
         .contains("unknown algorithm"));
 }
+
+/// A CKA_ALWAYS_AUTHENTICATE key through the p11-kit proxy: the proxy gives each caller of
+/// C_GetFunctionList its own instance, so the one raw C_Sign cannot reach the session; tokenroll
+/// says so and how to go round it (exit 3) instead of a bare CKR code.
+#[test]
+fn an_always_authenticate_key_through_the_proxy_says_to_name_the_module() {
+    let env = TestEnv::new();
+    env.provision(
+        "aa",
+        true,
+        "p256",
+        "01",
+        "CN=aa",
+        &["--always-authenticate"],
+    );
+    let o = env
+        .cmd()
+        .args([
+            "sign",
+            "--pin-env",
+            "TOKENROLL_PIN",
+            "--challenge",
+            "x",
+            "--json",
+            "--module",
+        ])
+        .arg(p11_kit_proxy())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(3), "{}", stdout(&o));
+    let m = json(&o)["message"].as_str().unwrap().to_string();
+    assert!(
+        m.contains("CKA_ALWAYS_AUTHENTICATE") && m.contains("--module"),
+        "{m}"
+    );
+}

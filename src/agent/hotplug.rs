@@ -1,5 +1,6 @@
 //! What wakes the token watcher, the most event-driven way each module allows:
-//! - SoftHSM2: inotify on its token directory (the only way its set of tokens changes);
+//! - SoftHSM2, directly or behind the p11-kit proxy: inotify on its token directory (the only way
+//!   its set of tokens changes);
 //! - a module that implements a blocking `C_WaitForSlotEvent` (OpenSC): a thread blocked in it;
 //! - one that does not (the p11-kit proxy): PC/SC reader and card changes from pcscd
 //!   (`SCardGetStatusChange`), the readers the proxied smart-card modules sit on;
@@ -14,17 +15,17 @@ use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Which source wakes the watcher now; the log names it (and the tests look for that).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
 pub enum Source {
-    TokenDirectory,
-    SlotEvents,
-    PcscChanges,
-    Polling,
+    TokenDirectory = 0,
+    SlotEvents = 1,
+    PcscChanges = 2,
+    Polling = 3,
 }
 
 /// Ends the watcher and its event threads: C_Finalize ends a blocked `C_WaitForSlotEvent`
@@ -72,30 +73,54 @@ impl Stopper {
     }
 }
 
-/// Waits until `fd` is readable or the stopper's pipe is, at most `timeout`. True: `fd` is ready.
-fn poll_or_stop(fd: Option<std::os::fd::RawFd>, stopper: &Stopper, timeout: Duration) -> bool {
-    let mut fds = vec![libc::pollfd {
-        fd: stopper.fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    }];
-    if let Some(fd) = fd {
-        fds.push(libc::pollfd {
+/// Waits until one of `fds` or the stopper's pipe is readable, at most `timeout`. Returns which
+/// of `fds` are ready.
+fn poll_or_stop(fds: &[std::os::fd::RawFd], stopper: &Stopper, timeout: Duration) -> Vec<bool> {
+    let mut all: Vec<libc::pollfd> = std::iter::once(stopper.fd())
+        .chain(fds.iter().copied())
+        .map(|fd| libc::pollfd {
             fd,
             events: libc::POLLIN,
             revents: 0,
-        });
-    }
+        })
+        .collect();
     let ms = timeout.as_millis().min(libc::c_int::MAX as u128) as libc::c_int;
-    // SAFETY: `fds` holds valid descriptors owned by the stopper and the caller for the call.
-    let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
-    ready > 0 && fds.get(1).is_some_and(|p| p.revents & libc::POLLIN != 0)
+    // SAFETY: `all` holds valid descriptors owned by the stopper and the caller for the call.
+    let ready = unsafe { libc::poll(all.as_mut_ptr(), all.len() as libc::nfds_t, ms) };
+    all[1..]
+        .iter()
+        .map(|p| ready > 0 && p.revents & (libc::POLLIN | libc::POLLHUP) != 0)
+        .collect()
+}
+
+/// The event thread's end of a socket pair: one byte per wake-up, naming its source.
+struct EventTx(UnixStream);
+
+impl EventTx {
+    /// False when the watcher is gone.
+    fn send(&self, source: Source) -> bool {
+        (&self.0).write_all(&[source as u8]).is_ok()
+    }
+}
+
+impl Source {
+    fn from_byte(b: u8) -> Source {
+        [
+            Source::TokenDirectory,
+            Source::SlotEvents,
+            Source::PcscChanges,
+            Source::Polling,
+        ]
+        .into_iter()
+        .find(|s| *s as u8 == b)
+        .unwrap_or(Source::Polling)
+    }
 }
 
 pub struct Wake {
     inotify: Option<inotify::Inotify>,
-    /// Signals from the event thread; closed when it gave up (then: polling).
-    events: Option<Receiver<Source>>,
+    /// The event thread's signals; `None` when there is no thread or it gave up.
+    events: Option<UnixStream>,
     source: Source,
     /// An event from `source` arrived (the module's wait really blocks and wakes).
     confirmed: bool,
@@ -120,64 +145,129 @@ impl Wake {
         }
     }
 
-    /// Chooses the source for a newly loaded `module`. For SoftHSM2 `token_dir` is its token
-    /// directory; for any other module an event thread is started.
+    /// Chooses the sources for a newly loaded `module`. `token_dir` is SoftHSM2's token directory
+    /// when the module is SoftHSM2 or a p11-kit proxy that holds it (inotify then wakes the
+    /// watcher). Any module but SoftHSM2 itself also gets an event thread (slot events, else
+    /// PC/SC), started once: it outlives reloads of the proxy, which it does not hold.
     pub fn arm(&mut self, module: &Arc<Module>, token_dir: Option<&Path>) {
         if token_dir.is_some() {
             self.source = Source::TokenDirectory;
+        }
+        let softhsm_itself = module.path().to_string_lossy().contains("softhsm");
+        if softhsm_itself || self.events.is_some() {
             return;
         }
-        let (tx, rx) = channel();
+        let pair = UnixStream::pair().and_then(|(r, w)| {
+            r.set_nonblocking(true)?;
+            Ok((r, w))
+        });
+        let (rx, tx) = match pair {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot set up slot events: polling");
+                return;
+            }
+        };
         *self.stopper.module.lock().expect("stopper") = Some(module.clone());
         let module = module.clone();
         let stopper = self.stopper.clone();
         let spawned = std::thread::Builder::new()
             .name("slot-events".into())
-            .spawn(move || slot_events(module, stopper, tx));
+            .spawn(move || slot_events(module, stopper, EventTx(tx)));
         match spawned {
             Ok(_) => {
                 self.events = Some(rx);
                 self.confirmed = false;
-                // The thread says which source it settled on with its first message.
-                self.source = Source::SlotEvents;
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot start the slot-event thread: polling");
-                self.source = Source::Polling;
-            }
+            Err(e) => tracing::warn!(error = %e, "cannot start the slot-event thread: polling"),
         }
     }
 
     /// Waits for the next reason to list the tokens again.
     pub fn wait(&mut self, interval: Duration, token_dir: Option<&Path>) {
         if let Some(dir) = token_dir {
-            return self.wait_dir(interval, dir);
+            if self.inotify.is_none() {
+                match inotify::Inotify::init() {
+                    Ok(ino) => self.inotify = Some(ino),
+                    Err(e) => tracing::debug!(error = %e, "no inotify for the token directory"),
+                }
+            }
+            if let Some(ino) = self.inotify.as_mut() {
+                Self::watch_all(ino, dir);
+            }
         }
-        let Some(rx) = &self.events else {
-            poll_or_stop(None, &self.stopper, interval);
+        let ino_fd = token_dir.and(self.inotify.as_ref()).map(|i| i.as_raw_fd());
+        let ev_fd = self.events.as_ref().map(|e| e.as_raw_fd());
+        let fds: Vec<_> = ino_fd.into_iter().chain(ev_fd).collect();
+        let timeout = if fds.is_empty() {
+            interval
+        } else {
+            Self::SAFETY_NET
+        };
+        let ready = poll_or_stop(&fds, &self.stopper, timeout);
+        let (ino_ready, ev_ready) = match (ino_fd, ev_fd) {
+            (Some(_), Some(_)) => (ready[0], ready[1]),
+            (Some(_), None) => (ready[0], false),
+            (None, Some(_)) => (false, ready[0]),
+            (None, None) => (false, false),
+        };
+        if ino_ready || ev_ready {
+            std::thread::sleep(Self::SETTLE.min(interval));
+        }
+        if ino_ready {
+            if let Some(ino) = self.inotify.as_mut() {
+                let mut buf = [0u8; 4096];
+                while ino
+                    .read_events(&mut buf)
+                    .is_ok_and(|mut events| events.next().is_some())
+                {}
+            }
+        }
+        if ev_ready {
+            self.take_events(interval, token_dir.is_some());
+        }
+    }
+
+    /// Reads what the event thread sent; its end (or a "poll" message) falls back to polling.
+    fn take_events(&mut self, interval: Duration, has_dir: bool) {
+        let Some(rx) = self.events.as_mut() else {
             return;
         };
-        match rx.recv_timeout(Self::SAFETY_NET) {
-            Ok(Source::Polling) | Err(RecvTimeoutError::Disconnected) if self.stopper.stopped() => {
-                self.events = None;
+        let mut buf = [0u8; 64];
+        let mut ended = false;
+        let mut last = None;
+        loop {
+            match std::io::Read::read(rx, &mut buf) {
+                Ok(0) => {
+                    ended = true;
+                    break;
+                }
+                Ok(n) => {
+                    for b in &buf[..n] {
+                        match Source::from_byte(*b) {
+                            Source::Polling => ended = true,
+                            s => last = Some(s),
+                        }
+                    }
+                }
+                Err(_) => break, // WouldBlock: all read
             }
-            Ok(Source::Polling) | Err(RecvTimeoutError::Disconnected) => {
+        }
+        if let Some(source) = last {
+            if !std::mem::replace(&mut self.confirmed, true) || source != self.source {
+                tracing::info!(?source, "hot-plug: event-driven");
+                self.source = source;
+            }
+        }
+        if ended {
+            self.events = None;
+            if !self.stopper.stopped() && !has_dir {
                 tracing::info!(
                     "hot-plug: the module passes no events and PC/SC is not available; polling every {} ms",
                     interval.as_millis()
                 );
-                self.events = None;
                 self.source = Source::Polling;
             }
-            Ok(source) => {
-                if !std::mem::replace(&mut self.confirmed, true) || source != self.source {
-                    tracing::info!(?source, "hot-plug: event-driven");
-                    self.source = source;
-                }
-                std::thread::sleep(Self::SETTLE);
-                while rx.try_recv().is_ok() {}
-            }
-            Err(RecvTimeoutError::Timeout) => {}
         }
     }
 
@@ -196,39 +286,15 @@ impl Wake {
             }
         }
     }
-
-    fn wait_dir(&mut self, interval: Duration, dir: &Path) {
-        if self.inotify.is_none() {
-            match inotify::Inotify::init() {
-                Ok(ino) => self.inotify = Some(ino),
-                Err(e) => {
-                    tracing::debug!(error = %e, "no inotify: polling the token directory");
-                    poll_or_stop(None, &self.stopper, interval);
-                    return;
-                }
-            }
-        }
-        let ino = self.inotify.as_mut().expect("set above");
-        Self::watch_all(ino, dir);
-        let ready = poll_or_stop(Some(ino.as_raw_fd()), &self.stopper, Self::SAFETY_NET);
-        if ready {
-            std::thread::sleep(Self::SETTLE.min(interval));
-            let mut buf = [0u8; 4096];
-            while ino
-                .read_events(&mut buf)
-                .is_ok_and(|mut events| events.next().is_some())
-            {}
-        }
-    }
 }
 
 /// The event thread: a blocking `C_WaitForSlotEvent` loop; if the module cannot wait, PC/SC
 /// changes; if neither works, it says "poll" and ends.
-fn slot_events(module: Arc<Module>, stopper: Stopper, tx: Sender<Source>) {
+fn slot_events(module: Arc<Module>, stopper: Stopper, tx: EventTx) {
     loop {
         match module.wait_for_slot_event() {
             Ok(Some(_slot)) => {
-                if tx.send(Source::SlotEvents).is_err() {
+                if !tx.send(Source::SlotEvents) {
                     return;
                 }
             }
@@ -236,26 +302,23 @@ fn slot_events(module: Arc<Module>, stopper: Stopper, tx: Sender<Source>) {
             Err(e) => {
                 // Finalized by the stopper, or the module failed: either way, stop here.
                 tracing::debug!(error = %e, "slot-event wait ended");
-                let _ = tx.send(Source::Polling);
+                tx.send(Source::Polling);
                 return;
             }
         }
     }
-    // Nothing to interrupt in the module now; finalizing it at exit is the process's business.
+    // Nothing to interrupt in the module now (and the watcher may reload it).
     drop(module);
     stopper.module.lock().expect("stopper").take();
     tracing::debug!("the module cannot wait for slot events: watching PC/SC instead");
     if let Err(e) = pcsc_changes(&stopper.pcsc, &tx) {
         tracing::debug!(error = %e, "PC/SC watch ended");
     }
-    let _ = tx.send(Source::Polling);
+    tx.send(Source::Polling);
 }
 
 /// Sends a signal whenever a reader comes or goes or a card is inserted or removed in one.
-fn pcsc_changes(
-    slot: &Mutex<Option<pcsc::Context>>,
-    tx: &Sender<Source>,
-) -> Result<(), pcsc::Error> {
+fn pcsc_changes(slot: &Mutex<Option<pcsc::Context>>, tx: &EventTx) -> Result<(), pcsc::Error> {
     let ctx = pcsc::Context::establish(pcsc::Scope::User)?;
     *slot.lock().expect("stopper") = Some(ctx.clone());
     // The first round only learns the current state; every later one is a change.
@@ -279,7 +342,7 @@ fn pcsc_changes(
                 pcsc::Error::Timeout => Ok(()),
                 e => Err(e),
             })?;
-        if !first && tx.send(Source::PcscChanges).is_err() {
+        if !first && !tx.send(Source::PcscChanges) {
             return Ok(());
         }
         first = false;
@@ -300,7 +363,7 @@ fn pcsc_changes(
             if readers_changed {
                 break; // list the readers again, then report
             }
-            if tx.send(Source::PcscChanges).is_err() {
+            if !tx.send(Source::PcscChanges) {
                 return Ok(());
             }
         }

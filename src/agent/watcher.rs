@@ -45,9 +45,10 @@ pub enum Change {
 /// The module currently in use, shared with the enrollment worker.
 pub type SharedModule = Arc<Mutex<Option<Arc<Module>>>>;
 
-/// The token directory of SoftHSM2 as its configuration names it, if `module` is SoftHSM2.
+/// The token directory of SoftHSM2 as its configuration names it, if `module` is SoftHSM2 or a
+/// p11-kit proxy that loads it.
 pub fn softhsm_token_dir(module: &Path) -> Option<PathBuf> {
-    if !module.to_string_lossy().contains("softhsm") {
+    if !module.to_string_lossy().contains("softhsm") && !proxies_softhsm(module) {
         return None;
     }
     let conf = std::env::var_os("SOFTHSM2_CONF")
@@ -58,6 +59,32 @@ pub fn softhsm_token_dir(module: &Path) -> Option<PathBuf> {
         .filter_map(|l| l.split_once('='))
         .find(|(k, _)| k.trim() == "directories.tokendir")
         .map(|(_, v)| PathBuf::from(v.trim()))
+}
+
+/// Whether `module` is the p11-kit proxy and p11-kit registers SoftHSM2 (system or user config).
+fn proxies_softhsm(module: &Path) -> bool {
+    let is_proxy = module
+        .file_name()
+        .is_some_and(|n| n.to_string_lossy().starts_with("p11-kit-proxy"));
+    if !is_proxy {
+        return false;
+    }
+    let user = std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
+        .map(|c| c.join("pkcs11/modules"));
+    ["/usr/share/p11-kit/modules", "/etc/pkcs11/modules"]
+        .into_iter()
+        .map(PathBuf::from)
+        .chain(user)
+        .flat_map(|d| std::fs::read_dir(d).into_iter().flatten().flatten())
+        .filter(|e| e.path().extension().is_some_and(|x| x == "module"))
+        .any(|e| {
+            std::fs::read_to_string(e.path()).is_ok_and(|t| {
+                t.lines()
+                    .any(|l| l.trim_start().starts_with("module:") && l.contains("softhsm"))
+            })
+        })
 }
 
 fn dir_listing(dir: &Path) -> BTreeSet<String> {
@@ -263,7 +290,11 @@ impl Watcher {
             if fresh != *listing && Arc::strong_count(m) == 1 {
                 tracing::debug!(dir = %dir.display(), "SoftHSM2 token directory changed: reloading the module");
                 *listing = fresh;
-                *slot = None; // drop first: C_Finalize before the next C_Initialize
+                // C_Finalize before the next C_Initialize: dropping alone does not finalize, and a
+                // library that stays loaded (the p11-kit proxy) would keep its old view.
+                if let Some(old) = slot.take().and_then(|m| Arc::try_unwrap(m).ok()) {
+                    old.close();
+                }
             }
         }
         let reloaded = slot.is_none();

@@ -58,6 +58,8 @@ pub enum TokenError {
     PinSource(String),
     #[error("the token was removed; insert it again and retry")]
     TokenRemoved,
+    #[error("this key wants its PIN again for every signature (CKA_ALWAYS_AUTHENTICATE), which tokenroll cannot do through the p11-kit proxy; name the token's own module with --module (for example opensc-pkcs11.so)")]
+    AlwaysAuthenticateThroughProxy,
     #[error("the token logged the session out (smart cards do after each signature, or when another program used them); retry, and enter the PIN again")]
     LoggedOut,
     #[error("the token has no user PIN yet; set one with the token's own tool (for example pkcs11-tool --init-pin), then retry")]
@@ -748,6 +750,14 @@ impl Module {
         }
     }
 
+    /// C_Finalize through cryptoki's own instance of the module, for a module nobody else holds:
+    /// before loading it again (a library that stays loaded keeps its old view otherwise).
+    pub fn close(self) {
+        if let Err(e) = self.ctx.finalize() {
+            tracing::debug!(error = %e, "C_Finalize");
+        }
+    }
+
     /// C_Finalize now, from any thread: the one way to end a blocked `wait_for_slot_event`
     /// (PKCS#11 2.40 §5.4). Every later call on this module fails; load it again to go on.
     pub fn finalize(&self) {
@@ -933,7 +943,14 @@ impl TokenSession<'_> {
         self.module
             .raw
             .sign(self.session.handle(), input)
-            .map_err(|e| map_ck("signing", e))
+            .map_err(|e| match e {
+                // The p11-kit proxy gives every C_GetFunctionList caller its own instance, so
+                // this one call cannot reach cryptoki's sessions through it.
+                CkError::Pkcs11(RvError::CryptokiNotInitialized, _) => {
+                    TokenError::AlwaysAuthenticateThroughProxy
+                }
+                e => map_ck("signing", e),
+            })
     }
 }
 
