@@ -42,6 +42,12 @@ fn san(cert: &Certificate) -> Vec<GeneralName> {
         .unwrap_or_default()
 }
 
+/// A certificate's identity for the registry, the journal and reports: SHA-256 of its DER, hex.
+pub fn fingerprint(der: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(der))
+}
+
 pub fn common_name(cert: &Certificate) -> Option<String> {
     subject_attr(cert, const_oid::db::rfc4519::CN)
 }

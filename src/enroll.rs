@@ -11,7 +11,6 @@ use crate::secret::{AdminSecrets, Pin};
 use crate::token::{KeyKind, TokenError};
 use base64::Engine;
 use serde::Serialize;
-use sha2::Digest;
 use std::time::{SystemTime, UNIX_EPOCH};
 use x509_cert::Certificate;
 
@@ -50,7 +49,7 @@ impl PairSummary {
             subject: tbs.subject.to_string(),
             issuer: tbs.issuer.to_string(),
             serial: hex::encode(tbs.serial_number.as_bytes()),
-            sha256: hex::encode(sha2::Sha256::digest(&self.cert_der)),
+            sha256: crate::certinfo::fingerprint(&self.cert_der),
         }
     }
 }

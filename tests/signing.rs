@@ -226,20 +226,17 @@ fn an_always_authenticate_key_through_the_proxy_says_to_name_the_module() {
         "CN=aa",
         &["--always-authenticate"],
     );
-    let o = env
-        .cmd()
-        .args([
-            "sign",
-            "--pin-env",
-            "TOKENROLL_PIN",
-            "--challenge",
-            "x",
-            "--json",
-            "--module",
-        ])
-        .arg(p11_kit_proxy())
-        .output()
-        .unwrap();
+    let proxy = p11_kit_proxy();
+    let o = env.run(&[
+        "sign",
+        "--pin-env",
+        "TOKENROLL_PIN",
+        "--challenge",
+        "x",
+        "--json",
+        "--module",
+        proxy.to_str().unwrap(),
+    ]);
     assert_eq!(o.status.code(), Some(3), "{}", stdout(&o));
     let m = json(&o)["message"].as_str().unwrap().to_string();
     assert!(

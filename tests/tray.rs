@@ -103,6 +103,18 @@ fn start_agent(env: &TestEnv, sim: &Sim, bus: &Bus) -> Child {
         .unwrap()
 }
 
+/// The whole menu, as `com.canonical.dbusmenu.GetLayout` returns it.
+fn layout(bus: &Bus, item: &str) -> String {
+    bus.send(&[
+        &format!("--dest={item}"),
+        "/MenuBar",
+        "com.canonical.dbusmenu.GetLayout",
+        "int32:0",
+        "int32:-1",
+        "array:string:",
+    ])
+}
+
 fn click(bus: &Bus, item: &str, id: i32) {
     bus.send(&[
         &format!("--dest={item}"),
@@ -127,16 +139,7 @@ fn choose_certificate_when_a_token_holds_several() {
     let state = env.path("state");
     let log = || std::fs::read_to_string(state.join("tokenroll/agent.log")).unwrap_or_default();
     let item = format!("org.kde.StatusNotifierItem-{}-1", agent.id());
-    let layout = || {
-        bus.send(&[
-            &format!("--dest={item}"),
-            "/MenuBar",
-            "com.canonical.dbusmenu.GetLayout",
-            "int32:0",
-            "int32:-1",
-            "array:string:",
-        ])
-    };
+    let layout = || layout(&bus, &item);
     wait_for("the choices", log, || layout().contains("dave: CN=Dave EC"));
     let items = menu_items(&layout());
     let plain = items
@@ -187,16 +190,7 @@ fn tray_menu_enrolls_and_notifies() {
     let mut agent = start_agent(&env, &sim, &bus);
     let log = || std::fs::read_to_string(state.join("tokenroll/agent.log")).unwrap_or_default();
     let item = format!("org.kde.StatusNotifierItem-{}-1", agent.id());
-    let layout = || {
-        bus.send(&[
-            &format!("--dest={item}"),
-            "/MenuBar",
-            "com.canonical.dbusmenu.GetLayout",
-            "int32:0",
-            "int32:-1",
-            "array:string:",
-        ])
-    };
+    let layout = || layout(&bus, &item);
 
     // Published under the name the spec gives, with its menu at /MenuBar.
     wait_for("the tray item", log, || {

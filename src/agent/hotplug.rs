@@ -153,7 +153,7 @@ impl Wake {
         if token_dir.is_some() {
             self.source = Source::TokenDirectory;
         }
-        let softhsm_itself = module.path().to_string_lossy().contains("softhsm");
+        let softhsm_itself = super::watcher::is_softhsm(module.path());
         if softhsm_itself || self.events.is_some() {
             return;
         }

@@ -45,10 +45,15 @@ pub enum Change {
 /// The module currently in use, shared with the enrollment worker.
 pub type SharedModule = Arc<Mutex<Option<Arc<Module>>>>;
 
+/// Whether `module` is SoftHSM2 itself.
+pub fn is_softhsm(module: &Path) -> bool {
+    module.to_string_lossy().contains("softhsm")
+}
+
 /// The token directory of SoftHSM2 as its configuration names it, if `module` is SoftHSM2 or a
 /// p11-kit proxy that loads it.
 pub fn softhsm_token_dir(module: &Path) -> Option<PathBuf> {
-    if !module.to_string_lossy().contains("softhsm") && !proxies_softhsm(module) {
+    if !is_softhsm(module) && !proxies_softhsm(module) {
         return None;
     }
     let conf = std::env::var_os("SOFTHSM2_CONF")
@@ -121,10 +126,7 @@ fn dir_listing(dir: &Path) -> BTreeSet<String> {
 pub fn cards(tokens: Vec<TokenDesc>) -> Vec<Vec<TokenDesc>> {
     let mut out: Vec<Vec<TokenDesc>> = Vec::new();
     for t in tokens {
-        let same = |c: &Vec<TokenDesc>| {
-            c[0].serial == t.serial && c[0].manufacturer == t.manufacturer && c[0].model == t.model
-        };
-        match out.iter_mut().find(|c| same(c)) {
+        match out.iter_mut().find(|c| c[0].same_card(&t)) {
             Some(card) => card.push(t),
             None => out.push(vec![t]),
         }
@@ -183,10 +185,7 @@ fn snapshot(
         let pairs = crate::token::merge_card_copies(pairs);
         let certificates = pairs
             .iter()
-            .map(|p| {
-                use sha2::Digest;
-                hex::encode(sha2::Sha256::digest(&p.cert_der))
-            })
+            .map(|p| crate::certinfo::fingerprint(&p.cert_der))
             .collect();
         let usable = pairs
             .iter()

@@ -210,6 +210,14 @@ pub struct TokenDesc {
 }
 
 impl TokenDesc {
+    /// Whether `other` is another token of the same card (OpenSC shows an OpenPGP card as two
+    /// tokens with one serial).
+    pub fn same_card(&self, other: &TokenDesc) -> bool {
+        self.serial == other.serial
+            && self.manufacturer == other.manufacturer
+            && self.model == other.model
+    }
+
     pub fn display_name(&self) -> String {
         format!("'{}' (serial {})", self.label, self.serial)
     }
@@ -491,12 +499,9 @@ fn public_key_signs_only(session: &Session, id: &[u8]) -> bool {
 pub fn merge_card_copies(pairs: Vec<SigningPair>) -> Vec<SigningPair> {
     let mut out: Vec<SigningPair> = Vec::with_capacity(pairs.len());
     for p in pairs {
-        let same = out.iter().position(|q| {
-            q.cert_der == p.cert_der
-                && q.token.serial == p.token.serial
-                && q.token.manufacturer == p.token.manufacturer
-                && q.token.model == p.token.model
-        });
+        let same = out
+            .iter()
+            .position(|q| q.cert_der == p.cert_der && q.token.same_card(&p.token));
         match same {
             Some(i) if p.signature_key && !out[i].signature_key => out[i] = p,
             Some(_) => {}
