@@ -3,7 +3,7 @@
 //!
 //! Owns: the agent's process concerns. Does not own: the agent's logic (see `agent`).
 
-use crate::agent::{self, state::EnrollOnInsert, AgentConfig, UserFrom};
+use crate::agent::{self, state::EnrollOnInsert, AgentConfig};
 use crate::cli::AgentArgs;
 use crate::config::{RawConfig, RegisterOptions, SignOptions};
 use crate::ui::tray::Command;
@@ -11,7 +11,6 @@ use std::time::Duration;
 
 fn resolve(args: &AgentArgs) -> Result<(AgentConfig, Option<String>, bool), String> {
     let flags = args.server.over(RawConfig {
-        user_from: args.user_from.clone(),
         pinentry: args.pinentry.clone(),
         enroll_on_insert: args.enroll_on_insert.clone(),
         headless: args.headless.then_some(true),
@@ -21,12 +20,8 @@ fn resolve(args: &AgentArgs) -> Result<(AgentConfig, Option<String>, bool), Stri
     let raw =
         crate::config::resolve(flags, args.source.config.as_deref()).map_err(|e| e.to_string())?;
     let sign = SignOptions::from_raw(&raw).map_err(|e| e.to_string())?;
-    let user = match (&raw.user, &raw.user_from) {
-        (Some(u), _) => UserFrom::Fixed(u.clone()),
-        (None, Some(f)) => UserFrom::parse(f)?,
-        (None, None) => UserFrom::Login,
-    };
-    let register = RegisterOptions::without_user(&raw, String::new()).map_err(|e| e.to_string())?;
+    let register =
+        RegisterOptions::from_raw(&raw, crate::config::Face::Agent).map_err(|e| e.to_string())?;
     let headless = raw.headless.unwrap_or(false);
     let policy = match &raw.enroll_on_insert {
         Some(p) => p.parse()?,
@@ -40,7 +35,6 @@ fn resolve(args: &AgentArgs) -> Result<(AgentConfig, Option<String>, bool), Stri
         challenge: sign.challenge,
         http: sign.http,
         register,
-        user,
         policy,
         poll: Duration::from_millis(raw.poll_ms.unwrap_or(500).max(50)),
         state_dir: agent::registry::state_dir(),
@@ -120,7 +114,7 @@ pub fn run(args: AgentArgs) -> i32 {
             return 1;
         }
     };
-    tracing::info!(policy = ?cfg.policy, user = ?cfg.user, headless, "agent starting");
+    tracing::info!(policy = ?cfg.policy, user = ?cfg.register.user, headless, "agent starting");
     let dialog = Box::new(crate::ui::dialogs::Pinentry { program: pinentry });
     let notifier = crate::ui::dialogs::DesktopNotifier::new();
     let log_path = cfg.state_dir.join("agent.log");

@@ -4,7 +4,7 @@
 
 use crate::config::{RawConfig, RegisterOptions, SignOptions};
 use crate::enroll::{
-    self, EnrollError, PairSummary, Pkcs11Side, Registration, Report, Step, TokenSide,
+    self, EnrollError, Pkcs11Side, Plan, Registration, Report, Request, Step, UserPolicy,
 };
 use crate::ui::pin::CliPin;
 use clap::{Args, Parser, Subcommand};
@@ -108,6 +108,10 @@ pub struct ServerArgs {
     /// The user the token is registered to (for the agent: every token; default see --user-from).
     #[arg(long, env = "TOKENROLL_USER")]
     pub user: Option<String>,
+    /// Without --user: the certificate's cn, email or upn, the login name, or ask (a dialog; agent
+    /// only) [agent's default: login].
+    #[arg(long, env = "TOKENROLL_USER_FROM")]
+    pub user_from: Option<String>,
     /// pending, valid, temp-deactivated, deactivated or 1-4 [default: pending].
     #[arg(long, env = "TOKENROLL_STATUS")]
     pub status: Option<String>,
@@ -147,9 +151,6 @@ pub struct EnrollArgs {
 pub struct AgentArgs {
     #[command(flatten)]
     pub server: ServerArgs,
-    /// Without --user: login (default), the certificate's cn, email or upn, or ask (a dialog).
-    #[arg(long, env = "TOKENROLL_USER_FROM")]
-    pub user_from: Option<String>,
     /// The pinentry program for the PIN dialog [default: pinentry].
     #[arg(long, env = "TOKENROLL_PINENTRY")]
     pub pinentry: Option<String>,
@@ -338,6 +339,7 @@ impl ServerArgs {
             server: self.server.clone(),
             admin: self.admin.clone(),
             user: self.user.clone(),
+            user_from: self.user_from.clone(),
             status: self.status.clone(),
             timestamp_unit: self.timestamp_unit.clone(),
             retries: self.retries,
@@ -355,6 +357,8 @@ pub fn print_step(out: &mut dyn Write, step: &Step) {
         Step::TokenFound { module, token, serial, uri, subject } => format!(
             "module loaded: {module}\ntoken found: '{token}' (serial {serial})\nsigning pair: {uri}\ncertificate: {subject}"
         ),
+        Step::WeakDigest => "warning: SHA-1 is weak; use it only for a server that requires it".into(),
+        Step::UserResolved { user } => format!("registering to user '{user}'"),
         Step::ChallengeReady { source, len } => format!("challenge ready ({source}, {len} bytes)"),
         Step::PinPad => "enter your PIN on the reader's PIN pad".into(),
         Step::PinWarning { final_try: true } => {
@@ -380,7 +384,44 @@ pub fn print_step(out: &mut dyn Write, step: &Step) {
     let _ = writeln!(out, "{line}");
 }
 
-fn emit_report(report: &Report, json: bool) -> i32 {
+/// The stable exit codes of an enrollment or a signing: 0 registered or signed, 1 other failure,
+/// 2 usage/config, 3 token/PIN, 4 refused by CENTAGATE, 5 network/TLS/protocol.
+pub mod exit {
+    use crate::api::ApiError;
+    use crate::enroll::{EnrollError, OutcomeKind, Report};
+    use crate::token::TokenError;
+
+    pub const OK: i32 = 0;
+    pub const FAILURE: i32 = 1;
+    pub const USAGE: i32 = 2;
+    pub const TOKEN: i32 = 3;
+    pub const REFUSED: i32 = 4;
+    pub const NETWORK: i32 = 5;
+
+    pub fn for_error(e: &EnrollError) -> i32 {
+        match e {
+            EnrollError::Usage(_) => USAGE,
+            EnrollError::Token(TokenError::Ambiguous(_)) => USAGE,
+            EnrollError::Token(_) => TOKEN,
+            EnrollError::Api(ApiError::Config(_)) => USAGE,
+            EnrollError::Api(_) => NETWORK,
+            EnrollError::Journal(_) => FAILURE,
+        }
+    }
+
+    /// A report's exit code; `err` is the error of a failed one.
+    pub fn for_report(r: &Report, err: Option<&EnrollError>) -> i32 {
+        match (r.outcome, err) {
+            (OutcomeKind::Registered, _) => OK,
+            (OutcomeKind::Rejected, _) => REFUSED,
+            (OutcomeKind::Failed, Some(e)) => for_error(e),
+            (OutcomeKind::Failed, None) => FAILURE,
+        }
+    }
+}
+
+/// Prints a report (one JSON object with `--json`) and returns its exit code.
+fn emit_report(report: &Report, err: Option<&EnrollError>, json: bool) -> i32 {
     if json {
         println!(
             "{}",
@@ -392,14 +433,18 @@ fn emit_report(report: &Report, json: bool) -> i32 {
             _ => eprintln!("tokenroll: {}", report.message),
         }
     }
-    report.exit_code
+    exit::for_report(report, err)
+}
+
+/// Prints an error that ended a run before it started (no pair, no user).
+fn emit_error(err: EnrollError, algorithm: &str, json: bool) -> i32 {
+    let mut r = enroll::failure_report(&err, None, None, None, crate::digest::DigestAlg::Sha256);
+    r.algorithm = algorithm.to_string();
+    emit_report(&r, Some(&err), json)
 }
 
 fn usage_error(json: bool, message: String, algorithm: &str) -> i32 {
-    let err = EnrollError::Usage(message);
-    let mut r = enroll::failure_report(&err, None, None, crate::digest::DigestAlg::Sha256);
-    r.algorithm = algorithm.to_string();
-    emit_report(&r, json)
+    emit_error(EnrollError::Usage(message), algorithm, json)
 }
 
 /// A command line clap refused. With `--json` among the arguments the one JSON object is still
@@ -428,31 +473,6 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .expect("tokio runtime")
 }
 
-/// An error before signing, with the pair if one was chosen (for the report).
-type EarlyFailure = Box<(EnrollError, Option<PairSummary>)>;
-
-fn select_and_challenge(
-    side: &mut Pkcs11Side,
-    opts: &SignOptions,
-    rt: &tokio::runtime::Runtime,
-    on: &mut dyn FnMut(Step),
-) -> Result<(PairSummary, String), EarlyFailure> {
-    let pair = side.select().map_err(|e| Box::new((e.into(), None)))?;
-    on(pair.found_step());
-    if opts.algorithm.is_weak() {
-        tracing::warn!("SHA-1 is weak; use it only for servers that require it");
-        eprintln!("warning: SHA-1 is weak; use it only for a server that requires it");
-    }
-    let challenge = rt
-        .block_on(crate::challenge::obtain(&opts.challenge, &opts.http))
-        .map_err(|e| Box::new((e.into(), Some(pair.clone()))))?;
-    on(Step::ChallengeReady {
-        source: opts.challenge.describe(),
-        len: challenge.len(),
-    });
-    Ok((pair, challenge))
-}
-
 pub fn enroll_cmd(args: EnrollArgs) -> i32 {
     let json = args.token.json;
     let flags = args.server.over(args.token.raw());
@@ -460,7 +480,7 @@ pub fn enroll_cmd(args: EnrollArgs) -> i32 {
         crate::config::resolve(flags, args.token.source.config.as_deref()).and_then(|raw| {
             Ok((
                 SignOptions::from_raw(&raw)?,
-                RegisterOptions::from_raw(&raw)?,
+                RegisterOptions::from_raw(&raw, crate::config::Face::Cli)?,
                 raw.json.unwrap_or(false),
             ))
         });
@@ -474,77 +494,48 @@ pub fn enroll_cmd(args: EnrollArgs) -> i32 {
             )
         }
     };
+    let algorithm = sign.algorithm.name();
     let client = match crate::api::CentagateClient::new(&reg.server, sign.http.clone()) {
         Ok(c) => c,
-        Err(e) => {
-            return emit_report(
-                &enroll::failure_report(&e.into(), None, None, sign.algorithm),
-                json,
-            )
-        }
+        Err(e) => return emit_error(e.into(), algorithm, json),
     };
     let journal = match crate::journal::Journal::open(&reg.journal) {
         Ok(j) => j,
-        Err(e) => {
-            return emit_report(
-                &enroll::failure_report(&e.into(), None, None, sign.algorithm),
-                json,
-            )
-        }
+        Err(e) => return emit_error(e.into(), algorithm, json),
     };
-    let registration = Registration {
-        admin: &reg.admin,
-        user: &reg.user,
-        status: reg.status,
-        timestamp_unit: reg.timestamp_unit,
-        secrets: &reg.secrets,
-        url_for_display: crate::api::client::register_url(client.origin(), &reg.admin),
-        journal: Some(&journal),
-        retries: reg.retries,
+    let registration = Registration::new(&reg, client.origin(), Some(&journal));
+    let mut side = match Pkcs11Side::load(sign.module.as_deref(), sign.selector.clone()) {
+        Ok(s) => s,
+        Err(e) => return emit_error(e.into(), algorithm, json),
     };
-    let rt = runtime();
-    let mut side = Pkcs11Side::new(sign.module.clone(), sign.selector.clone());
     let mut stderr = std::io::stderr();
     let mut on = |s: Step| print_step(&mut stderr, &s);
-    let (pair, challenge) = match select_and_challenge(&mut side, &sign, &rt, &mut on) {
-        Ok(v) => v,
-        Err(b) => {
-            let (e, pair) = *b;
-            return emit_report(
-                &enroll::failure_report(&e, pair.as_ref(), Some(&registration), sign.algorithm),
-                json,
-            );
-        }
+    let request = Request {
+        digest: sign.algorithm,
+        challenge: &sign.challenge,
+        http: &sign.http,
     };
-    if let Err(e) = reg.user_must_match.check(&reg.user, &pair.cert) {
-        return emit_report(
-            &enroll::failure_report(&e, Some(&pair), Some(&registration), sign.algorithm),
-            json,
-        );
-    }
+    let plan = Plan::Register {
+        registrar: &client,
+        registration: &registration,
+        user: UserPolicy {
+            from: &reg.user,
+            asked: None,
+            must_match: reg.user_must_match,
+        },
+    };
     let mut prompt = CliPin::new(sign.pin.clone());
-    let result = enroll::sign_challenge(
-        &mut side,
-        &mut prompt,
-        challenge.as_bytes(),
-        sign.algorithm,
-        &pair,
-        &mut on,
-    )
-    .and_then(|der| {
-        rt.block_on(enroll::register(
-            &client,
-            &registration,
-            &pair,
-            &der,
-            sign.algorithm,
-            &mut on,
-        ))
-    });
+    let result = runtime().block_on(enroll::run(&mut side, &mut prompt, &request, plan, &mut on));
+    // A one-shot process leaves C_Finalize to the exit (see `sign_cmd`).
+    std::mem::forget(side);
     match result {
-        Ok(report) => emit_report(&report, json),
-        Err(e) => emit_report(
-            &enroll::failure_report(&e, Some(&pair), Some(&registration), sign.algorithm),
+        Ok(done) => {
+            let report = done.report.expect("a registration plan reports");
+            emit_report(&report, None, json)
+        }
+        Err(f) => emit_report(
+            &f.report(Some(&registration), sign.algorithm),
+            Some(&f.error),
             json,
         ),
     }
@@ -573,33 +564,36 @@ pub fn sign_cmd(args: SignArgs) -> i32 {
         raw.base64.unwrap_or(false),
         raw.out,
     );
-    let rt = runtime();
-    let mut side = Pkcs11Side::new(opts.module.clone(), opts.selector.clone());
+    let mut side = match Pkcs11Side::load(opts.module.as_deref(), opts.selector.clone()) {
+        Ok(s) => s,
+        Err(e) => return emit_error(e.into(), opts.algorithm.name(), json),
+    };
     let mut stderr = std::io::stderr();
     let mut on = |s: Step| print_step(&mut stderr, &s);
-    let fail = |e: EnrollError, pair: Option<&PairSummary>| {
-        let r = enroll::failure_report(&e, pair, None, opts.algorithm);
-        emit_report(&r, json)
-    };
-    let (pair, challenge) = match select_and_challenge(&mut side, &opts, &rt, &mut on) {
-        Ok(v) => v,
-        Err(b) => return fail(b.0, b.1.as_ref()),
+    let request = Request {
+        digest: opts.algorithm,
+        challenge: &opts.challenge,
+        http: &opts.http,
     };
     let mut prompt = CliPin::new(opts.pin.clone());
-    let der = match enroll::sign_challenge(
+    let result = runtime().block_on(enroll::run(
         &mut side,
         &mut prompt,
-        challenge.as_bytes(),
-        opts.algorithm,
-        &pair,
+        &request,
+        Plan::SIGN_ONLY,
         &mut on,
-    ) {
+    ));
+    // A one-shot process leaves C_Finalize to the exit, as OpenSSL's engine does: the module's
+    // finalisation costs a measurable part of a one-shot run and the OS reclaims everything anyway.
+    std::mem::forget(side);
+    let done = match result {
         Ok(d) => d,
-        Err(e) => return fail(e, Some(&pair)),
+        Err(f) => return emit_report(&f.report(None, opts.algorithm), Some(&f.error), json),
     };
     use base64::Engine;
+    let der = &done.pkcs7;
     let bytes = if base64 {
-        let mut s = base64::engine::general_purpose::STANDARD.encode(&der);
+        let mut s = base64::engine::general_purpose::STANDARD.encode(der);
         s.push('\n');
         s.into_bytes()
     } else {
@@ -614,25 +608,22 @@ pub fn sign_cmd(args: SignArgs) -> i32 {
             .write_all(&bytes)
             .map_err(|e| e.to_string()),
     };
-    // A one-shot process leaves C_Finalize to the exit, as OpenSSL's engine does: the module's
-    // finalisation costs a measurable part of a one-shot run and the OS reclaims everything anyway.
-    std::mem::forget(side);
     if let Err(e) = written {
         eprintln!("tokenroll: {e}");
-        return 1;
+        return exit::FAILURE;
     }
     if json {
         let v = serde_json::json!({
             "outcome": "signed",
             "algorithm": opts.algorithm.name(),
-            "challenge": challenge,
-            "token": {"label": pair.token_label, "serial": pair.token_serial},
-            "certificate": pair.certificate_info(),
-            "pkcs7": base64::engine::general_purpose::STANDARD.encode(&der),
+            "challenge": done.challenge,
+            "token": done.pair.token_ref(),
+            "certificate": done.pair.certificate_info(),
+            "pkcs7": base64::engine::general_purpose::STANDARD.encode(der),
         });
         println!("{v}");
     }
-    0
+    exit::OK
 }
 
 pub fn tokens_cmd(args: TokensArgs) -> i32 {

@@ -89,7 +89,6 @@ pub struct Verified {
     pub digest: DigestAlg,
     pub signer: Certificate,
     pub certificates: Vec<Certificate>,
-    pub signing_time: Option<SystemTime>,
 }
 
 fn attr_value(
@@ -179,12 +178,6 @@ pub fn verify(der: &[u8]) -> Result<Verified, CmsError> {
             "message-digest attribute does not match the content",
         ));
     }
-    let signing_time = attrs
-        .iter()
-        .find(|a| a.oid == rfc5911::ID_SIGNING_TIME)
-        .and_then(|a| a.values.get(0))
-        .and_then(|v| x509_cert::time::Time::from_der(&v.to_der().ok()?).ok())
-        .map(|t| t.to_system_time());
     let signed = attrs.to_der().map_err(malformed)?;
     verify_signature(
         &signer.tbs_certificate.subject_public_key_info,
@@ -198,7 +191,6 @@ pub fn verify(der: &[u8]) -> Result<Verified, CmsError> {
         digest,
         signer,
         certificates,
-        signing_time,
     })
 }
 

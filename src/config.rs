@@ -8,6 +8,7 @@
 use crate::api::{HttpOptions, TimestampUnit, TokenStatus};
 use crate::challenge::ChallengeSource;
 use crate::digest::DigestAlg;
+use crate::enroll::UserFrom;
 use crate::secret::{AdminSecrets, AuthToken, SecretCode};
 use crate::token::uri::Pkcs11Uri;
 use crate::token::Selector;
@@ -181,7 +182,8 @@ pub struct SignOptions {
 pub struct RegisterOptions {
     pub server: String,
     pub admin: String,
-    pub user: String,
+    /// Who the token is registered to.
+    pub user: UserFrom,
     pub status: TokenStatus,
     pub timestamp_unit: TimestampUnit,
     pub secrets: AdminSecrets,
@@ -258,26 +260,40 @@ impl SignOptions {
     }
 }
 
-impl RegisterOptions {
-    pub fn from_raw(raw: &RawConfig) -> Result<Self, ConfigError> {
-        let need = |v: &Option<String>, flag: &str| match v.as_deref().map(str::trim) {
-            Some(s) if !s.is_empty() => Ok(s.to_string()),
-            _ => err(format!(
-                "{flag} is required (or its config key / TOKENROLL_ variable)"
-            )),
-        };
-        let user = need(&raw.user, "--user")?;
-        Self::without_user(raw, user)
-    }
+/// Which face resolves a registration: the faces differ in the usernames they can obtain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Face {
+    /// `tokenroll enroll`: no one to ask; `--user` or a certificate field.
+    Cli,
+    /// `tokenroll agent`: may ask in a dialog; defaults to the login name.
+    Agent,
+}
 
-    /// For the agent, which may learn the user from the login or the certificate later.
-    pub fn without_user(raw: &RawConfig, user: String) -> Result<Self, ConfigError> {
+impl RegisterOptions {
+    pub fn from_raw(raw: &RawConfig, face: Face) -> Result<Self, ConfigError> {
         let need = |v: &Option<String>, flag: &str| match v.as_deref().map(str::trim) {
             Some(s) if !s.is_empty() => Ok(s.to_string()),
             _ => err(format!(
                 "{flag} is required (or its config key / TOKENROLL_ variable)"
             )),
         };
+        let user = match (&raw.user, &raw.user_from) {
+            (Some(u), _) => UserFrom::Fixed(need(&Some(u.clone()), "--user")?),
+            (None, Some(f)) => f.parse().map_err(ConfigError)?,
+            (None, None) if face == Face::Agent => UserFrom::Login,
+            (None, None) => {
+                return err(
+                    "--user is required (or user_from = cn, email or upn, its config key \
+                            or TOKENROLL_ variable)",
+                )
+            }
+        };
+        if face == Face::Cli && user == UserFrom::Ask {
+            return err(
+                "user_from = ask works only in the agent, which can show a dialog; \
+                        `tokenroll enroll` needs --user, or user_from = cn, email, upn or login",
+            );
+        }
         let server = need(&raw.server, "--server")?;
         crate::api::client::server_origin(&server).map_err(|e| ConfigError(e.to_string()))?;
         Ok(Self {

@@ -5,8 +5,13 @@
 //! the same `enroll` code the CLI runs.
 
 use crate::api::{CentagateClient, HttpOptions, TimestampUnit, TokenStatus};
+use crate::challenge::ChallengeSource;
+use crate::config::RegisterOptions;
 use crate::digest::DigestAlg;
-use crate::enroll::{self, PairSummary, PinPrompt, Pkcs11Side, Registration, Step, TokenSide};
+use crate::enroll::{
+    self, MustMatch, PairSummary, PinPrompt, Pkcs11Side, Plan, Registration, Request, Step,
+    UserFrom, UserPolicy,
+};
 use crate::secret::{AdminSecrets, AuthToken, Pin, SecretCode};
 use crate::token::{provision, KeyKind, TokenError};
 use std::io::Write;
@@ -112,56 +117,56 @@ fn run_inner() -> Result<i32, String> {
         ca_file: Some(ca),
         ..Default::default()
     };
-    let client = CentagateClient::new(&sim.origin(), http).map_err(|e| e.to_string())?;
-    let registration = Registration {
-        admin: "demo-admin",
-        user: "demo-user",
+    let client = CentagateClient::new(&sim.origin(), http.clone()).map_err(|e| e.to_string())?;
+    let options = RegisterOptions {
+        server: sim.origin(),
+        admin: "demo-admin".into(),
+        user: UserFrom::Fixed("demo-user".into()),
         status: TokenStatus::Pending,
         timestamp_unit: TimestampUnit::Millis,
-        secrets: &secrets,
-        url_for_display: crate::api::client::register_url(client.origin(), "demo-admin"),
-        // The demo leaves nothing behind, not even a journal entry.
-        journal: None,
+        secrets,
         retries: 2,
+        journal: dir.path().join("journal.jsonl"),
+        user_must_match: MustMatch::None,
     };
-    let mut side = Pkcs11Side::new(Some(module_path), crate::token::Selector::default());
+    // The demo leaves nothing behind, not even a journal entry.
+    let registration = Registration::new(&options, client.origin(), None);
+    let mut side = Pkcs11Side::load(Some(&module_path), crate::token::Selector::default())
+        .map_err(|e| e.to_string())?;
     let mut stdout = std::io::stdout();
     let mut on = |s: Step| crate::cli::print_step(&mut stdout, &s);
-    let digest = DigestAlg::Sha256;
-    let pair = side.select().map_err(|e| e.to_string())?;
-    on(pair.found_step());
-    let challenge = crate::challenge::local();
-    on(Step::ChallengeReady {
-        source: "local random",
-        len: challenge.len(),
-    });
-    let der = enroll::sign_challenge(
-        &mut side,
-        &mut KnownPin(pin),
-        challenge.as_bytes(),
-        digest,
-        &pair,
-        &mut on,
-    )
-    .map_err(|e| e.to_string())?;
-    let report = rt
-        .block_on(enroll::register(
-            &client,
-            &registration,
-            &pair,
-            &der,
-            digest,
+    let request = Request {
+        digest: DigestAlg::Sha256,
+        challenge: &ChallengeSource::Local,
+        http: &http,
+    };
+    let plan = Plan::Register {
+        registrar: &client,
+        registration: &registration,
+        user: UserPolicy {
+            from: &options.user,
+            asked: None,
+            must_match: options.user_must_match,
+        },
+    };
+    let done = rt
+        .block_on(enroll::run(
+            &mut side,
+            &mut KnownPin(pin),
+            &request,
+            plan,
             &mut on,
         ))
-        .map_err(|e| e.to_string())?;
+        .map_err(|f| f.error.to_string())?;
+    let report = done.report.expect("a registration plan reports");
     sim.task.abort();
     match report.code {
         Some(0) => say(format!(
             "registered: code 0 — token '{}' is bound to demo-user",
-            pair.token_label
+            done.pair.token_label
         )),
         _ => say(format!("not registered: {}", report.message)),
     }
     say("[cleanup] token and simulator removed".into());
-    Ok(report.exit_code)
+    Ok(crate::cli::exit::for_report(&report, None))
 }

@@ -50,12 +50,6 @@ impl DigestAlg {
         }
     }
 
-    pub fn from_centagate_code(code: &str) -> Option<Self> {
-        Self::ALL
-            .into_iter()
-            .find(|a| a.centagate_code().to_string() == code)
-    }
-
     pub fn oid(self) -> ObjectIdentifier {
         use const_oid::db::rfc5912;
         match self {

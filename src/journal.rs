@@ -133,10 +133,6 @@ impl Journal {
         })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Appends one line and waits until it is on disk.
     fn append(&self, line: &Line) -> Result<(), JournalError> {
         let mut text = serde_json::to_string(line).expect("journal lines serialize");

@@ -15,7 +15,8 @@ use crate::challenge::ChallengeSource;
 use crate::config::RegisterOptions;
 use crate::digest::DigestAlg;
 use crate::enroll::{
-    self, EnrollError, PairSummary, PinPrompt, Pkcs11Side, Registration, Step, TokenSide,
+    self, EnrollError, PairSummary, PinPrompt, Pkcs11Side, Plan, Registration, Request, Step,
+    UserFrom, UserPolicy,
 };
 use crate::secret::Pin;
 use crate::token::uri::Pkcs11Uri;
@@ -28,71 +29,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 
-/// Who a token is registered to.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum UserFrom {
-    Fixed(String),
-    /// The desktop session's login name.
-    Login,
-    Cn,
-    Email,
-    Upn,
-    /// The person types it when enrolling.
-    Ask,
-}
-
-impl UserFrom {
-    pub fn parse(text: &str) -> Result<Self, String> {
-        Ok(match text {
-            "login" => Self::Login,
-            "cn" => Self::Cn,
-            "email" => Self::Email,
-            "upn" => Self::Upn,
-            "ask" => Self::Ask,
-            _ => {
-                return Err(format!(
-                    "unknown user_from '{text}': use login, cn, email, upn or ask (or give --user)"
-                ))
-            }
-        })
-    }
-
-    /// Who the PIN dialog says the token will be registered to, before the certificate is read.
-    pub fn describe(&self) -> String {
-        match self {
-            Self::Fixed(u) => u.clone(),
-            Self::Login => std::env::var("USER").unwrap_or_default(),
-            Self::Cn => "the certificate's common name".into(),
-            Self::Email => "the certificate's e-mail address".into(),
-            Self::Upn => "the certificate's UPN".into(),
-            Self::Ask => "the username you type".into(),
-        }
-    }
-
-    /// The username for `cert`; `asked` is what the person typed (with `Ask`).
-    pub fn resolve(
-        &self,
-        cert: &x509_cert::Certificate,
-        asked: Option<&str>,
-    ) -> Result<String, String> {
-        let found = match self {
-            Self::Fixed(u) => Some(u.clone()),
-            Self::Ask => asked.map(str::to_string),
-            Self::Login => std::env::var("USER")
-                .ok()
-                .or_else(|| std::env::var("LOGNAME").ok()),
-            Self::Cn => crate::certinfo::common_name(cert),
-            Self::Email => crate::certinfo::email(cert),
-            Self::Upn => crate::certinfo::upn(cert),
-        };
-        found.filter(|u| !u.is_empty()).ok_or_else(|| match self {
-            Self::Login => "the login name is unknown ($USER is not set); set --user".to_string(),
-            Self::Ask => "no username was typed; enroll again and type one".to_string(),
-            other => format!("the certificate has no {other:?} to use as the username; set --user"),
-        })
-    }
-}
-
 pub struct AgentConfig {
     pub module: Option<PathBuf>,
     /// Narrows which pair of a token is used (from --key).
@@ -101,7 +37,6 @@ pub struct AgentConfig {
     pub challenge: ChallengeSource,
     pub http: HttpOptions,
     pub register: RegisterOptions,
-    pub user: UserFrom,
     pub policy: EnrollOnInsert,
     pub poll: Duration,
     pub state_dir: PathBuf,
@@ -346,7 +281,7 @@ fn ask_pin(s: &Shared, key: TokenKey, info: &TokenInfo, error: Option<String>) -
         .find(|p| Some(&p.uri) == chosen.as_ref())
         .or(info.pairs.first());
     let subject = pair.map(|p| p.subject.clone()).unwrap_or_default();
-    let user = if s.cfg.user == UserFrom::Ask {
+    let user = if s.cfg.register.user == UserFrom::Ask {
         let known = s.asked_users.lock().expect("users").get(&key).cloned();
         match known {
             Some(u) => u,
@@ -367,7 +302,7 @@ fn ask_pin(s: &Shared, key: TokenKey, info: &TokenInfo, error: Option<String>) -
             },
         }
     } else {
-        s.cfg.user.describe()
+        s.cfg.register.user.describe()
     };
     if info.pin_pad {
         // The reader asks for the PIN itself when the core logs in.
@@ -456,6 +391,7 @@ fn enroll_token(
     };
     // None for a PIN-pad token: the core then logs in through the reader.
     let pin = s.pins.lock().expect("pins").remove(key);
+    let hash = pin.as_ref().map(|p| s.pin_hash(p));
     let Some(module) = s.module.lock().expect("module").clone() else {
         return failed("the PKCS#11 module is not loaded".into());
     };
@@ -478,26 +414,7 @@ fn enroll_token(
             uri: Some(uri),
         },
     );
-    let pair = match side.select() {
-        Ok(p) => p,
-        Err(e) => return failed(e.to_string()),
-    };
     let asked = s.asked_users.lock().expect("users").get(key).cloned();
-    let user = match s.cfg.user.resolve(&pair.cert, asked.as_deref()) {
-        Ok(u) => u,
-        Err(e) => return failed(e),
-    };
-    if let Err(e) = s.cfg.register.user_must_match.check(&user, &pair.cert) {
-        return failed(e.to_string());
-    }
-    if pin.is_none() && !pair.pin_pad {
-        return failed("no PIN was entered".into());
-    }
-    let hash = pin.as_ref().map(|p| s.pin_hash(p));
-    let challenge = match rt.block_on(crate::challenge::obtain(&s.cfg.challenge, &s.cfg.http)) {
-        Ok(c) => c,
-        Err(e) => return failed(e.to_string()),
-    };
     let mut on = |step: Step| match step {
         Step::Signed { .. } => {
             let _ = events.send(Event::Signed { key: key.clone() });
@@ -513,48 +430,32 @@ fn enroll_token(
         }
         _ => {}
     };
-    let der = match enroll::sign_challenge(
+    let registration = Registration::new(&s.cfg.register, s.client.origin(), Some(&s.journal));
+    let request = Request {
+        digest: s.cfg.algorithm,
+        challenge: &s.cfg.challenge,
+        http: &s.cfg.http,
+    };
+    let plan = Plan::Register {
+        registrar: &s.client,
+        registration: &registration,
+        user: UserPolicy {
+            from: &s.cfg.register.user,
+            asked: asked.as_deref(),
+            must_match: s.cfg.register.user_must_match,
+        },
+    };
+    let result = rt.block_on(enroll::run(
         &mut side,
         &mut GivenPin(pin),
-        challenge.as_bytes(),
-        s.cfg.algorithm,
-        &pair,
+        &request,
+        plan,
         &mut on,
-    ) {
-        Ok(d) => d,
-        Err(EnrollError::Token(e @ TokenError::PinIncorrect { .. })) => {
-            s.wrong_pins
-                .lock()
-                .expect("wrong pins")
-                .entry(key.clone())
-                .or_default()
-                .extend(hash);
-            return Event::PinRejected {
-                key: key.clone(),
-                message: e.to_string(),
-            };
-        }
-        Err(e) => return failed(e.to_string()),
-    };
-    let reg = Registration {
-        admin: &s.cfg.register.admin,
-        user: &user,
-        status: s.cfg.register.status,
-        timestamp_unit: s.cfg.register.timestamp_unit,
-        secrets: &s.cfg.register.secrets,
-        url_for_display: crate::api::client::register_url(s.client.origin(), &s.cfg.register.admin),
-        journal: Some(&s.journal),
-        retries: s.cfg.register.retries,
-    };
-    match rt.block_on(enroll::register(
-        &s.client,
-        &reg,
-        &pair,
-        &der,
-        s.cfg.algorithm,
-        &mut on,
-    )) {
-        Ok(report) => {
+    ));
+    match result {
+        Ok(done) => {
+            let report = done.report.expect("a registration plan reports");
+            let user = report.user.clone().unwrap_or_default();
             if let Some(c) = &report.certificate {
                 s.enrolled_cert
                     .lock()
@@ -572,6 +473,20 @@ fn enroll_token(
                 message,
             }
         }
-        Err(e) => failed(e.to_string()),
+        Err(f) => match f.error {
+            EnrollError::Token(e @ TokenError::PinIncorrect { .. }) => {
+                s.wrong_pins
+                    .lock()
+                    .expect("wrong pins")
+                    .entry(key.clone())
+                    .or_default()
+                    .extend(hash);
+                Event::PinRejected {
+                    key: key.clone(),
+                    message: e.to_string(),
+                }
+            }
+            e => failed(e.to_string()),
+        },
     }
 }

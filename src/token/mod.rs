@@ -161,14 +161,12 @@ pub fn discover_module() -> Result<PathBuf, TokenError> {
         "softhsm/libsofthsm2.so",
         "libsofthsm2.so",
     ];
-    let mut tried = Vec::new();
     for name in names {
         for dir in library_dirs() {
             let p = dir.join(name);
             if p.is_file() {
                 return Ok(p);
             }
-            tried.push(p.display().to_string());
         }
     }
     Err(TokenError::NoModule(names.join(", ")))
@@ -801,10 +799,6 @@ pub struct KeyHandle {
 }
 
 impl TokenSession<'_> {
-    pub fn token(&self) -> &TokenDesc {
-        &self.token
-    }
-
     /// The token's PIN state right now (count low, final try, locked).
     pub fn pin_state(&self) -> Result<TokenDesc, TokenError> {
         self.module.refresh(&self.token)
@@ -968,6 +962,7 @@ struct RawFunctions {
 // SAFETY: the function list is immutable after C_GetFunctionList and PKCS#11 functions are
 // thread-safe once C_Initialize was called with OS locking.
 unsafe impl Send for RawFunctions {}
+// SAFETY: as for Send above.
 unsafe impl Sync for RawFunctions {}
 
 impl RawFunctions {
@@ -975,7 +970,7 @@ impl RawFunctions {
         // SAFETY: the same library is already loaded and initialized by cryptoki.
         unsafe {
             let lib = libloading::Library::new(path).map_err(|e| e.to_string())?;
-            let get: libloading::Symbol<cryptoki_sys::CK_C_GetFunctionList> =
+            let get: libloading::Symbol<'_, cryptoki_sys::CK_C_GetFunctionList> =
                 lib.get(b"C_GetFunctionList").map_err(|e| e.to_string())?;
             let get = (*get).ok_or("C_GetFunctionList is null")?;
             let mut list = std::ptr::null_mut();

@@ -136,10 +136,6 @@ impl<'s, 'm> TokenSigner<'s, 'm> {
         }
     }
 
-    pub fn digest(&self) -> DigestAlg {
-        self.digest
-    }
-
     /// The token's error behind the last failed signature, if any.
     pub fn take_error(&self) -> Option<TokenError> {
         self.last_error.borrow_mut().take()

@@ -96,14 +96,6 @@ impl Pkcs11Uri {
         }
         Ok(uri)
     }
-
-    /// True when the URI names a token attribute, so it also selects a token.
-    pub fn selects_token(&self) -> bool {
-        self.token.is_some()
-            || self.serial.is_some()
-            || self.manufacturer.is_some()
-            || self.model.is_some()
-    }
 }
 
 fn enc(v: &str) -> impl fmt::Display + '_ {

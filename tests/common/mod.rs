@@ -478,6 +478,7 @@ pub struct Agent {
 
 impl Agent {
     pub fn stop(mut self) -> std::process::ExitStatus {
+        // SAFETY: kill(2) on our own child's pid; the child has not been reaped yet.
         unsafe { libc_kill(self.child.id() as i32, 15) };
         let t = Instant::now();
         loop {

@@ -1,0 +1,450 @@
+//! One enrollment, step by step: select a signing pair, apply the username policy, obtain the
+//! challenge, ask for the PIN, sign, verify our own PKCS#7, register. [`run`] is the only place
+//! that knows this order; the CLI, the agent and the demo call it with a [`Plan`].
+//!
+//! Owns: the order, the username policy (`user_from`, `user_must_match`), the self-verification
+//! gate, the request body and the outcome report. Does not own: how tokens, PINs or servers are
+//! reached — those sit behind the traits below, so the same flow runs from every face and from
+//! tests with fakes — nor process exit codes (see `cli`).
+
+mod pkcs11;
+mod register;
+#[cfg(test)]
+mod tests;
+mod user;
+
+pub use pkcs11::{Pkcs11Pair, Pkcs11Side};
+pub use register::{
+    backoff, failure_report, now_timestamp, register, register_body, Registration,
+    CLOCK_SKEW_LIMIT_MS,
+};
+pub use user::{MustMatch, UserFrom};
+
+use crate::api::{Answer, ApiError, HttpOptions, RegisterBody};
+use crate::challenge::ChallengeSource;
+use crate::digest::DigestAlg;
+use crate::secret::Pin;
+use crate::token::{KeyKind, TokenError};
+use serde::Serialize;
+use x509_cert::Certificate;
+
+/// What a person needs to know about the chosen pair, without any PKCS#11 handle.
+#[derive(Clone, Debug)]
+pub struct PairSummary {
+    pub module: String,
+    pub token_label: String,
+    pub token_serial: String,
+    pub pin_pad: bool,
+    pub pin_count_low: bool,
+    pub pin_final_try: bool,
+    pub pin_locked: bool,
+    pub uri: String,
+    pub subject: String,
+    pub kind: KeyKind,
+    pub cert: Certificate,
+    pub cert_der: Vec<u8>,
+}
+
+impl PairSummary {
+    /// The progress step that announces this pair.
+    pub fn found_step(&self) -> Step {
+        Step::TokenFound {
+            module: self.module.clone(),
+            token: self.token_label.clone(),
+            serial: self.token_serial.clone(),
+            uri: self.uri.clone(),
+            subject: self.subject.clone(),
+        }
+    }
+
+    pub fn certificate_info(&self) -> CertificateInfo {
+        let tbs = &self.cert.tbs_certificate;
+        CertificateInfo {
+            subject: tbs.subject.to_string(),
+            issuer: tbs.issuer.to_string(),
+            serial: hex::encode(tbs.serial_number.as_bytes()),
+            sha256: crate::certinfo::fingerprint(&self.cert_der),
+        }
+    }
+
+    pub fn token_ref(&self) -> TokenRef {
+        TokenRef {
+            label: self.token_label.clone(),
+            serial: self.token_serial.clone(),
+        }
+    }
+}
+
+/// How the user authenticates to the token.
+pub enum PinInput {
+    Pin(Pin),
+    /// The reader's PIN pad.
+    ProtectedPath,
+}
+
+/// The token side: finds the pair (no PIN). Selecting returns the pair that then signs, so there
+/// is no "nothing selected yet" state to get wrong.
+pub trait TokenSide {
+    type Pair: SelectedPair;
+    fn select(&mut self) -> Result<Self::Pair, TokenError>;
+}
+
+/// A selected signing pair: logs in and produces an attached PKCS#7.
+pub trait SelectedPair {
+    fn summary(&self) -> &PairSummary;
+    fn sign_cms(
+        &mut self,
+        login: PinInput,
+        content: &[u8],
+        digest: DigestAlg,
+    ) -> Result<Vec<u8>, TokenError>;
+}
+
+/// Asks the person for the PIN of the chosen pair's token.
+pub trait PinPrompt {
+    fn pin(&mut self, pair: &PairSummary) -> Result<Pin, TokenError>;
+}
+
+/// Sends a registration to CENTAGATE.
+#[allow(async_fn_in_trait)]
+pub trait Registrar {
+    async fn register(&self, admin: &str, body: &RegisterBody) -> Result<Answer, ApiError>;
+
+    /// The server's clock minus ours in milliseconds, if it can be learnt.
+    async fn clock_offset_ms(&self) -> Option<i64> {
+        None
+    }
+}
+
+impl Registrar for crate::api::CentagateClient {
+    async fn register(&self, admin: &str, body: &RegisterBody) -> Result<Answer, ApiError> {
+        crate::api::CentagateClient::register(self, admin, body).await
+    }
+
+    async fn clock_offset_ms(&self) -> Option<i64> {
+        crate::api::CentagateClient::clock_offset_ms(self).await
+    }
+}
+
+/// The registrar of a sign-only plan: a type with no values, so a sign-only run provably never
+/// reaches a server.
+pub enum NoServer {}
+
+impl Registrar for NoServer {
+    async fn register(&self, _: &str, _: &RegisterBody) -> Result<Answer, ApiError> {
+        match *self {}
+    }
+}
+
+/// Progress as it happens, for the demo, the CLI's stderr and the agent's tray.
+#[derive(Clone, Debug)]
+pub enum Step {
+    TokenFound {
+        module: String,
+        token: String,
+        serial: String,
+        uri: String,
+        subject: String,
+    },
+    /// SHA-1 was chosen: allowed for servers that require it, and said so.
+    WeakDigest,
+    /// The username the token will be registered to, after the policy allowed it.
+    UserResolved {
+        user: String,
+    },
+    /// The token reports few PIN tries left (or the final one) before we log in.
+    PinWarning {
+        final_try: bool,
+    },
+    ChallengeReady {
+        source: &'static str,
+        len: usize,
+    },
+    PinPad,
+    Signed {
+        algorithm: DigestAlg,
+        kind: String,
+        bytes: usize,
+    },
+    SelfVerified,
+    /// The local clock is off by more than a minute: the timestamp follows the server's clock.
+    ClockSkew {
+        offset_ms: i64,
+    },
+    Sending {
+        url: String,
+    },
+    /// A transport failure before any answer: the same PKCS#7 goes again after `after`.
+    Retrying {
+        after: std::time::Duration,
+        reason: String,
+    },
+    Answered {
+        code: i64,
+        message: String,
+    },
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct CertificateInfo {
+    pub subject: String,
+    pub issuer: String,
+    pub serial: String,
+    pub sha256: String,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct TokenRef {
+    pub label: String,
+    pub serial: String,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum OutcomeKind {
+    Registered,
+    Rejected,
+    Failed,
+}
+
+/// The record of one attempt: what `--json` prints.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub outcome: OutcomeKind,
+    pub code: Option<i64>,
+    pub message: String,
+    pub user: Option<String>,
+    pub admin: Option<String>,
+    pub algorithm: String,
+    pub token: Option<TokenRef>,
+    pub certificate: Option<CertificateInfo>,
+    pub timestamp: Option<i64>,
+}
+
+/// Errors that end an enrollment before the server has said yes or no.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EnrollError {
+    /// A value given by the person or the config does not fit (a username the policy refuses).
+    #[error("{0}")]
+    Usage(String),
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    #[error(transparent)]
+    Api(#[from] ApiError),
+    #[error(transparent)]
+    Journal(#[from] crate::journal::JournalError),
+}
+
+/// What one run needs besides the token and the plan.
+pub struct Request<'a> {
+    pub digest: DigestAlg,
+    pub challenge: &'a ChallengeSource,
+    /// For a challenge fetched from a URL.
+    pub http: &'a HttpOptions,
+}
+
+/// The username policy of a registration.
+pub struct UserPolicy<'a> {
+    pub from: &'a UserFrom,
+    /// What the person typed, with `user_from = ask`.
+    pub asked: Option<&'a str>,
+    pub must_match: MustMatch,
+}
+
+/// What a run ends with.
+pub enum Plan<'a, R: Registrar> {
+    /// Sign and self-verify; nothing is sent (`tokenroll sign`).
+    SignOnly,
+    /// Then register the token with CENTAGATE.
+    Register {
+        registrar: &'a R,
+        registration: &'a Registration<'a>,
+        user: UserPolicy<'a>,
+    },
+}
+
+impl Plan<'static, NoServer> {
+    /// The sign-only plan, with the registrar type fixed.
+    pub const SIGN_ONLY: Self = Plan::SignOnly;
+}
+
+/// A run that reached its end: signed, and for a registration plan, answered.
+#[derive(Debug)]
+pub struct Enrolled {
+    pub pair: PairSummary,
+    pub challenge: String,
+    pub pkcs7: Vec<u8>,
+    /// With a registration plan: the server's answer.
+    pub report: Option<Report>,
+}
+
+/// A run that ended before an answer, with what was known by then (for the report).
+#[derive(Debug)]
+pub struct Failure {
+    pub error: EnrollError,
+    pub pair: Option<PairSummary>,
+    pub user: Option<String>,
+}
+
+impl Failure {
+    /// The `--json` record of this failure.
+    pub fn report(&self, registration: Option<&Registration<'_>>, digest: DigestAlg) -> Report {
+        failure_report(
+            &self.error,
+            self.pair.as_ref(),
+            self.user.as_deref(),
+            registration,
+            digest,
+        )
+    }
+}
+
+/// Runs one enrollment in the one order: select → username policy → challenge → PIN → sign →
+/// self-verify → (register). Nothing is sent to CENTAGATE before the PKCS#7 verified, and the
+/// username is checked before the challenge is fetched or the PIN asked.
+///
+/// Token and PIN calls block the calling thread: call it from a blocking context (`block_on` in
+/// the CLI, a blocking worker in the agent).
+pub async fn run<T: TokenSide, R: Registrar>(
+    token: &mut T,
+    prompt: &mut impl PinPrompt,
+    request: &Request<'_>,
+    plan: Plan<'_, R>,
+    on: &mut dyn FnMut(Step),
+) -> Result<Enrolled, Box<Failure>> {
+    let fail = |error: EnrollError, pair: Option<&PairSummary>, user: Option<&str>| {
+        Box::new(Failure {
+            error,
+            pair: pair.cloned(),
+            user: user.map(str::to_string),
+        })
+    };
+    let mut selected = token.select().map_err(|e| fail(e.into(), None, None))?;
+    let pair = selected.summary().clone();
+    on(pair.found_step());
+    if request.digest.is_weak() {
+        tracing::warn!("SHA-1 is weak; use it only for servers that require it");
+        on(Step::WeakDigest);
+    }
+    let user = match &plan {
+        Plan::SignOnly => None,
+        Plan::Register { user: policy, .. } => {
+            let user = policy
+                .from
+                .resolve(&pair.cert, policy.asked)
+                .and_then(|u| policy.must_match.check(&u, &pair.cert).map(|()| u))
+                .map_err(|e| fail(e, Some(&pair), None))?;
+            on(Step::UserResolved { user: user.clone() });
+            Some(user)
+        }
+    };
+    let challenge = crate::challenge::obtain(request.challenge, request.http)
+        .await
+        .map_err(|e| fail(e.into(), Some(&pair), user.as_deref()))?;
+    on(Step::ChallengeReady {
+        source: request.challenge.describe(),
+        len: challenge.len(),
+    });
+    let pkcs7 = sign(
+        &mut selected,
+        prompt,
+        challenge.as_bytes(),
+        request.digest,
+        on,
+    )
+    .map_err(|e| fail(e, Some(&pair), user.as_deref()))?;
+    drop(selected);
+    let report = match (plan, user) {
+        (
+            Plan::Register {
+                registrar,
+                registration,
+                ..
+            },
+            Some(user),
+        ) => Some(
+            register(
+                registrar,
+                registration,
+                &user,
+                &pair,
+                &pkcs7,
+                request.digest,
+                on,
+            )
+            .await
+            .map_err(|e| fail(e, Some(&pair), Some(&user)))?,
+        ),
+        _ => None,
+    };
+    Ok(Enrolled {
+        pair,
+        challenge,
+        pkcs7,
+        report,
+    })
+}
+
+/// Asks for the PIN (unless the reader has a PIN pad or the PIN is locked), signs and
+/// self-verifies. Returns the PKCS#7 DER.
+fn sign(
+    selected: &mut impl SelectedPair,
+    prompt: &mut impl PinPrompt,
+    challenge: &[u8],
+    digest: DigestAlg,
+    on: &mut dyn FnMut(Step),
+) -> Result<Vec<u8>, EnrollError> {
+    let pair = selected.summary().clone();
+    if pair.pin_locked {
+        return Err(TokenError::PinLocked.into());
+    }
+    if pair.pin_count_low || pair.pin_final_try {
+        on(Step::PinWarning {
+            final_try: pair.pin_final_try,
+        });
+    }
+    let login = if pair.pin_pad {
+        on(Step::PinPad);
+        PinInput::ProtectedPath
+    } else {
+        PinInput::Pin(prompt.pin(&pair)?)
+    };
+    let der = selected.sign_cms(login, challenge, digest)?;
+    on(Step::Signed {
+        algorithm: digest,
+        kind: pair.kind.describe(),
+        bytes: der.len(),
+    });
+    self_verify(&der, challenge, digest, &pair.cert)?;
+    on(Step::SelfVerified);
+    Ok(der)
+}
+
+/// The gate before anything is sent: our own PKCS#7 must decode and verify, with the content,
+/// digest and certificate we meant. A failure is a token error — a faulty token or driver.
+pub fn self_verify(
+    der: &[u8],
+    content: &[u8],
+    digest: DigestAlg,
+    cert: &Certificate,
+) -> Result<(), TokenError> {
+    let v = crate::cms::verify(der).map_err(|e| TokenError::SelfVerify(e.to_string()))?;
+    if v.content != content {
+        return Err(TokenError::SelfVerify(
+            "the signed content is not the challenge".into(),
+        ));
+    }
+    if v.digest != digest {
+        return Err(TokenError::SelfVerify(format!(
+            "digest {} instead of {digest}",
+            v.digest
+        )));
+    }
+    if v.signer != *cert {
+        return Err(TokenError::SelfVerify(
+            "the signer is not the selected certificate".into(),
+        ));
+    }
+    Ok(())
+}

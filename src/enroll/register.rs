@@ -1,0 +1,235 @@
+//! Sending one registration: the request body, the journal record around it, retries of
+//! transport failures before any answer, the clock-skew correction, and the outcome report.
+//!
+//! Owns: the body builder (the one place a registration body is made) and the report. Does not
+//! own: HTTP (see `api`) or the order of the enrollment (see the parent module).
+
+use super::{EnrollError, OutcomeKind, PairSummary, Registrar, Report, Step};
+use crate::api::{cen_token, RegisterBody, TimestampUnit, TokenStatus};
+use crate::config::RegisterOptions;
+use crate::digest::DigestAlg;
+use crate::secret::AdminSecrets;
+use base64::Engine;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// What one registration needs besides the token and the user.
+pub struct Registration<'a> {
+    pub admin: &'a str,
+    pub status: TokenStatus,
+    pub timestamp_unit: TimestampUnit,
+    pub secrets: &'a AdminSecrets,
+    pub url_for_display: String,
+    /// Where every attempt is recorded before it is sent; `None` records nothing (tests, demo).
+    pub journal: Option<&'a crate::journal::Journal>,
+    /// How many times a transport failure before any answer is retried.
+    pub retries: u32,
+}
+
+impl<'a> Registration<'a> {
+    /// The registration the resolved options describe, sent to `origin`.
+    pub fn new(
+        opts: &'a RegisterOptions,
+        origin: &str,
+        journal: Option<&'a crate::journal::Journal>,
+    ) -> Self {
+        Self {
+            admin: &opts.admin,
+            status: opts.status,
+            timestamp_unit: opts.timestamp_unit,
+            secrets: &opts.secrets,
+            url_for_display: crate::api::client::register_url(origin, &opts.admin),
+            journal,
+            retries: opts.retries,
+        }
+    }
+}
+
+/// The local clock may be this far off before the timestamp follows the server's.
+pub const CLOCK_SKEW_LIMIT_MS: i64 = 60_000;
+
+/// Backoff before retry `n` (1-based): 0.5 s, 1 s, 2 s, ... capped at 8 s, each ±50 % at random
+/// so that many stations cut off together do not all come back at once.
+pub fn backoff(n: u32) -> std::time::Duration {
+    let base = 500u64 << n.saturating_sub(1).min(4);
+    let mut r = [0u8; 2];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut r);
+    let jitter = u16::from_le_bytes(r) as u64 * base / u16::MAX as u64; // 0..=base
+    std::time::Duration::from_millis(base / 2 + jitter)
+}
+
+pub fn now_timestamp(unit: TimestampUnit) -> i64 {
+    let d = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    match unit {
+        TimestampUnit::Millis => d.as_millis() as i64,
+        TimestampUnit::Seconds => d.as_secs() as i64,
+    }
+}
+
+/// Builds the request body for a signed PKCS#7.
+pub fn register_body(
+    reg: &Registration<'_>,
+    user: &str,
+    pkcs7: &[u8],
+    digest: DigestAlg,
+    timestamp: i64,
+) -> RegisterBody {
+    RegisterBody {
+        username: user.to_string(),
+        signature: base64::engine::general_purpose::STANDARD.encode(pkcs7),
+        algorithm: digest.centagate_code().to_string(),
+        timestamp: timestamp.to_string(),
+        status: reg.status.code().to_string(),
+        cen_token: cen_token(reg.admin, reg.secrets).expose().to_string(),
+    }
+}
+
+/// Sends the registration and turns the answer into a report. The attempt is journaled (intent
+/// on disk before anything leaves, outcome after); transport failures before any answer are
+/// retried with backoff, with a fresh timestamp and the same PKCS#7 (no second PIN); a local clock
+/// more than a minute off the server's is corrected from the server's `Date`.
+pub async fn register(
+    registrar: &impl Registrar,
+    reg: &Registration<'_>,
+    user: &str,
+    pair: &PairSummary,
+    pkcs7: &[u8],
+    digest: DigestAlg,
+    on: &mut dyn FnMut(Step),
+) -> Result<Report, EnrollError> {
+    use crate::journal::{Intent, Outcome};
+    let id = crate::journal::new_id();
+    if let Some(j) = reg.journal {
+        j.intent(&Intent {
+            id: id.clone(),
+            time: crate::journal::now(),
+            server: reg.url_for_display.clone(),
+            admin: reg.admin.to_string(),
+            user: user.to_string(),
+            token_label: pair.token_label.clone(),
+            token_serial: pair.token_serial.clone(),
+            certificate_sha256: pair.certificate_info().sha256,
+            certificate_subject: pair.subject.clone(),
+            algorithm: digest.name().to_string(),
+            status: reg.status.code().to_string(),
+        })?;
+    }
+    let offset_ms = match registrar.clock_offset_ms().await {
+        Some(o) if o.abs() > CLOCK_SKEW_LIMIT_MS => {
+            on(Step::ClockSkew { offset_ms: o });
+            o
+        }
+        _ => 0,
+    };
+    let mut attempts = 0u32;
+    let result = loop {
+        attempts += 1;
+        let timestamp = corrected_timestamp(reg.timestamp_unit, offset_ms);
+        let body = register_body(reg, user, pkcs7, digest, timestamp);
+        on(Step::Sending {
+            url: reg.url_for_display.clone(),
+        });
+        match registrar.register(reg.admin, &body).await {
+            Ok(answer) => break Ok((answer, timestamp)),
+            Err(e) if e.before_any_answer() && attempts <= reg.retries => {
+                let after = backoff(attempts);
+                on(Step::Retrying {
+                    after,
+                    reason: e.to_string(),
+                });
+                tokio::time::sleep(after).await;
+            }
+            Err(e) => break Err(e),
+        }
+    };
+    let outcome = |outcome: &str, code: Option<i64>, message: &str| Outcome {
+        id: id.clone(),
+        time: crate::journal::now(),
+        outcome: outcome.into(),
+        code,
+        message: message.into(),
+        attempts,
+    };
+    let record = |o: Outcome| {
+        if let Some(j) = reg.journal {
+            if let Err(e) = j.outcome(&o) {
+                // The answer stands; the journal will show this attempt as unknown.
+                tracing::error!(error = %e, "the outcome could not be journaled");
+            }
+        }
+    };
+    let (answer, timestamp) = match result {
+        Ok(v) => v,
+        Err(e) => {
+            record(outcome("failed", None, &e.to_string()));
+            return Err(e.into());
+        }
+    };
+    on(Step::Answered {
+        code: answer.code,
+        message: answer.message.clone(),
+    });
+    let registered = answer.code == crate::api::CODE_SUCCESS;
+    let message = if answer.code == crate::api::CODE_USER_BOUND && attempts > 1 {
+        // The usual advice (unbind first) would be wrong here: the binding is most likely ours.
+        format!(
+            "{} (code {}) — probably registered by the earlier attempt, whose answer was lost to \
+             a transport failure: check in CENTAGATE that this token is the one bound to {}; do \
+             not unbind it or enroll again before that",
+            answer.message, answer.code, user
+        )
+    } else {
+        answer.explain()
+    };
+    let kind = if registered {
+        OutcomeKind::Registered
+    } else {
+        OutcomeKind::Rejected
+    };
+    record(outcome(
+        if registered { "registered" } else { "rejected" },
+        Some(answer.code),
+        &message,
+    ));
+    Ok(Report {
+        outcome: kind,
+        code: Some(answer.code),
+        message,
+        user: Some(user.to_string()),
+        admin: Some(reg.admin.to_string()),
+        algorithm: digest.name().to_string(),
+        token: Some(pair.token_ref()),
+        certificate: Some(pair.certificate_info()),
+        timestamp: Some(timestamp),
+    })
+}
+
+/// Now in `unit`, moved by `offset_ms` (the server's clock minus ours).
+fn corrected_timestamp(unit: TimestampUnit, offset_ms: i64) -> i64 {
+    match unit {
+        TimestampUnit::Millis => now_timestamp(unit) + offset_ms,
+        TimestampUnit::Seconds => now_timestamp(unit) + offset_ms / 1000,
+    }
+}
+
+/// The report for an attempt that ended before an answer.
+pub fn failure_report(
+    err: &EnrollError,
+    pair: Option<&PairSummary>,
+    user: Option<&str>,
+    reg: Option<&Registration<'_>>,
+    digest: DigestAlg,
+) -> Report {
+    Report {
+        outcome: OutcomeKind::Failed,
+        code: None,
+        message: err.to_string(),
+        user: user.map(str::to_string),
+        admin: reg.map(|r| r.admin.to_string()),
+        algorithm: digest.name().to_string(),
+        token: pair.map(PairSummary::token_ref),
+        certificate: pair.map(PairSummary::certificate_info),
+        timestamp: None,
+    }
+}
