@@ -4,7 +4,6 @@
 //! `cli` is one face of it; the tray agent is another.
 
 pub mod agent;
-pub mod agent_cli;
 pub mod api;
 pub mod certinfo;
 pub mod challenge;
@@ -19,5 +18,6 @@ pub mod fuzzing;
 pub mod journal;
 pub mod secret;
 pub mod simulator;
+pub mod text;
 pub mod token;
 pub mod ui;

@@ -59,16 +59,6 @@ fn main() {
         Ok(c) => c,
         Err(e) => std::process::exit(cli::argument_error(e)),
     };
-    let code = match cli.command {
-        Command::Enroll(a) => cli::enroll_cmd(a),
-        Command::Sign(a) => cli::sign_cmd(a),
-        Command::Tokens(a) => cli::tokens_cmd(a),
-        Command::Verify(a) => cli::verify_cmd(a),
-        Command::Journal(a) => cli::journal_cmd(a),
-        Command::Simulate(a) => cli::simulate_cmd(a),
-        Command::Agent(a) => tokenroll::agent_cli::run(a),
-        Command::Demo => tokenroll::demo::run(),
-        Command::Provision(a) => cli::provision_cmd(a),
-    };
+    let code = cli::run(cli);
     std::process::exit(code);
 }

@@ -25,53 +25,8 @@ fn err<T>(s: impl Into<String>) -> Result<T, ConfigError> {
     Err(ConfigError(s.into()))
 }
 
-macro_rules! raw_config {
-    ($($field:ident : $ty:ty),* $(,)?) => {
-        /// One layer of configuration; every key optional. Keys are the flags' names in snake_case.
-        #[derive(Clone, Debug, Default, Deserialize)]
-        #[serde(deny_unknown_fields)]
-        pub struct RawConfig { $(pub $field: Option<$ty>,)* }
-
-        impl RawConfig {
-            /// Keeps `self`'s values and fills the gaps from `lower`.
-            pub fn over(self, lower: RawConfig) -> RawConfig {
-                RawConfig { $($field: self.$field.or(lower.$field),)* }
-            }
-        }
-    };
-}
-
-raw_config! {
-    server: String,
-    ca_file: PathBuf,
-    admin: String,
-    user: String,
-    status: String,
-    algorithm: String,
-    module: PathBuf,
-    token: String,
-    key: String,
-    pin_env: String,
-    pin_stdin: bool,
-    challenge: String,
-    challenge_url: String,
-    timestamp_unit: String,
-    connect_timeout: u64,
-    timeout: u64,
-    json: bool,
-    out: PathBuf,
-    base64: bool,
-    pinentry: String,
-    enroll_on_insert: String,
-    headless: bool,
-    user_from: String,
-    poll_ms: u64,
-    auth_token_file: PathBuf,
-    secret_code_file: PathBuf,
-    retries: u32,
-    journal: PathBuf,
-    user_must_match: String,
-}
+pub mod keys;
+pub use keys::RawConfig;
 
 pub const SYSTEM_CONFIG: &str = "/etc/tokenroll/config.toml";
 
@@ -84,9 +39,19 @@ pub fn user_config_path() -> Option<PathBuf> {
     Some(base.join("tokenroll/config.toml"))
 }
 
-/// Parses a config file's text.
+/// Parses a config file's text. An unknown key is refused, naming the known ones.
 pub fn parse_text(text: &str) -> Result<RawConfig, ConfigError> {
-    toml::from_str(text).map_err(|e| ConfigError(e.to_string()))
+    let table: toml::Table = toml::from_str(text).map_err(|e| ConfigError(e.to_string()))?;
+    let known = RawConfig::keys();
+    if let Some(k) = table.keys().find(|k| !known.contains(k)) {
+        let mut known = known;
+        known.sort();
+        return err(format!(
+            "unknown key '{k}'; the keys are: {}",
+            known.join(", ")
+        ));
+    }
+    RawConfig::deserialize(table).map_err(|e| ConfigError(e.to_string()))
 }
 
 /// Reads a config file; a missing optional file is an empty layer.
@@ -112,7 +77,7 @@ pub fn resolve(
         },
     };
     let system = read_file(Path::new(SYSTEM_CONFIG), false)?;
-    Ok(flags_and_env.over(user).over(system))
+    flags_and_env.over(user)?.over(system)
 }
 
 /// Reads a secret file, refusing one that group or others can read.
@@ -156,12 +121,12 @@ pub fn admin_secrets(raw: &RawConfig) -> Result<AdminSecrets, ConfigError> {
     Ok(AdminSecrets {
         auth_token: AuthToken::new(secret(
             "TOKENROLL_AUTH_TOKEN",
-            raw.auth_token_file.as_ref(),
+            raw.secret_files.auth_token_file.as_ref(),
             "auth_token_file",
         )?),
         secret_code: SecretCode::new(secret(
             "TOKENROLL_SECRET_CODE",
-            raw.secret_code_file.as_ref(),
+            raw.secret_files.secret_code_file.as_ref(),
             "secret_code_file",
         )?),
     })
@@ -201,14 +166,14 @@ pub fn http_options(raw: &RawConfig) -> Result<HttpOptions, ConfigError> {
         s => Ok(Duration::from_secs(s)),
     };
     Ok(HttpOptions {
-        ca_file: raw.ca_file.clone(),
-        connect_timeout: secs(raw.connect_timeout, 10, "connect-timeout")?,
-        timeout: secs(raw.timeout, 30, "timeout")?,
+        ca_file: raw.http.ca_file.clone(),
+        connect_timeout: secs(raw.http.connect_timeout, 10, "connect-timeout")?,
+        timeout: secs(raw.http.timeout, 30, "timeout")?,
     })
 }
 
 pub fn selector(raw: &RawConfig) -> Result<Selector, ConfigError> {
-    let uri = match &raw.key {
+    let uri = match &raw.signing.key {
         None => None,
         Some(text) => {
             let uri = Pkcs11Uri::parse(text).map_err(|e| ConfigError(format!("--key: {e}")))?;
@@ -221,14 +186,14 @@ pub fn selector(raw: &RawConfig) -> Result<Selector, ConfigError> {
         }
     };
     Ok(Selector {
-        token_label: raw.token.clone(),
+        token_label: raw.pin.token.clone(),
         uri,
     })
 }
 
 impl SignOptions {
     pub fn from_raw(raw: &RawConfig) -> Result<Self, ConfigError> {
-        let pin = match (&raw.pin_env, raw.pin_stdin.unwrap_or(false)) {
+        let pin = match (&raw.pin.pin_env, raw.pin.pin_stdin.unwrap_or(false)) {
             (Some(_), true) => {
                 return err("give the PIN with either --pin-env or --pin-stdin, not both")
             }
@@ -236,7 +201,7 @@ impl SignOptions {
             (None, true) => PinSource::Stdin,
             (None, false) => PinSource::Terminal,
         };
-        let challenge = match (&raw.challenge, &raw.challenge_url) {
+        let challenge = match (&raw.signing.challenge, &raw.signing.challenge_url) {
             (Some(_), Some(_)) => {
                 return err("give either --challenge or --challenge-url, not both")
             }
@@ -245,12 +210,12 @@ impl SignOptions {
             (None, Some(u)) => ChallengeSource::Url(u.clone()),
             (None, None) => ChallengeSource::Local,
         };
-        let algorithm = match &raw.algorithm {
+        let algorithm = match &raw.signing.algorithm {
             Some(a) => a.parse().map_err(ConfigError)?,
             None => DigestAlg::Sha256,
         };
         Ok(Self {
-            module: raw.module.clone(),
+            module: raw.module.module.clone(),
             selector: selector(raw)?,
             pin,
             algorithm,
@@ -277,7 +242,7 @@ impl RegisterOptions {
                 "{flag} is required (or its config key / TOKENROLL_ variable)"
             )),
         };
-        let user = match (&raw.user, &raw.user_from) {
+        let user = match (&raw.server.user, &raw.server.user_from) {
             (Some(u), _) => UserFrom::Fixed(need(&Some(u.clone()), "--user")?),
             (None, Some(f)) => f.parse().map_err(ConfigError)?,
             (None, None) if face == Face::Agent => UserFrom::Login,
@@ -294,34 +259,38 @@ impl RegisterOptions {
                         `tokenroll enroll` needs --user, or user_from = cn, email, upn or login",
             );
         }
-        let server = need(&raw.server, "--server")?;
+        let server = need(&raw.server.server, "--server")?;
         crate::api::client::server_origin(&server).map_err(|e| ConfigError(e.to_string()))?;
         Ok(Self {
             server,
-            admin: need(&raw.admin, "--admin")?,
+            admin: need(&raw.server.admin, "--admin")?,
             user,
             status: raw
+                .server
                 .status
                 .as_deref()
                 .unwrap_or("pending")
                 .parse()
                 .map_err(ConfigError)?,
             timestamp_unit: raw
+                .server
                 .timestamp_unit
                 .as_deref()
                 .unwrap_or("ms")
                 .parse()
                 .map_err(ConfigError)?,
             secrets: admin_secrets(raw)?,
-            retries: match raw.retries.unwrap_or(2) {
+            retries: match raw.server.retries.unwrap_or(2) {
                 r @ 0..=10 => r,
                 _ => return err("--retries must be 0-10"),
             },
             journal: raw
                 .journal
+                .journal
                 .clone()
                 .unwrap_or_else(crate::journal::default_path),
             user_must_match: raw
+                .server
                 .user_must_match
                 .as_deref()
                 .unwrap_or("none")
@@ -338,7 +307,7 @@ mod tests {
     /// Every key the example config shows, uncommented, is a key tokenroll knows.
     #[test]
     fn the_example_config_names_only_real_keys() {
-        let example = include_str!("../packaging/config.example.toml");
+        let example = include_str!("../../packaging/config.example.toml");
         let lines: Vec<String> = example
             .lines()
             .filter_map(|l| l.strip_prefix("# "))
@@ -350,34 +319,52 @@ mod tests {
             .collect();
         assert!(lines.len() > 20, "{lines:?}");
         let raw: RawConfig = toml::from_str(&lines.join("\n")).expect("example keys parse");
-        assert!(raw.user_must_match.is_some() && raw.journal.is_some() && raw.retries.is_some());
+        assert!(
+            raw.server.user_must_match.is_some()
+                && raw.journal.journal.is_some()
+                && raw.server.retries.is_some()
+        );
     }
 
     #[test]
     fn layers_merge_key_by_key() {
-        let flags = RawConfig {
-            admin: Some("flag-admin".into()),
-            ..Default::default()
-        };
-        let user: RawConfig = toml::from_str("admin = \"file-admin\"\nuser = \"alice\"").unwrap();
-        let system: RawConfig = toml::from_str("user = \"bob\"\nserver = \"https://cg\"").unwrap();
-        let m = flags.over(user).over(system);
-        assert_eq!(m.admin.as_deref(), Some("flag-admin"));
-        assert_eq!(m.user.as_deref(), Some("alice"));
-        assert_eq!(m.server.as_deref(), Some("https://cg"));
+        let mut flags = RawConfig::default();
+        flags.server.admin = Some("flag-admin".into());
+        let user =
+            parse_text("admin = \"file-admin\"\nuser = \"alice\"\nheadless = false").unwrap();
+        let system =
+            parse_text("user = \"bob\"\nserver = \"https://cg\"\nheadless = true\npoll_ms = 9")
+                .unwrap();
+        let m = flags.over(user).unwrap().over(system).unwrap();
+        assert_eq!(m.server.admin.as_deref(), Some("flag-admin"));
+        assert_eq!(m.server.user.as_deref(), Some("alice"));
+        assert_eq!(m.server.server.as_deref(), Some("https://cg"));
+        assert_eq!(
+            m.agent.headless,
+            Some(false),
+            "a lower layer's true does not win"
+        );
+        assert_eq!(m.agent.poll_ms, Some(9));
     }
 
     #[test]
     fn unknown_keys_are_refused() {
-        assert!(toml::from_str::<RawConfig>("sever = \"x\"").is_err());
+        let e = parse_text("sever = \"x\"").unwrap_err().to_string();
+        assert!(e.contains("'sever'") && e.contains("server"), "{e}");
+        assert!(
+            parse_text("retries = \"two\"").is_err(),
+            "a wrong type is refused"
+        );
+        assert!(
+            !RawConfig::keys().contains(&"config".to_string()),
+            "--config is a flag about files, not a key"
+        );
     }
 
     #[test]
     fn pin_in_key_uri_is_refused() {
-        let raw = RawConfig {
-            key: Some("pkcs11:token=a?pin-value=1234".into()),
-            ..Default::default()
-        };
+        let mut raw = RawConfig::default();
+        raw.signing.key = Some("pkcs11:token=a?pin-value=1234".into());
         let e = selector(&raw).unwrap_err().to_string();
         assert!(e.contains("--pin-env") && !e.contains("1234"), "{e}");
     }

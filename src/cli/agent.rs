@@ -3,27 +3,21 @@
 //!
 //! Owns: the agent's process concerns. Does not own: the agent's logic (see `agent`).
 
+use super::args::AgentArgs;
+use super::exit;
 use crate::agent::{self, state::EnrollOnInsert, AgentConfig};
-use crate::cli::AgentArgs;
-use crate::config::{RawConfig, RegisterOptions, SignOptions};
+use crate::config::{RegisterOptions, SignOptions};
 use crate::ui::tray::Command;
 use std::time::Duration;
 
 fn resolve(args: &AgentArgs) -> Result<(AgentConfig, Option<String>, bool), String> {
-    let flags = args.server.over(RawConfig {
-        pinentry: args.pinentry.clone(),
-        enroll_on_insert: args.enroll_on_insert.clone(),
-        headless: args.headless.then_some(true),
-        poll_ms: args.poll_ms,
-        ..args.source.raw()
-    });
-    let raw =
-        crate::config::resolve(flags, args.source.config.as_deref()).map_err(|e| e.to_string())?;
+    let raw = crate::config::resolve(args.layer(), args.config.config.as_deref())
+        .map_err(|e| e.to_string())?;
     let sign = SignOptions::from_raw(&raw).map_err(|e| e.to_string())?;
     let register =
         RegisterOptions::from_raw(&raw, crate::config::Face::Agent).map_err(|e| e.to_string())?;
-    let headless = raw.headless.unwrap_or(false);
-    let policy = match &raw.enroll_on_insert {
+    let headless = raw.agent.headless.unwrap_or(false);
+    let policy = match &raw.agent.enroll_on_insert {
         Some(p) => p.parse()?,
         None if headless => EnrollOnInsert::Auto,
         None => EnrollOnInsert::Ask,
@@ -36,10 +30,10 @@ fn resolve(args: &AgentArgs) -> Result<(AgentConfig, Option<String>, bool), Stri
         http: sign.http,
         register,
         policy,
-        poll: Duration::from_millis(raw.poll_ms.unwrap_or(500).max(50)),
+        poll: Duration::from_millis(raw.agent.poll_ms.unwrap_or(500).max(50)),
         state_dir: agent::registry::state_dir(),
     };
-    Ok((cfg, raw.pinentry, headless))
+    Ok((cfg, raw.agent.pinentry, headless))
 }
 
 /// The tray, or None (with the reason logged) where there is no session bus; on a desktop with
@@ -103,15 +97,15 @@ pub fn run(args: AgentArgs) -> i32 {
     let (cfg, pinentry, headless) = match resolve(&args) {
         Ok(v) => v,
         Err(e) => {
-            eprintln!("tokenroll agent: {e}");
-            return 2;
+            eprintln!("tokenroll agent: {}", crate::text::plain_lines(&e));
+            return exit::USAGE;
         }
     };
     let _lock = match single_instance(&cfg.state_dir) {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("tokenroll agent: {e}");
-            return 1;
+            eprintln!("tokenroll agent: {}", crate::text::plain_lines(&e));
+            return exit::FAILURE;
         }
     };
     tracing::info!(policy = ?cfg.policy, user = ?cfg.register.user, headless, "agent starting");
@@ -179,11 +173,11 @@ pub fn run(args: AgentArgs) -> i32 {
     match result {
         Ok(()) => {
             tracing::info!("agent stopped");
-            0
+            exit::OK
         }
         Err(e) => {
-            eprintln!("tokenroll agent: {e}");
-            1
+            eprintln!("tokenroll agent: {}", crate::text::plain_lines(&e));
+            exit::FAILURE
         }
     }
 }

@@ -1,0 +1,306 @@
+//! The command line's shape: subcommands and the flags that are not configuration keys. The
+//! keys themselves are declared once, in `config::keys`, and flattened in here.
+//!
+//! Owns: argv's structure. Does not own: what any value means (see `config`).
+
+use crate::config::keys::{
+    AgentKeys, ConfigFlag, HttpKeys, JournalKeys, ModuleKeys, OutputKeys, PinKeys, ServerKeys,
+    SignOutKeys, SigningKeys,
+};
+use crate::config::RawConfig;
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "tokenroll",
+    version,
+    about = "Enroll PKCS#11 hardware tokens with a CENTAGATE identity server"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Sign a challenge on the token and register the token with CENTAGATE.
+    Enroll(EnrollArgs),
+    /// Sign a challenge on the token and write the PKCS#7; nothing is registered.
+    Sign(SignArgs),
+    /// List slots, tokens and signing pairs with their pkcs11: URIs.
+    Tokens(TokensArgs),
+    /// Decode and verify a PKCS#7 SignedData (DER or base64).
+    Verify(VerifyArgs),
+    /// List the enrollment journal: every registration sent, and what came of it.
+    Journal(JournalArgs),
+    /// Run the CENTAGATE simulator on loopback over TLS.
+    Simulate(SimulateArgs),
+    /// Run in the desktop session: notice tokens, ask for the PIN, enroll, tell the person.
+    Agent(AgentArgs),
+    /// Run a whole enrollment on a throw-away SoftHSM2 token against the built-in simulator.
+    Demo,
+    /// Test tooling: put a key pair and a self-signed certificate on a (SoftHSM2) token.
+    #[command(hide = true)]
+    Provision(ProvisionArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct EnrollArgs {
+    #[command(flatten)]
+    pub server: ServerKeys,
+    #[command(flatten)]
+    pub journal: JournalKeys,
+    #[command(flatten)]
+    pub module: ModuleKeys,
+    #[command(flatten)]
+    pub signing: SigningKeys,
+    #[command(flatten)]
+    pub pin: PinKeys,
+    #[command(flatten)]
+    pub http: HttpKeys,
+    #[command(flatten)]
+    pub output: OutputKeys,
+    #[command(flatten)]
+    pub config: ConfigFlag,
+}
+
+impl EnrollArgs {
+    /// The flags and variables as one configuration layer.
+    pub fn layer(&self) -> RawConfig {
+        RawConfig {
+            server: self.server.clone(),
+            journal: self.journal.clone(),
+            module: self.module.clone(),
+            signing: self.signing.clone(),
+            pin: self.pin.clone(),
+            http: self.http.clone(),
+            output: self.output.clone(),
+            ..Default::default()
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct SignArgs {
+    #[command(flatten)]
+    pub out: SignOutKeys,
+    #[command(flatten)]
+    pub module: ModuleKeys,
+    #[command(flatten)]
+    pub signing: SigningKeys,
+    #[command(flatten)]
+    pub pin: PinKeys,
+    #[command(flatten)]
+    pub http: HttpKeys,
+    #[command(flatten)]
+    pub output: OutputKeys,
+    #[command(flatten)]
+    pub config: ConfigFlag,
+}
+
+impl SignArgs {
+    pub fn layer(&self) -> RawConfig {
+        RawConfig {
+            sign_out: self.out.clone(),
+            module: self.module.clone(),
+            signing: self.signing.clone(),
+            pin: self.pin.clone(),
+            http: self.http.clone(),
+            output: self.output.clone(),
+            ..Default::default()
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct AgentArgs {
+    #[command(flatten)]
+    pub server: ServerKeys,
+    #[command(flatten)]
+    pub journal: JournalKeys,
+    #[command(flatten)]
+    pub agent: AgentKeys,
+    #[command(flatten)]
+    pub module: ModuleKeys,
+    #[command(flatten)]
+    pub signing: SigningKeys,
+    #[command(flatten)]
+    pub http: HttpKeys,
+    #[command(flatten)]
+    pub config: ConfigFlag,
+}
+
+impl AgentArgs {
+    pub fn layer(&self) -> RawConfig {
+        RawConfig {
+            server: self.server.clone(),
+            journal: self.journal.clone(),
+            agent: self.agent.clone(),
+            module: self.module.clone(),
+            signing: self.signing.clone(),
+            http: self.http.clone(),
+            ..Default::default()
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct TokensArgs {
+    #[command(flatten)]
+    pub module: ModuleKeys,
+    #[command(flatten)]
+    pub output: OutputKeys,
+    #[command(flatten)]
+    pub config: ConfigFlag,
+}
+
+impl TokensArgs {
+    pub fn layer(&self) -> RawConfig {
+        RawConfig {
+            module: self.module.clone(),
+            output: self.output.clone(),
+            ..Default::default()
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct JournalArgs {
+    #[command(flatten)]
+    pub journal: JournalKeys,
+    #[command(flatten)]
+    pub output: OutputKeys,
+    #[command(flatten)]
+    pub config: ConfigFlag,
+}
+
+impl JournalArgs {
+    pub fn layer(&self) -> RawConfig {
+        RawConfig {
+            journal: self.journal.clone(),
+            output: self.output.clone(),
+            ..Default::default()
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct VerifyArgs {
+    pub file: PathBuf,
+    /// Trusted certificates (PEM): also verify the signer's chain.
+    #[arg(long)]
+    pub trust: Option<PathBuf>,
+    #[command(flatten)]
+    pub output: OutputKeys,
+}
+
+#[derive(Args, Debug)]
+pub struct SimulateArgs {
+    /// Users file: [[user]] tables with name and state (active, inactive, bound).
+    #[arg(long)]
+    pub users: PathBuf,
+    /// The address to listen on: loopback only, unless --listen-any is given.
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    pub listen: std::net::SocketAddr,
+    /// Allow a --listen address that is not loopback (the simulator accepts any admin secret
+    /// configured for it: never expose it beyond a test network).
+    #[arg(long)]
+    pub listen_any: bool,
+    /// Write the simulator's TLS certificate (PEM) here, for clients' --ca-file.
+    #[arg(long)]
+    pub cert_out: Option<PathBuf>,
+    /// Append a JSON line per request here.
+    #[arg(long)]
+    pub record: Option<PathBuf>,
+    /// The admin allowed to register (secrets from TOKENROLL_AUTH_TOKEN / TOKENROLL_SECRET_CODE).
+    #[arg(long, env = "TOKENROLL_ADMIN")]
+    pub admin: String,
+    /// Only trust signers issued by these certificates (PEM); by default any certificate is trusted.
+    #[arg(long)]
+    pub trust: Option<PathBuf>,
+    /// Expect timestamps in seconds (as the vendor's samples send them).
+    #[arg(long)]
+    pub timestamp_seconds: bool,
+    /// Fault: answer every registration with this code.
+    #[arg(long)]
+    pub force_code: Option<i64>,
+    /// Fault: send code as a JSON string.
+    #[arg(long)]
+    pub code_as_string: bool,
+    /// Fault: answer HTTP 500 with an HTML page (same as --html-status 500).
+    #[arg(long)]
+    pub html_500: bool,
+    /// Fault: answer with an HTML error page and this HTTP status (4xx or 5xx).
+    #[arg(long)]
+    pub html_status: Option<u16>,
+    /// Fault: answer 200 with a body that is not JSON.
+    #[arg(long)]
+    pub not_json: bool,
+    /// Fault: send `object` as null, empty (""), string or object.
+    #[arg(long, value_parser = ["null", "empty", "string", "object"])]
+    pub object: Option<String>,
+    /// Fault: send part of the answer, then reset the connection.
+    #[arg(long)]
+    pub cut_body: bool,
+    /// Fault: wait this many milliseconds before answering.
+    #[arg(long)]
+    pub delay_ms: Option<u64>,
+    /// Fault: answer with a 2 MiB body.
+    #[arg(long)]
+    pub huge_body: bool,
+    /// Fault: answer 307 to this URL.
+    #[arg(long)]
+    pub redirect: Option<String>,
+    /// Fault: close the connection without an answer for the first N registrations.
+    #[arg(long, default_value_t = 0)]
+    pub drop_first: u32,
+    /// Fault: register, then close without answering, for the first N registrations.
+    #[arg(long, default_value_t = 0)]
+    pub lose_answers: u32,
+    /// Fault: the server's clock is this many seconds ahead (negative: behind).
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    pub clock_offset_secs: i64,
+    /// Fault: serve an expired TLS certificate, or one for another host name.
+    #[arg(long, value_parser = ["expired", "wrong-host"])]
+    pub bad_tls: Option<String>,
+    #[command(flatten)]
+    pub config: ConfigFlag,
+}
+
+#[derive(Args, Debug)]
+pub struct ProvisionArgs {
+    #[command(flatten)]
+    pub module: ModuleKeys,
+    #[arg(long)]
+    pub label: String,
+    /// Initialise a free slot as this token first (SO PIN from --so-pin-env).
+    #[arg(long)]
+    pub init: bool,
+    #[arg(long, default_value = "TOKENROLL_SO_PIN")]
+    pub so_pin_env: String,
+    #[arg(long, default_value = "TOKENROLL_PIN")]
+    pub pin_env: String,
+    /// rsa2048, rsa3072, rsa4096, p256 or p384.
+    #[arg(long, default_value = "rsa2048")]
+    pub key_type: String,
+    /// CKA_ID as hex.
+    #[arg(long, default_value = "01")]
+    pub id: String,
+    #[arg(long, default_value = "CN=Test User,O=tokenroll")]
+    pub subject: String,
+    #[arg(long)]
+    pub email: Option<String>,
+    #[arg(long)]
+    pub expired: bool,
+    #[arg(long)]
+    pub not_yet_valid: bool,
+    /// A keyEncipherment-only certificate (not a signing pair).
+    #[arg(long)]
+    pub no_sign_usage: bool,
+    #[arg(long)]
+    pub always_authenticate: bool,
+    /// Write the certificate (PEM) here.
+    #[arg(long)]
+    pub cert_out: Option<PathBuf>,
+}

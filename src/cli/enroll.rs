@@ -1,0 +1,161 @@
+//! `tokenroll enroll` and `tokenroll sign`: resolve the options, load the module, and hand the
+//! one flow (`enroll::run`) a registration plan or the sign-only plan.
+//!
+//! Owns: these commands' process concerns (what is printed, written and returned). Does not own:
+//! any step of the enrollment.
+
+use super::args::{EnrollArgs, SignArgs};
+use super::exit;
+use super::render::{emit_error, emit_report, print_step, usage_error};
+use crate::config::{RegisterOptions, SignOptions};
+use crate::enroll::{self, Pkcs11Side, Plan, Registration, Request, Step, UserPolicy};
+use crate::ui::pin::CliPin;
+use std::io::Write;
+
+pub fn enroll_cmd(args: EnrollArgs) -> i32 {
+    let json = args.output.json.unwrap_or(false);
+    let resolved =
+        crate::config::resolve(args.layer(), args.config.config.as_deref()).and_then(|raw| {
+            Ok((
+                SignOptions::from_raw(&raw)?,
+                RegisterOptions::from_raw(&raw, crate::config::Face::Cli)?,
+                raw.output.json.unwrap_or(false),
+            ))
+        });
+    let (sign, reg, json) = match resolved {
+        Ok(v) => v,
+        Err(e) => {
+            return usage_error(
+                json,
+                e.to_string(),
+                args.signing.algorithm.as_deref().unwrap_or("sha256"),
+            )
+        }
+    };
+    let algorithm = sign.algorithm.name();
+    let client = match crate::api::CentagateClient::new(&reg.server, sign.http.clone()) {
+        Ok(c) => c,
+        Err(e) => return emit_error(e.into(), algorithm, json),
+    };
+    let journal = match crate::journal::Journal::open(&reg.journal) {
+        Ok(j) => j,
+        Err(e) => return emit_error(e.into(), algorithm, json),
+    };
+    let registration = Registration::new(&reg, client.origin(), Some(&journal));
+    let mut side = match Pkcs11Side::load(sign.module.as_deref(), sign.selector.clone()) {
+        Ok(s) => s,
+        Err(e) => return emit_error(e.into(), algorithm, json),
+    };
+    let mut stderr = std::io::stderr();
+    let mut on = |s: Step| print_step(&mut stderr, &s);
+    let request = Request {
+        digest: sign.algorithm,
+        challenge: &sign.challenge,
+        http: &sign.http,
+    };
+    let plan = Plan::Register {
+        registrar: &client,
+        registration: &registration,
+        user: UserPolicy {
+            from: &reg.user,
+            asked: None,
+            must_match: reg.user_must_match,
+        },
+    };
+    let mut prompt = CliPin::new(sign.pin.clone());
+    let result =
+        super::runtime().block_on(enroll::run(&mut side, &mut prompt, &request, plan, &mut on));
+    // A one-shot process leaves C_Finalize to the exit (see `sign_cmd`).
+    std::mem::forget(side);
+    match result {
+        Ok(done) => {
+            let report = done.report.expect("a registration plan reports");
+            emit_report(&report, None, json)
+        }
+        Err(f) => emit_report(
+            &f.report(Some(&registration), sign.algorithm),
+            Some(&f.error),
+            json,
+        ),
+    }
+}
+
+pub fn sign_cmd(args: SignArgs) -> i32 {
+    let resolved = crate::config::resolve(args.layer(), args.config.config.as_deref())
+        .and_then(|raw| Ok((SignOptions::from_raw(&raw)?, raw)));
+    let (opts, raw) = match resolved {
+        Ok(v) => v,
+        Err(e) => {
+            return usage_error(
+                args.output.json.unwrap_or(false),
+                e.to_string(),
+                args.signing.algorithm.as_deref().unwrap_or("sha256"),
+            )
+        }
+    };
+    let (json, base64, out) = (
+        raw.output.json.unwrap_or(false),
+        raw.sign_out.base64.unwrap_or(false),
+        raw.sign_out.out,
+    );
+    let mut side = match Pkcs11Side::load(opts.module.as_deref(), opts.selector.clone()) {
+        Ok(s) => s,
+        Err(e) => return emit_error(e.into(), opts.algorithm.name(), json),
+    };
+    let mut stderr = std::io::stderr();
+    let mut on = |s: Step| print_step(&mut stderr, &s);
+    let request = Request {
+        digest: opts.algorithm,
+        challenge: &opts.challenge,
+        http: &opts.http,
+    };
+    let mut prompt = CliPin::new(opts.pin.clone());
+    let result = super::runtime().block_on(enroll::run(
+        &mut side,
+        &mut prompt,
+        &request,
+        Plan::SIGN_ONLY,
+        &mut on,
+    ));
+    // A one-shot process leaves C_Finalize to the exit, as OpenSSL's engine does: the module's
+    // finalisation costs a measurable part of a one-shot run and the OS reclaims everything anyway.
+    std::mem::forget(side);
+    let done = match result {
+        Ok(d) => d,
+        Err(f) => return emit_report(&f.report(None, opts.algorithm), Some(&f.error), json),
+    };
+    use base64::Engine;
+    let der = &done.pkcs7;
+    let bytes = if base64 {
+        let mut s = base64::engine::general_purpose::STANDARD.encode(der);
+        s.push('\n');
+        s.into_bytes()
+    } else {
+        der.clone()
+    };
+    let written = match &out {
+        Some(p) => {
+            std::fs::write(p, &bytes).map_err(|e| format!("cannot write {}: {e}", p.display()))
+        }
+        None if json => Ok(()),
+        None => std::io::stdout()
+            .write_all(&bytes)
+            .map_err(|e| e.to_string()),
+    };
+    if let Err(e) = written {
+        eprintln!("tokenroll: {e}");
+        return exit::FAILURE;
+    }
+    if json {
+        let v = serde_json::json!({
+            "outcome": "signed",
+            "algorithm": opts.algorithm.name(),
+            "challenge": done.challenge,
+            "token": done.pair.token_ref(),
+            "certificate": done.pair.certificate_info(),
+            "pkcs7": base64::engine::general_purpose::STANDARD.encode(der),
+        });
+        println!("{v}");
+    }
+    exit::OK
+}

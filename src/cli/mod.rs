@@ -1,0 +1,60 @@
+//! The command line: argument structs (`args`), one file per subcommand, rendering (`render`)
+//! and the stable exit codes (`exit`).
+//!
+//! Owns: argv → raw config layer, printing, exit codes. Does not own: any step of an enrollment
+//! (see `enroll`) or what a configuration value means (see `config`).
+
+pub mod agent;
+pub mod args;
+mod enroll;
+pub mod exit;
+mod journal;
+mod provision;
+pub mod render;
+mod simulate;
+mod tokens;
+mod verify;
+
+pub use args::{Cli, Command};
+pub use render::print_step;
+
+/// Runs one parsed command line; returns the process exit code.
+pub fn run(cli: Cli) -> i32 {
+    match cli.command {
+        Command::Enroll(a) => enroll::enroll_cmd(a),
+        Command::Sign(a) => enroll::sign_cmd(a),
+        Command::Tokens(a) => tokens::tokens_cmd(a),
+        Command::Verify(a) => verify::verify_cmd(a),
+        Command::Journal(a) => journal::journal_cmd(a),
+        Command::Simulate(a) => simulate::simulate_cmd(a),
+        Command::Agent(a) => agent::run(a),
+        Command::Demo => crate::demo::run(),
+        Command::Provision(a) => provision::provision_cmd(a),
+    }
+}
+
+/// A command line clap refused. With `--json` among the arguments the one JSON object is still
+/// printed, so scripts never have to parse clap's text; help and version print as usual.
+pub fn argument_error(e: clap::Error) -> i32 {
+    use clap::error::ErrorKind;
+    let wants_json = std::env::args().any(|a| a == "--json");
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) || !wants_json {
+        e.exit();
+    }
+    let message = e
+        .render()
+        .to_string()
+        .lines()
+        .next()
+        .unwrap_or("invalid arguments")
+        .trim_start_matches("error: ")
+        .to_string();
+    render::usage_error(true, message, "sha256")
+}
+
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
