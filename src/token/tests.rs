@@ -1,6 +1,11 @@
 use super::*;
+use cryptoki::error::{Error as CkError, RvError};
+use cryptoki::slot::Slot;
 use std::str::FromStr;
+use std::time::SystemTime;
+use uri::Pkcs11Uri;
 use x509_cert::builder::{Builder, CertificateBuilder, Profile};
+use x509_cert::Certificate;
 
 pub(crate) fn software_cert(cn: &str, key: &p256::ecdsa::SigningKey, days: i64) -> Certificate {
     let spki = spki::SubjectPublicKeyInfoOwned::from_key(*key.verifying_key()).unwrap();
