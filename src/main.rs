@@ -31,6 +31,9 @@ fn no_core_dumps() {
 }
 
 fn main() {
+    // Before anything else, while the process has one thread: no child (pinentry, xdg-open, the
+    // log viewer) may inherit an admin secret.
+    let env = tokenroll::secret::EnvSecrets::take();
     no_core_dumps();
     let parsed = Cli::try_parse();
     let is_agent = matches!(
@@ -59,6 +62,7 @@ fn main() {
         Ok(c) => c,
         Err(e) => std::process::exit(cli::argument_error(e)),
     };
-    let code = cli::run(cli);
+    let code = cli::run(cli, &env);
+    drop(env);
     std::process::exit(code);
 }

@@ -65,6 +65,49 @@ impl Pin {
     }
 }
 
+/// Takes a variable out of the process environment: returns its value (if set, non-empty and
+/// UTF-8) and removes it, so no child process inherits it.
+///
+/// Call only while the process has one thread — at start, and while the configuration is
+/// resolved, before any runtime, watcher or dialog thread exists (`std::env::remove_var` is not
+/// safe to race with other threads reading the environment).
+pub fn take_env(name: &str) -> Option<String> {
+    let value = std::env::var_os(name)?;
+    std::env::remove_var(name);
+    value.into_string().ok().filter(|v| !v.is_empty())
+}
+
+/// The variables that hold a secret under a fixed name. The login secrets of the admin session
+/// (`TOKENROLL_APP_SECRET`, `TOKENROLL_ADMIN_PASSWORD`) are removed too, so that no child ever
+/// sees them even before tokenroll uses them.
+pub const SECRET_VARIABLES: [&str; 4] = [
+    "TOKENROLL_AUTH_TOKEN",
+    "TOKENROLL_SECRET_CODE",
+    "TOKENROLL_APP_SECRET",
+    "TOKENROLL_ADMIN_PASSWORD",
+];
+
+/// The secrets the environment held at start, taken out of it before any thread or child exists.
+#[derive(Debug, Default)]
+pub struct EnvSecrets {
+    pub auth_token: Option<AuthToken>,
+    pub secret_code: Option<SecretCode>,
+}
+
+impl EnvSecrets {
+    /// Takes every [`SECRET_VARIABLES`] entry out of the environment. The first thing `main` does.
+    pub fn take() -> Self {
+        let [auth, code, app, password] = SECRET_VARIABLES.map(take_env);
+        for mut unused in [app, password].into_iter().flatten() {
+            zeroize::Zeroize::zeroize(&mut unused);
+        }
+        Self {
+            auth_token: auth.map(AuthToken::new),
+            secret_code: code.map(SecretCode::new),
+        }
+    }
+}
+
 /// The admin credentials, always travelling together.
 #[derive(Clone, Debug)]
 pub struct AdminSecrets {

@@ -29,6 +29,14 @@ fn enrolls_present_and_plugged_tokens_and_remembers_them() {
     wait_for(&agent, "the log to say so", || {
         agent.log().contains("Token bob registered")
     });
+    // The pinentry, a child of the agent, inherited the environment without the admin's secrets
+    // (taken out at start), and with what it needs (its own variables, here the test's).
+    let child_env = std::fs::read_to_string(env.path("pinentry.env")).unwrap();
+    assert!(child_env.contains("TEST_PINS="), "{child_env}");
+    for secret in [AUTH_TOKEN, SECRET_CODE] {
+        assert!(!child_env.contains(secret), "a secret reached the pinentry");
+    }
+    assert!(!child_env.contains("TOKENROLL_AUTH_TOKEN"), "{child_env}");
 
     // One agent per session.
     let second = env

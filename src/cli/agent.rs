@@ -10,12 +10,15 @@ use crate::config::{RegisterOptions, SignOptions};
 use crate::ui::tray::Command;
 use std::time::Duration;
 
-fn resolve(args: &AgentArgs) -> Result<(AgentConfig, Option<String>, bool), String> {
+fn resolve(
+    args: &AgentArgs,
+    env: &crate::secret::EnvSecrets,
+) -> Result<(AgentConfig, Option<String>, bool), String> {
     let raw = crate::config::resolve(args.layer(), args.config.config.as_deref())
         .map_err(|e| e.to_string())?;
     let sign = SignOptions::from_raw(&raw).map_err(|e| e.to_string())?;
-    let register =
-        RegisterOptions::from_raw(&raw, crate::config::Face::Agent).map_err(|e| e.to_string())?;
+    let register = RegisterOptions::from_raw(&raw, crate::config::Face::Agent, env)
+        .map_err(|e| e.to_string())?;
     let headless = raw.agent.headless.unwrap_or(false);
     let policy = match &raw.agent.enroll_on_insert {
         Some(p) => p.parse()?,
@@ -93,8 +96,8 @@ fn single_instance(state_dir: &std::path::Path) -> Result<std::fs::File, String>
     }
 }
 
-pub fn run(args: AgentArgs) -> i32 {
-    let (cfg, pinentry, headless) = match resolve(&args) {
+pub fn run(args: AgentArgs, env: &crate::secret::EnvSecrets) -> i32 {
+    let (cfg, pinentry, headless) = match resolve(&args, env) {
         Ok(v) => v,
         Err(e) => {
             eprintln!("tokenroll agent: {}", crate::text::plain_lines(&e));

@@ -12,13 +12,13 @@ use crate::enroll::{self, Pkcs11Side, Plan, Registration, Request, Step, UserPol
 use crate::ui::pin::CliPin;
 use std::io::Write;
 
-pub fn enroll_cmd(args: EnrollArgs) -> i32 {
+pub fn enroll_cmd(args: EnrollArgs, env: &crate::secret::EnvSecrets) -> i32 {
     let json = args.output.json.unwrap_or(false);
     let resolved =
         crate::config::resolve(args.layer(), args.config.config.as_deref()).and_then(|raw| {
             Ok((
                 SignOptions::from_raw(&raw)?,
-                RegisterOptions::from_raw(&raw, crate::config::Face::Cli)?,
+                RegisterOptions::from_raw(&raw, crate::config::Face::Cli, env)?,
                 raw.output.json.unwrap_or(false),
             ))
         });

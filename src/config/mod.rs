@@ -9,7 +9,7 @@ use crate::api::{HttpOptions, TimestampUnit, TokenStatus};
 use crate::challenge::ChallengeSource;
 use crate::digest::DigestAlg;
 use crate::enroll::UserFrom;
-use crate::secret::{AdminSecrets, AuthToken, SecretCode};
+use crate::secret::{AdminSecrets, AuthToken, EnvSecrets, SecretCode};
 use crate::token::uri::Pkcs11Uri;
 use crate::token::Selector;
 use crate::ui::pin::PinSource;
@@ -103,9 +103,15 @@ pub fn read_secret_file(path: &Path, key: &str) -> Result<String, ConfigError> {
     Ok(value)
 }
 
-fn secret(env: &str, file: Option<&PathBuf>, key: &str) -> Result<String, ConfigError> {
-    if let Some(v) = std::env::var(env).ok().filter(|v| !v.is_empty()) {
-        return Ok(v);
+/// A secret from the environment (taken at start) or else from its owner-only file.
+fn secret(
+    from_env: Option<&str>,
+    env: &str,
+    file: Option<&PathBuf>,
+    key: &str,
+) -> Result<String, ConfigError> {
+    if let Some(v) = from_env {
+        return Ok(v.to_string());
     }
     match file {
         Some(p) => read_secret_file(p, key),
@@ -116,15 +122,18 @@ fn secret(env: &str, file: Option<&PathBuf>, key: &str) -> Result<String, Config
     }
 }
 
-/// The admin's authToken and secretCode: from the environment or owner-only files, never flags.
-pub fn admin_secrets(raw: &RawConfig) -> Result<AdminSecrets, ConfigError> {
+/// The admin's authToken and secretCode: from the environment (as taken at start) or owner-only
+/// files, never flags.
+pub fn admin_secrets(raw: &RawConfig, env: &EnvSecrets) -> Result<AdminSecrets, ConfigError> {
     Ok(AdminSecrets {
         auth_token: AuthToken::new(secret(
+            env.auth_token.as_ref().map(|s| s.expose()),
             "TOKENROLL_AUTH_TOKEN",
             raw.secret_files.auth_token_file.as_ref(),
             "auth_token_file",
         )?),
         secret_code: SecretCode::new(secret(
+            env.secret_code.as_ref().map(|s| s.expose()),
             "TOKENROLL_SECRET_CODE",
             raw.secret_files.secret_code_file.as_ref(),
             "secret_code_file",
@@ -197,7 +206,11 @@ impl SignOptions {
             (Some(_), true) => {
                 return err("give the PIN with either --pin-env or --pin-stdin, not both")
             }
-            (Some(var), false) => PinSource::Env(var.clone()),
+            // Read now, while the process has one thread, and taken out of the environment.
+            (Some(var), false) => PinSource::Env {
+                var: var.clone(),
+                pin: crate::secret::take_env(var).map(crate::secret::Pin::new),
+            },
             (None, true) => PinSource::Stdin,
             (None, false) => PinSource::Terminal,
         };
@@ -235,7 +248,7 @@ pub enum Face {
 }
 
 impl RegisterOptions {
-    pub fn from_raw(raw: &RawConfig, face: Face) -> Result<Self, ConfigError> {
+    pub fn from_raw(raw: &RawConfig, face: Face, env: &EnvSecrets) -> Result<Self, ConfigError> {
         let need = |v: &Option<String>, flag: &str| match v.as_deref().map(str::trim) {
             Some(s) if !s.is_empty() => Ok(s.to_string()),
             _ => err(format!(
@@ -279,7 +292,7 @@ impl RegisterOptions {
                 .unwrap_or("ms")
                 .parse()
                 .map_err(ConfigError)?,
-            secrets: admin_secrets(raw)?,
+            secrets: admin_secrets(raw, env)?,
             retries: match raw.server.retries.unwrap_or(2) {
                 r @ 0..=10 => r,
                 _ => return err("--retries must be 0-10"),

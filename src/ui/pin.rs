@@ -4,12 +4,14 @@ use crate::enroll::{PairSummary, PinPrompt};
 use crate::secret::Pin;
 use crate::token::TokenError;
 use std::io::BufRead;
-use zeroize::Zeroize;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PinSource {
-    /// The name of the variable, never its value.
-    Env(String),
+    /// `--pin-env`: the variable's name, and its value as taken out of the environment at start.
+    Env {
+        var: String,
+        pin: Option<Pin>,
+    },
     Stdin,
     Terminal,
 }
@@ -36,17 +38,10 @@ impl PinPrompt for CliPin {
                 "the PIN was already used once".into(),
             ));
         }
-        let pin = match &self.source {
-            PinSource::Env(var) => {
-                let mut v = std::env::var(var).map_err(|_| {
-                    TokenError::PinSource(format!(
-                        "the variable {var} named by --pin-env is not set"
-                    ))
-                })?;
-                let p = Pin::new(v.clone());
-                v.zeroize();
-                p
-            }
+        let pin = match &mut self.source {
+            PinSource::Env { var, pin } => pin.take().ok_or_else(|| {
+                TokenError::PinSource(format!("the variable {var} named by --pin-env is not set"))
+            })?,
             PinSource::Stdin => {
                 let mut line = String::new();
                 std::io::stdin()

@@ -254,6 +254,7 @@ impl TestEnv {
         .env("XDG_RUNTIME_DIR", self.path("run"))
         .env("TEST_PINS", self.path("pins.txt"))
         .env("PINENTRY_LOG", self.path("pinentry.log"))
+        .env("PINENTRY_ENV_LOG", self.path("pinentry.env"))
         .stdout(Stdio::null())
         .stderr(Stdio::null());
         c
