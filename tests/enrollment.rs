@@ -477,3 +477,28 @@ fn the_username_must_match_the_certificate_when_asked_to() {
         .unwrap()
         .contains("e-mail address 'Bob@Example.com'"));
 }
+
+/// The simulator takes any registration its admin secrets allow: it listens on loopback only
+/// unless `--listen-any` says otherwise.
+#[test]
+fn the_simulator_listens_on_loopback_only_unless_told() {
+    let env = TestEnv::new();
+    let users = env.users_file();
+    let o = env
+        .cmd()
+        .args([
+            "simulate",
+            "--listen",
+            "0.0.0.0:0",
+            "--admin",
+            ADMIN,
+            "--users",
+        ])
+        .arg(&users)
+        .env("TOKENROLL_AUTH_TOKEN", AUTH_TOKEN)
+        .env("TOKENROLL_SECRET_CODE", SECRET_CODE)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--listen-any"), "{}", stderr(&o));
+}

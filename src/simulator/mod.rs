@@ -107,10 +107,20 @@ struct State {
 }
 
 impl State {
+    /// The rules, also after a request panicked while it held them: a panic answers that one
+    /// request with an error and never takes the simulator down for the next.
+    fn rules(&self) -> std::sync::MutexGuard<'_, Rules> {
+        self.rules
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Appends one JSON line to the record, if one is kept.
     fn write_record(&self, line: serde_json::Value) {
         if let Some(file) = &self.record {
-            let mut f = file.lock().expect("record lock");
+            let mut f = file
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             let _ = writeln!(f, "{line}");
             let _ = f.flush();
         }
@@ -124,16 +134,21 @@ pub async fn start(cfg: SimConfig) -> std::io::Result<Running> {
     let listener = TcpListener::bind(cfg.listen).await?;
     let addr = listener.local_addr()?;
     let record = match &cfg.record {
-        Some(p) => Some(Mutex::new(
+        Some(p) => Some(Mutex::new({
+            use std::os::unix::fs::OpenOptionsExt;
+            // The record holds usernames and signed content: owner-only, and never through
+            // a symbolic link planted in its place.
             std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
-                .open(p)?,
-        )),
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(p)?
+        })),
         None => None,
     };
     let mut rules = cfg.rules;
-    rules.clock_offset_ms = cfg.faults.clock_offset_secs * 1000;
+    rules.clock_offset_ms = cfg.faults.clock_offset_secs.saturating_mul(1000);
     let state = Arc::new(State {
         rules: Mutex::new(rules),
         faults: cfg.faults,
@@ -333,12 +348,16 @@ async fn respond(
             ))
         }
     };
-    let (code, message, record) =
-        state
-            .rules
-            .lock()
-            .expect("rules lock")
-            .judge(&admin, &content_type, &body);
+    let judged = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        state.rules().judge(&admin, &content_type, &body)
+    }));
+    let (code, message, record) = judged.unwrap_or_else(|_| {
+        (
+            crate::api::CODE_INVALID_INPUT,
+            "Invalid Input: the simulator failed on this request".into(),
+            serde_json::json!({"panicked": true}),
+        )
+    });
     let code = faults.force_code.unwrap_or(code);
     let mut line = record;
     line["method"] = serde_json::json!("PUT");
@@ -396,4 +415,35 @@ async fn respond(
         faults.code_as_string,
         faults.object.as_deref(),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secret::{AdminSecrets, AuthToken, SecretCode};
+
+    /// A request that panicked while it held the rules leaves them usable for the next.
+    #[test]
+    fn a_panic_in_one_request_does_not_poison_the_next() {
+        let secrets = AdminSecrets {
+            auth_token: AuthToken::new("AT".into()),
+            secret_code: SecretCode::new("SC".into()),
+        };
+        let users = Users::parse("[[user]]\nname = \"alice\"\n").unwrap();
+        let state = Arc::new(State {
+            rules: Mutex::new(Rules::new("helpdesk".into(), secrets, users)),
+            faults: Faults::default(),
+            record: None,
+            registrations: Default::default(),
+        });
+        let s = state.clone();
+        let panicked = std::thread::spawn(move || {
+            let _held = s.rules.lock().unwrap();
+            panic!("a request fails while it holds the rules");
+        })
+        .join();
+        assert!(panicked.is_err() && state.rules.is_poisoned());
+        let (code, _, _) = state.rules().judge("helpdesk", "application/json", b"{}");
+        assert_eq!(code, crate::api::CODE_INVALID_INPUT);
+    }
 }

@@ -160,17 +160,22 @@ impl Rules {
         let Ok(ts) = timestamp.parse::<i64>() else {
             return invalid("timestamp is not an integer");
         };
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis() as i64
-            + self.clock_offset_ms;
+        let now = i64::try_from(
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_millis(),
+        )
+        .unwrap_or(i64::MAX)
+        .saturating_add(self.clock_offset_ms);
         let ts_ms = if self.timestamp_in_seconds {
             ts.saturating_mul(1000)
         } else {
             ts
         };
-        if (now - ts_ms).abs() > TIMESTAMP_WINDOW_MS {
+        // Checked: a timestamp at either end of i64 is outside the window, never an overflow.
+        let off_by = now.checked_sub(ts_ms).map(i64::unsigned_abs);
+        if off_by.is_none_or(|d| d > TIMESTAMP_WINDOW_MS.unsigned_abs()) {
             return invalid("timestamp is outside the 5-minute window");
         }
         if !["1", "2", "3", "4"].contains(&status.as_str()) {
@@ -284,6 +289,35 @@ mod tests {
     }
 
     const CEN: &str = "6f1433106d2466c15b4d324c3009375249e72162f223b63bd3e5d157e9813499";
+
+    /// A timestamp at the ends of i64, in milliseconds or seconds, is refused as outside the
+    /// window: no overflow, no panic.
+    #[test]
+    fn extreme_timestamps_are_outside_the_window() {
+        let p = pkcs7();
+        for seconds in [false, true] {
+            let mut r = rules();
+            r.timestamp_in_seconds = seconds;
+            let cases = [
+                (0, i64::MIN),
+                (0, i64::MIN + 1),
+                (0, -1),
+                (0, i64::MAX),
+                (i64::MAX, i64::MIN),
+                (i64::MIN, i64::MAX),
+                (i64::MIN, 0),
+            ];
+            for (offset, ts) in cases {
+                r.clock_offset_ms = offset;
+                let mut b: serde_json::Value = serde_json::from_slice(&body(&p, "1", CEN)).unwrap();
+                b["timestamp"] = serde_json::json!(ts.to_string());
+                let (code, message, _) =
+                    r.judge("helpdesk", "application/json", b.to_string().as_bytes());
+                assert_eq!(code, CODE_INVALID_INPUT, "{ts}: {message}");
+                assert!(message.contains("window"), "{message}");
+            }
+        }
+    }
 
     #[test]
     fn judges_in_contract_order() {

@@ -224,6 +224,11 @@ impl TestEnv {
             .unwrap_or_else(|| panic!("simulator said {line:?}"))
             .to_string();
         self.sims.push(child);
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&record).unwrap().permissions().mode();
+            assert_eq!(mode & 0o077, 0, "the simulator's record is owner-only");
+        }
         Sim { origin, ca, record }
     }
 
