@@ -376,10 +376,12 @@ mod tests {
 
     #[test]
     fn pin_in_key_uri_is_refused() {
-        let mut raw = RawConfig::default();
-        raw.signing.key = Some("pkcs11:token=a?pin-value=1234".into());
-        let e = selector(&raw).unwrap_err().to_string();
-        assert!(e.contains("--pin-env") && !e.contains("1234"), "{e}");
+        for key in ["pkcs11:token=a?pin-value=1234", "pkcs11:token=a;pin-value=1234"] {
+            let mut raw = RawConfig::default();
+            raw.signing.key = Some(key.into());
+            let e = selector(&raw).unwrap_err().to_string();
+            assert!(e.contains("--pin-env") && !e.contains("1234"), "{e}");
+        }
     }
 
     #[test]

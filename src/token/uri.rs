@@ -75,6 +75,11 @@ impl Pkcs11Uri {
                     uri.id = Some(percent_decode_str(raw).collect());
                     continue;
                 }
+                // A PIN is a query attribute, but one in the path is no less a PIN.
+                n if is_pin_attribute(n) => {
+                    uri.carries_pin = true;
+                    continue;
+                }
                 // Library and slot attributes and vendor extensions narrow nothing we select on.
                 _ => continue,
             };
@@ -90,12 +95,18 @@ impl Pkcs11Uri {
         }
         for part in query.into_iter().flat_map(|q| q.split('&')) {
             let name = part.split_once('=').map_or(part, |(n, _)| n);
-            if name == "pin-value" || name == "pin-source" {
+            if is_pin_attribute(name) {
                 uri.carries_pin = true;
             }
         }
         Ok(uri)
     }
+}
+
+/// `pin-value` or `pin-source`, however spelt (case, percent-encoding).
+fn is_pin_attribute(name: &str) -> bool {
+    let name = percent_decode_str(name).decode_utf8_lossy().to_ascii_lowercase();
+    name == "pin-value" || name == "pin-source"
 }
 
 fn enc(v: &str) -> impl fmt::Display + '_ {
@@ -176,6 +187,16 @@ mod tests {
                 .unwrap()
                 .carries_pin
         );
+        // In the path too, and however spelt: a PIN anywhere in the URI is a PIN.
+        for uri in [
+            "pkcs11:token=a;pin-value=1234",
+            "pkcs11:pin-source=file:/p;token=a",
+            "pkcs11:token=a;PIN-VALUE=1234",
+            "pkcs11:token=a;pin%2Dvalue=1234",
+            "pkcs11:token=a?Pin-Source=x",
+        ] {
+            assert!(Pkcs11Uri::parse(uri).unwrap().carries_pin, "{uri}");
+        }
         assert_eq!(Pkcs11Uri::parse("token=a"), Err(UriError::Scheme));
         assert!(matches!(
             Pkcs11Uri::parse("pkcs11:token"),
