@@ -61,8 +61,8 @@ fn main() {
                 .unwrap();
         let pair = module
             .select(&Selector {
-                token_label: None,
                 uri: Some(uri),
+                ..Default::default()
             })
             .unwrap();
         let mut session = module.open(&pair).unwrap();

@@ -320,7 +320,7 @@ fn ask_pin(s: &Shared, key: TokenKey, info: &TokenInfo, error: Option<String>) -
         let tokens = m.tokens().ok()?;
         tokens
             .iter()
-            .filter(|t| t.serial == key.serial)
+            .filter(|t| t.serial == key.serial && t.slot_description == key.reader)
             .find(|t| token_label.is_none() || token_label.as_ref() == Some(&t.label))
             .cloned()
     });
@@ -412,6 +412,8 @@ fn enroll_token(
         Selector {
             token_label: None,
             uri: Some(uri),
+            // The card the person was asked about, in its reader: never a copy in another.
+            reader: Some(key.reader.clone()),
         },
     );
     let asked = s.asked_users.lock().expect("users").get(key).cloned();

@@ -7,11 +7,14 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-/// A token is known by label and serial, never by slot id.
+/// A token is known by label, serial and reader (slot description), never by slot id: a token
+/// in another reader that copies a card's label and serial is another token, and never gets
+/// that card's PIN.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct TokenKey {
     pub label: String,
     pub serial: String,
+    pub reader: String,
 }
 
 impl fmt::Display for TokenKey {
@@ -347,6 +350,7 @@ mod tests {
         TokenKey {
             label: "alice".into(),
             serial: "01".into(),
+            reader: "r".into(),
         }
     }
 
@@ -409,6 +413,7 @@ mod tests {
         let other = TokenKey {
             label: "bob".into(),
             serial: "02".into(),
+            reader: "r".into(),
         };
         let a = m.handle(Event::Inserted {
             key: other.clone(),

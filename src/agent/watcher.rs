@@ -173,6 +173,7 @@ fn snapshot(
         let key = TokenKey {
             label: card_name(&card),
             serial: card[0].serial.clone(),
+            reader: card[0].slot_description.clone(),
         };
         if let Some(seen) = known.get(&key) {
             out.insert(key, seen.clone());
@@ -323,6 +324,10 @@ mod tests {
         }
     }
 
+    fn listed_first() -> TokenDesc {
+        token("OpenPGP card (User PIN)", "ffb85cb07b84")
+    }
+
     #[test]
     fn an_openpgp_card_is_one_card_named_by_what_its_tokens_share() {
         let listed = vec![
@@ -335,6 +340,12 @@ mod tests {
         assert_eq!(cards[0].len(), 2);
         assert_eq!(card_name(&cards[0]), "OpenPGP card");
         assert_eq!(card_name(&cards[1]), "alice");
+        // The same serial in another reader is another card.
+        let elsewhere = TokenDesc {
+            slot_description: "another reader".into(),
+            ..token("OpenPGP card (User PIN)", "ffb85cb07b84")
+        };
+        assert_eq!(super::cards(vec![listed_first(), elsewhere]).len(), 2);
         // Labels sharing nothing: the first one names the card.
         assert_eq!(card_name(&[token("x", "1"), token("y", "1")]), "x");
     }

@@ -197,6 +197,7 @@ pub fn selector(raw: &RawConfig) -> Result<Selector, ConfigError> {
     Ok(Selector {
         token_label: raw.pin.token.clone(),
         uri,
+        reader: None,
     })
 }
 
@@ -376,7 +377,10 @@ mod tests {
 
     #[test]
     fn pin_in_key_uri_is_refused() {
-        for key in ["pkcs11:token=a?pin-value=1234", "pkcs11:token=a;pin-value=1234"] {
+        for key in [
+            "pkcs11:token=a?pin-value=1234",
+            "pkcs11:token=a;pin-value=1234",
+        ] {
             let mut raw = RawConfig::default();
             raw.signing.key = Some(key.into());
             let e = selector(&raw).unwrap_err().to_string();

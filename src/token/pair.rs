@@ -40,8 +40,11 @@ pub struct TokenDesc {
 impl TokenDesc {
     /// Whether `other` is another token of the same card (OpenSC shows an OpenPGP card as two
     /// tokens with one serial).
+    /// Only tokens in the same reader (slot description) with the same serial are one card: an
+    /// impostor that copies a card's serial and certificate into another reader is its own token.
     pub fn same_card(&self, other: &TokenDesc) -> bool {
-        self.serial == other.serial
+        self.slot_description == other.slot_description
+            && self.serial == other.serial
             && self.manufacturer == other.manufacturer
             && self.model == other.model
     }

@@ -6,17 +6,21 @@
 use super::uri::Pkcs11Uri;
 use super::{SigningPair, TokenDesc, TokenError, Validity};
 
-/// What the person asked for: a token label and/or a URI. Both empty selects anything.
+/// What the person asked for: a token label and/or a URI, and (for the agent, which knows the
+/// card it asks a PIN for) the reader it sits in. All empty selects anything.
 #[derive(Clone, Debug, Default)]
 pub struct Selector {
     pub token_label: Option<String>,
     pub uri: Option<Pkcs11Uri>,
+    /// The slot description (the reader) the token must be in.
+    pub reader: Option<String>,
 }
 
 impl Selector {
     pub(super) fn matches_token(&self, t: &TokenDesc) -> bool {
         let eq = |want: &Option<String>, have: &str| want.as_deref().is_none_or(|w| w == have);
         eq(&self.token_label, &t.label)
+            && eq(&self.reader, &t.slot_description)
             && self.uri.as_ref().is_none_or(|u| {
                 eq(&u.token, &t.label)
                     && eq(&u.serial, &t.serial)

@@ -74,6 +74,7 @@ fn by_uri(s: &str) -> Selector {
     Selector {
         token_label: None,
         uri: Some(Pkcs11Uri::parse(s).unwrap()),
+        reader: None,
     }
 }
 
@@ -142,6 +143,7 @@ fn token_attributes_narrow_the_choice() {
     let sel = Selector {
         token_label: Some("alice".into()),
         uri: None,
+        reader: None,
     };
     assert_eq!(
         choose_pair(&tokens, pairs(), &sel).unwrap().token.label,
@@ -228,7 +230,41 @@ fn a_card_showing_one_certificate_on_two_tokens_offers_it_once() {
     assert_eq!(merge_card_copies(vec![aut.clone(), other]).len(), 2);
     // Two different certificates on one card both stay.
     let second = pair(&user, 4, 30);
-    assert_eq!(merge_card_copies(vec![aut, second]).len(), 2);
+    assert_eq!(merge_card_copies(vec![aut.clone(), second]).len(), 2);
+}
+
+/// An impostor that copies a card's label, serial, manufacturer, model and certificate into
+/// another reader is not that card: its pair is not merged with the card's, and a selector for
+/// the card's reader never picks it (so it never receives the PIN typed for the card).
+#[test]
+fn an_impostor_with_a_copied_serial_and_certificate_is_its_own_token() {
+    let in_reader = |reader: &str| TokenDesc {
+        slot_description: reader.into(),
+        ..token("card")
+    };
+    let real = in_reader("Reader A");
+    let impostor = in_reader("Reader B");
+    assert!(!real.same_card(&impostor));
+    assert!(real.same_card(&in_reader("Reader A")));
+    let real_pair = pair(&real, 1, 30);
+    let fake_pair = SigningPair {
+        token: impostor.clone(),
+        signature_key: true,
+        ..real_pair.clone()
+    };
+    let both = merge_card_copies(vec![real_pair.clone(), fake_pair.clone()]);
+    assert_eq!(
+        both.len(),
+        2,
+        "the impostor's copy is not merged into the card"
+    );
+    let sel = Selector {
+        token_label: None,
+        uri: Some(Pkcs11Uri::parse("pkcs11:token=card;serial=card-serial").unwrap()),
+        reader: Some("Reader A".into()),
+    };
+    let chosen = choose_pair(&[real.clone(), impostor.clone()], both, &sel).unwrap();
+    assert_eq!(chosen.token.slot_description, "Reader A");
 }
 
 /// Every CKR_* a token returns in practice becomes an error that says what to do.

@@ -105,7 +105,9 @@ impl Pkcs11Uri {
 
 /// `pin-value` or `pin-source`, however spelt (case, percent-encoding).
 fn is_pin_attribute(name: &str) -> bool {
-    let name = percent_decode_str(name).decode_utf8_lossy().to_ascii_lowercase();
+    let name = percent_decode_str(name)
+        .decode_utf8_lossy()
+        .to_ascii_lowercase();
     name == "pin-value" || name == "pin-source"
 }
 
