@@ -103,9 +103,16 @@ impl KeyKind {
             let key = rsa::pkcs1::RsaPublicKey::from_der(spki.subject_public_key.raw_bytes())
                 .map_err(|e| TokenError::UnsupportedKey(format!("bad RSA public key: {e}")))?;
             let bytes = key.modulus.as_bytes();
-            let lead = bytes.iter().take_while(|b| **b == 0).count();
-            let bits = (bytes.len() - lead) * 8
-                - bytes.get(lead).map_or(8, |b| b.leading_zeros() as usize);
+            let significant = &bytes[bytes.iter().take_while(|b| **b == 0).count()..];
+            // Checked: a token's certificate may hold any modulus, 0 included.
+            let bits = match significant.first() {
+                None => 0,
+                Some(first) => significant
+                    .len()
+                    .checked_mul(8)
+                    .and_then(|b| b.checked_sub(first.leading_zeros() as usize))
+                    .unwrap_or(usize::MAX),
+            };
             if !(2048..=4096).contains(&bits) {
                 return Err(TokenError::UnsupportedKey(format!("RSA-{bits}")));
             }

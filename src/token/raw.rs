@@ -5,7 +5,7 @@
 //! Owns: the unsafe code of that call. Does not own: anything else.
 
 use cryptoki::context::Function;
-use cryptoki::error::{Error as CkError, Rv};
+use cryptoki::error::{Error as CkError, Rv, RvError};
 use std::path::Path;
 
 /// The module's function list, loaded a second time through the same dlopen handle (same state).
@@ -54,7 +54,7 @@ impl RawFunctions {
                 &mut len,
             );
             Rv::from(rv).into_result(Function::Sign)?;
-            let mut out = vec![0u8; len as usize];
+            let mut out = vec![0u8; signature_len(len)?];
             let rv = f(
                 session,
                 data.as_ptr() as *mut u8,
@@ -63,8 +63,34 @@ impl RawFunctions {
                 &mut len,
             );
             Rv::from(rv).into_result(Function::Sign)?;
-            out.truncate(len as usize);
+            match signature_len(len)? {
+                n if n <= out.len() => out.truncate(n),
+                // The module claims to have written past the buffer it was given.
+                _ => return Err(CkError::Pkcs11(RvError::BufferTooSmall, Function::Sign)),
+            }
             Ok(out)
         }
+    }
+}
+
+/// The largest signature tokenroll's keys make is 512 bytes (RSA-4096); a module that reports
+/// more is answering nonsense, which becomes an error rather than a huge allocation.
+const MAX_SIGNATURE_LEN: usize = 16 * 1024;
+
+/// A signature length a module reported, checked before it sizes a buffer.
+fn signature_len(reported: cryptoki_sys::CK_ULONG) -> Result<usize, CkError> {
+    usize::try_from(reported)
+        .ok()
+        .filter(|n| *n <= MAX_SIGNATURE_LEN)
+        .ok_or(CkError::Pkcs11(RvError::DataLenRange, Function::Sign))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_reported_signature_length_is_checked() {
+        assert_eq!(super::signature_len(512).unwrap(), 512);
+        assert!(super::signature_len(cryptoki_sys::CK_ULONG::MAX).is_err());
+        assert!(super::signature_len(1 << 20).is_err());
     }
 }

@@ -294,3 +294,22 @@ fn ckr_codes_map_to_errors_with_an_action() {
         assert!(text.contains(expect), "{rv:?}: {text}");
     }
 }
+
+/// A certificate whose RSA modulus is zero (or empty) is an unsupported key, not a panic.
+#[test]
+fn a_nonsense_rsa_modulus_is_an_error() {
+    use const_oid::db::rfc5912;
+    // SEQUENCE { INTEGER 0, INTEGER 65537 }
+    let pkcs1 = [0x30, 0x08, 0x02, 0x01, 0x00, 0x02, 0x03, 0x01, 0x00, 0x01];
+    let spki = spki::SubjectPublicKeyInfoOwned {
+        algorithm: spki::AlgorithmIdentifierOwned {
+            oid: rfc5912::RSA_ENCRYPTION,
+            parameters: Some(der::asn1::Null.into()),
+        },
+        subject_public_key: der::asn1::BitString::from_bytes(&pkcs1).unwrap(),
+    };
+    assert!(matches!(
+        KeyKind::from_spki(&spki),
+        Err(TokenError::UnsupportedKey(_))
+    ));
+}
