@@ -52,6 +52,37 @@ secret_type!(
     /// Lowercase hex HMAC-SHA256(secretCode, admin + authToken): it authenticates the admin.
     CenToken, "CenToken");
 
+impl serde::Serialize for CenToken {
+    /// Only into a request body: the one place the cenToken is meant to go.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+/// Bytes that are zeroized when dropped, for a serialised request that holds a secret. Handed to
+/// the HTTP stack as the owner of the body, so our copy is wiped when the request is done with it
+/// (the TLS layer's transient copies are outside our reach).
+pub struct ZeroizingBytes(pub Vec<u8>);
+
+impl AsRef<[u8]> for ZeroizingBytes {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl ZeroizingBytes {
+    /// Overwrites the whole allocation (length and spare capacity) with zeros.
+    fn wipe(&mut self) {
+        self.0.zeroize();
+    }
+}
+
+impl Drop for ZeroizingBytes {
+    fn drop(&mut self) {
+        self.wipe();
+    }
+}
+
 impl Pin {
     /// Strips one trailing newline (and a CR before it) as read from stdin or a file.
     pub fn from_line(mut line: String) -> Self {
@@ -130,6 +161,16 @@ mod tests {
         };
         let dbg = format!("{s:?}");
         assert!(!dbg.contains("AT-123") && !dbg.contains("S3cr3t"), "{dbg}");
+    }
+
+    #[test]
+    fn a_serialised_body_is_wiped() {
+        let mut b = ZeroizingBytes(b"{\"cenToken\":\"6f1433\"}".to_vec());
+        b.wipe();
+        let cap = b.0.capacity();
+        // SAFETY: the Vec still owns its allocation; `zeroize` wrote every byte of its capacity.
+        let all = unsafe { std::slice::from_raw_parts(b.0.as_ptr(), cap) };
+        assert!(cap > 0 && all.iter().all(|&x| x == 0));
     }
 
     #[test]

@@ -257,11 +257,15 @@ impl CentagateClient {
     pub async fn register(&self, admin: &str, body: &RegisterBody) -> Result<Answer, ApiError> {
         let url = register_url(&self.origin, admin);
         tracing::debug!(%url, ?body, "registering");
+        // Serialised into a buffer that is zeroized when the HTTP stack drops the body.
+        let json = serde_json::to_vec(body).map_err(|e| ApiError::Config(e.to_string()))?;
+        let owned = bytes::Bytes::from_owner(crate::secret::ZeroizingBytes(json));
         let resp = self
             .http
             .put(&url)
             .header(reqwest::header::ACCEPT, "application/json")
-            .json(body)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(owned)
             .send()
             .await
             .map_err(|e| classify(&url, self.opts.timeout, e))?;

@@ -1,7 +1,7 @@
 //! Constants and shapes of the CENTAGATE registration call, shared by the client and the simulator
 //! (the simulator shares only these facts, never the client's validation code).
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 pub const WEB_ROOT: &str = "/CentagateWS/webresources";
 pub const REGISTER_PATH: &str = "/CentagateWS/webresources/cert/register/pkcs7/";
@@ -40,8 +40,9 @@ pub fn explain(code: i64) -> Option<(&'static str, &'static str)> {
     })
 }
 
-/// The wire body: every value a JSON string, as the vendor's Java sample sends it.
-#[derive(Clone, Serialize, Deserialize)]
+/// The wire body: every value a JSON string, as the vendor's Java sample sends it. The cenToken
+/// is a secret type, zeroized when the body is dropped.
+#[derive(Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RegisterBody {
     pub username: String,
@@ -49,7 +50,7 @@ pub struct RegisterBody {
     pub algorithm: String,
     pub timestamp: String,
     pub status: String,
-    pub cen_token: String,
+    pub cen_token: crate::secret::CenToken,
 }
 
 impl std::fmt::Debug for RegisterBody {

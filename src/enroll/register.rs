@@ -81,7 +81,7 @@ pub fn register_body(
         algorithm: digest.centagate_code().to_string(),
         timestamp: timestamp.to_string(),
         status: reg.status.code().to_string(),
-        cen_token: cen_token(reg.admin, reg.secrets).expose().to_string(),
+        cen_token: cen_token(reg.admin, reg.secrets),
     }
 }
 

@@ -271,7 +271,7 @@ fn registration_body_and_outcomes() {
         ("1", "2", "alice")
     );
     assert_eq!(
-        b.cen_token,
+        b.cen_token.expose(),
         "6f1433106d2466c15b4d324c3009375249e72162f223b63bd3e5d157e9813499"
     );
     assert_eq!(b.timestamp, r.timestamp.unwrap().to_string());
