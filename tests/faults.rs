@@ -318,3 +318,29 @@ fn a_server_offering_only_tls_1_1_is_refused() {
     let m = message(&o);
     assert!(m.contains("TLS handshake") && m.contains("TLS 1.2"), "{m}");
 }
+
+/// Only a 2xx answer is CENTAGATE's answer: a 4xx/5xx carrying a CENTAGATE-shaped body is an
+/// error that quotes the code (exit 5, not retried); a gateway's 502/504 says the request may
+/// have gone through.
+#[test]
+fn an_error_status_with_a_json_body_is_not_an_answer() {
+    for (faults, expect) in [
+        (
+            &["--json-status", "500"][..],
+            "HTTP 500 with CENTAGATE code 0",
+        ),
+        (
+            &["--json-status", "401", "--force-code", "10001"][..],
+            "CENTAGATE code 10001",
+        ),
+        (&["--json-status", "502"][..], "may have reached the server"),
+    ] {
+        let (env, sim, o) = enroll_with(faults, &[]);
+        assert_eq!(o.status.code(), Some(5), "{faults:?}: {}", stdout(&o));
+        assert_eq!(json(&o)["outcome"], "failed");
+        let m = message(&o);
+        assert!(m.contains(expect), "{faults:?}: {m}");
+        assert_eq!(sim.records().len(), 1, "an answer arrived: not retried");
+        assert_eq!(journal(&env)["entries"][0]["state"], "failed");
+    }
+}

@@ -33,13 +33,33 @@ impl Default for HttpOptions {
     }
 }
 
+/// Whether plain http may go to `url`'s host: a loopback IP literal, or `localhost` when every
+/// address it resolves to is loopback (a hosts file may point it elsewhere).
 fn is_loopback(url: &reqwest::Url) -> bool {
     match url.host() {
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Domain(d)) if d.eq_ignore_ascii_case("localhost") => {
+            use std::net::ToSocketAddrs;
+            (d, url.port_or_known_default().unwrap_or(80))
+                .to_socket_addrs()
+                .is_ok_and(all_loopback)
+        }
+        Some(url::Host::Domain(_)) => false,
         Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
         Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
         None => false,
     }
+}
+
+/// True when there is at least one address and every one is loopback.
+fn all_loopback(addrs: impl Iterator<Item = std::net::SocketAddr>) -> bool {
+    let mut any = false;
+    for a in addrs {
+        if !a.ip().is_loopback() {
+            return false;
+        }
+        any = true;
+    }
+    any
 }
 
 /// Parses a URL and enforces the transport rule: https, or plain http to loopback only.
@@ -271,6 +291,17 @@ impl CentagateClient {
             .map_err(|e| classify(&url, self.opts.timeout, e))?;
         let status = resp.status();
         let content_type = content_type(&resp);
+        if status.is_redirection() {
+            let location = resp
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                .unwrap_or_else(|| "nowhere".into());
+            return Err(ApiError::Redirect {
+                status: status.as_u16(),
+                location,
+            });
+        }
         let (bytes, truncated) = read_limited(&url, self.opts.timeout, resp).await?;
         let answer = if truncated {
             None
@@ -278,6 +309,15 @@ impl CentagateClient {
             Answer::parse(&bytes)
         };
         tracing::debug!(status = status.as_u16(), ?answer, "answer");
+        if !status.is_success() {
+            return Err(ApiError::HttpStatus {
+                status: status.as_u16(),
+                code: answer.as_ref().map(|a| a.code),
+                message: answer.map(|a| a.message),
+                content_type,
+                snippet: snippet(&bytes, truncated),
+            });
+        }
         answer.ok_or_else(|| ApiError::Protocol {
             status: status.as_u16(),
             content_type,
@@ -314,6 +354,17 @@ pub fn snippet(bytes: &[u8], truncated: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plain_http_only_to_loopback() {
+        assert!(checked_url("http://localhost:8080", "--server").is_ok());
+        assert!(checked_url("http://localhost.example.com", "--server").is_err());
+        // A localhost that a hosts file also points at another address is not loopback.
+        let mixed = ["127.0.0.1:80", "192.0.2.7:80"].map(|a| a.parse().unwrap());
+        assert!(!all_loopback(mixed.into_iter()));
+        assert!(!all_loopback(std::iter::empty()));
+        assert!(all_loopback(["[::1]:80".parse().unwrap()].into_iter()));
+    }
 
     #[test]
     fn server_is_an_origin_with_an_optional_root() {

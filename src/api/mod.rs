@@ -35,12 +35,68 @@ pub enum ApiError {
         content_type: String,
         snippet: String,
     },
+    /// HTTP 3xx: never followed (the cenToken would go to wherever it points).
+    #[error("the server answered with a redirect (HTTP {status} to {location}); tokenroll never follows one, so nothing was sent there: if that address is the real server, give it as --server")]
+    Redirect { status: u16, location: String },
+    /// HTTP 4xx or 5xx: an error, even when its body carries a CENTAGATE-shaped code.
+    #[error("{}", http_status_message(*.status, *.code, .message.as_deref(), .content_type, .snippet))]
+    HttpStatus {
+        status: u16,
+        /// The CENTAGATE code the body carried, if it had one (quoted; 10001 is a session
+        /// expiry wherever it appears).
+        code: Option<i64>,
+        message: Option<String>,
+        content_type: String,
+        snippet: String,
+    },
+}
+
+/// The message of a 4xx/5xx answer: the CENTAGATE code if the body had one, and for a gateway's
+/// 502/504 that the request may have reached the server behind it.
+fn http_status_message(
+    status: u16,
+    code: Option<i64>,
+    message: Option<&str>,
+    content_type: &str,
+    snippet: &str,
+) -> String {
+    let mut m = match code {
+        Some(c) => format!(
+            "the server answered HTTP {status} with CENTAGATE code {c} ({}); only an HTTP 2xx \
+             answer is a CENTAGATE answer, so nothing is taken as registered or refused",
+            message.unwrap_or("")
+        ),
+        None => format!(
+            "the server's answer is not the CENTAGATE API's (HTTP {status}{}): {snippet}; check \
+             --server, and whether a proxy is in the way",
+            if content_type.is_empty() {
+                String::new()
+            } else {
+                format!(", {content_type}")
+            }
+        ),
+    };
+    if matches!(status, 502 | 504) {
+        m.push_str(
+            "; a gateway answered, so the registration may have reached the server behind it: \
+             check it in CENTAGATE (or `tokenroll journal`) before trying again",
+        );
+    }
+    m
 }
 
 impl ApiError {
     /// A transport failure before any answer arrived: the request can be sent again.
     pub fn before_any_answer(&self) -> bool {
         matches!(self, ApiError::Network { .. } | ApiError::Timeout(_))
+    }
+
+    /// The CENTAGATE code an error answer carried, if any (a 10001 here is a session expiry).
+    pub fn centagate_code(&self) -> Option<i64> {
+        match self {
+            ApiError::HttpStatus { code, .. } => *code,
+            _ => None,
+        }
     }
 }
 

@@ -234,6 +234,9 @@ pub struct SimulateArgs {
     /// Fault: answer with an HTML error page and this HTTP status (4xx or 5xx).
     #[arg(long)]
     pub html_status: Option<u16>,
+    /// Fault: answer the judged CENTAGATE JSON with this HTTP status instead of 200.
+    #[arg(long)]
+    pub json_status: Option<u16>,
     /// Fault: answer 200 with a body that is not JSON.
     #[arg(long)]
     pub not_json: bool,

@@ -45,6 +45,7 @@ pub fn simulate_cmd(args: SimulateArgs, env: &crate::secret::EnvSecrets) -> i32 
                 delay: args.delay_ms.map(std::time::Duration::from_millis),
                 huge_body: args.huge_body,
                 redirect: args.redirect.clone(),
+                json_status: args.json_status,
                 drop_first: args.drop_first,
                 lose_answers: args.lose_answers,
                 clock_offset_secs: args.clock_offset_secs,

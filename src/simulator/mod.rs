@@ -43,8 +43,11 @@ pub struct Faults {
     pub delay: Option<std::time::Duration>,
     /// Answer with a body of 2 MiB.
     pub huge_body: bool,
-    /// Answer 307 to this URL instead of judging.
+    /// Answer 307 to this URL instead of judging (with a JSON body saying code 0, as some
+    /// servers send: it must not be taken for an answer).
     pub redirect: Option<String>,
+    /// Answer the judged CENTAGATE JSON with this HTTP status instead of 200.
+    pub json_status: Option<u16>,
     /// Close the connection without judging or answering, for the first N registrations.
     pub drop_first: u32,
     /// Judge (and so register) but close without answering, for the first N registrations:
@@ -332,7 +335,8 @@ async fn respond(
         return Ok(Response::builder()
             .status(StatusCode::TEMPORARY_REDIRECT)
             .header("location", to)
-            .body(full(""))
+            .header("content-type", "application/json")
+            .body(full(r#"{"code": 0, "message": "Success", "object": ""}"#))
             .expect("static response parts"));
     }
     let admin = percent_encoding::percent_decode_str(admin)
@@ -409,12 +413,16 @@ async fn respond(
     } else {
         message
     };
-    Ok(answer_with_object(
+    let mut answer = answer_with_object(
         code,
         &message,
         faults.code_as_string,
         faults.object.as_deref(),
-    ))
+    );
+    if let Some(s) = faults.json_status {
+        *answer.status_mut() = StatusCode::from_u16(s).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    }
+    Ok(answer)
 }
 
 #[cfg(test)]
