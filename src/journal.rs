@@ -88,11 +88,6 @@ pub struct Journal {
     file: Mutex<std::fs::File>,
 }
 
-/// The journal's default place.
-pub fn default_path() -> PathBuf {
-    crate::agent::registry::state_dir().join("journal.jsonl")
-}
-
 /// Now as RFC 3339 UTC, to the second.
 pub fn now() -> String {
     let since = std::time::SystemTime::now()
@@ -113,20 +108,14 @@ pub fn new_id() -> String {
 impl Journal {
     /// Opens (creating it owner-only, in an owner-only folder) the journal at `path`.
     pub fn open(path: &Path) -> Result<Self, JournalError> {
-        let err = |e: std::io::Error| JournalError::Write {
+        let err = |e: crate::paths::PathError| JournalError::Write {
             path: path.display().to_string(),
             reason: e.to_string(),
         };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            crate::agent::registry::private_dir(dir).map_err(err)?;
+            crate::paths::private_dir(dir).map_err(err)?;
         }
-        use std::os::unix::fs::OpenOptionsExt;
-        let file = std::fs::OpenOptions::new()
-            .append(true)
-            .create(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(err)?;
+        let file = crate::paths::open_append(path).map_err(err)?;
         Ok(Journal {
             path: path.to_path_buf(),
             file: Mutex::new(file),
@@ -159,9 +148,9 @@ impl Journal {
 
 /// Reads a journal back, oldest first. A missing file is an empty journal.
 pub fn read(path: &Path) -> Result<Contents, JournalError> {
-    let text = match std::fs::read(path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Contents::default()),
+    let text = match crate::paths::read_nofollow(path) {
+        Ok(Some(b)) => b,
+        Ok(None) => return Ok(Contents::default()),
         Err(e) => {
             return Err(JournalError::Read {
                 path: path.display().to_string(),

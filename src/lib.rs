@@ -16,6 +16,7 @@ pub mod enroll;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod journal;
+pub mod paths;
 pub mod secret;
 pub mod simulator;
 pub mod text;

@@ -2,17 +2,13 @@ use clap::Parser;
 use tokenroll::cli::{self, Cli, Command};
 use tracing_subscriber::fmt::writer::MakeWriterExt;
 
-/// The agent also logs to `$XDG_STATE_HOME/tokenroll/agent.log` (owner-only), which "Open log" shows.
-fn agent_log() -> Option<std::fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let dir = tokenroll::agent::registry::state_dir();
-    tokenroll::agent::registry::private_dir(&dir).ok()?;
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(dir.join("agent.log"))
-        .ok()
+/// The agent also logs to `$XDG_STATE_HOME/tokenroll/agent.log` (owner-only, never through a
+/// link), which "Open log" shows. Without a usable state folder the agent refuses to start
+/// (see `cli::agent`), so the reason is said there.
+fn agent_log(paths: &tokenroll::paths::Paths) -> Option<std::fs::File> {
+    let dir = paths.state_dir().ok()?;
+    tokenroll::paths::private_dir(dir).ok()?;
+    tokenroll::paths::open_append(&dir.join("agent.log")).ok()
 }
 
 /// No core dumps: a PIN, the admin's authToken and secretCode or a cenToken may be in memory, and a
@@ -34,6 +30,8 @@ fn main() {
     // Before anything else, while the process has one thread: no child (pinentry, xdg-open, the
     // log viewer) may inherit an admin secret.
     let env = tokenroll::secret::EnvSecrets::take();
+    // The folders, resolved once and handed down.
+    let paths = tokenroll::paths::Paths::from_env();
     no_core_dumps();
     let parsed = Cli::try_parse();
     let is_agent = matches!(
@@ -47,7 +45,7 @@ fn main() {
         tracing_subscriber::EnvFilter::try_from_default_env()
             .unwrap_or_else(|_| default_level.into())
     };
-    match is_agent.then(agent_log).flatten() {
+    match is_agent.then(|| agent_log(&paths)).flatten() {
         Some(file) => tracing_subscriber::fmt()
             .with_env_filter(filter())
             .with_ansi(false)
@@ -62,7 +60,7 @@ fn main() {
         Ok(c) => c,
         Err(e) => std::process::exit(cli::argument_error(e)),
     };
-    let code = cli::run(cli, &env);
+    let code = cli::run(cli, &env, &paths);
     drop(env);
     std::process::exit(code);
 }

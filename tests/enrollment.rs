@@ -502,3 +502,87 @@ fn the_simulator_listens_on_loopback_only_unless_told() {
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("--listen-any"), "{}", stderr(&o));
 }
+
+/// Without HOME and XDG_STATE_HOME there is no state folder: tokenroll refuses, and writes
+/// nothing under the current directory. A state folder others may write is refused with the
+/// chmod that fixes it, and a journal that is a symbolic link is not followed.
+#[test]
+fn state_folders_must_be_the_users_own() {
+    let mut env = TestEnv::new();
+    env.alice();
+    let sim = env.simulator(&[]);
+    let cwd = env.path("cwd");
+    std::fs::create_dir_all(&cwd).unwrap();
+    let agent = [
+        "agent",
+        "--headless",
+        "--server",
+        &sim.origin,
+        "--admin",
+        ADMIN,
+    ];
+    for args in [&["journal"][..], &agent[..]] {
+        let o = env
+            .cmd()
+            .args(args)
+            .env_remove("HOME")
+            .env_remove("XDG_STATE_HOME")
+            .env_remove("XDG_RUNTIME_DIR")
+            .env("TOKENROLL_AUTH_TOKEN", AUTH_TOKEN)
+            .env("TOKENROLL_SECRET_CODE", SECRET_CODE)
+            .current_dir(&cwd)
+            .output()
+            .unwrap();
+        let e = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {e}");
+        assert!(e.contains("HOME") && e.contains("current directory"), "{e}");
+    }
+    assert_eq!(
+        std::fs::read_dir(&cwd).unwrap().count(),
+        0,
+        "nothing written in cwd"
+    );
+
+    use std::os::unix::fs::PermissionsExt;
+    let state = env.path("shared-state");
+    std::fs::create_dir_all(state.join("tokenroll")).unwrap();
+    std::fs::set_permissions(
+        state.join("tokenroll"),
+        std::fs::Permissions::from_mode(0o777),
+    )
+    .unwrap();
+    let o = env
+        .cmd()
+        .args([
+            "enroll",
+            "--server",
+            &sim.origin,
+            "--admin",
+            ADMIN,
+            "--user",
+            "alice",
+        ])
+        .args(["--pin-env", "TOKENROLL_PIN", "--json", "--ca-file"])
+        .arg(&sim.ca)
+        .env("XDG_STATE_HOME", &state)
+        .env("TOKENROLL_AUTH_TOKEN", AUTH_TOKEN)
+        .env("TOKENROLL_SECRET_CODE", SECRET_CODE)
+        .output()
+        .unwrap();
+    assert_ne!(o.status.code(), Some(0), "{}", stdout(&o));
+    let m = json(&o)["message"].as_str().unwrap().to_string();
+    assert!(m.contains("chmod go-w"), "{m}");
+    assert!(sim.records().is_empty(), "nothing was sent");
+
+    let journal = env.path("journal-link");
+    std::os::unix::fs::symlink(env.path("elsewhere.jsonl"), &journal).unwrap();
+    let o = env.enroll(
+        &sim,
+        "alice",
+        &["--json", "--journal", journal.to_str().unwrap()],
+    );
+    assert_ne!(o.status.code(), Some(0), "{}", stdout(&o));
+    assert!(stdout(&o).contains("symbolic link"), "{}", stdout(&o));
+    assert!(!env.path("elsewhere.jsonl").exists());
+    assert!(sim.records().is_empty(), "nothing was sent");
+}

@@ -1,9 +1,9 @@
 //! What the agent has registered: the SHA-256 of each certificate it enrolled, kept under
 //! `$XDG_STATE_HOME/tokenroll/enrolled.json`, so a re-inserted token shows as enrolled.
 
+use crate::paths::PathError;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -23,35 +23,15 @@ pub struct Registry {
     data: File,
 }
 
-/// `$XDG_STATE_HOME/tokenroll`, falling back to `~/.local/state/tokenroll`.
-pub fn state_dir() -> PathBuf {
-    std::env::var_os("XDG_STATE_HOME")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
-        .unwrap_or_else(|| PathBuf::from("."))
-        .join("tokenroll")
-}
-
-/// Creates `dir` (and parents) readable by its owner only.
-pub fn private_dir(dir: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-}
-
 impl Registry {
-    pub fn open(dir: &Path) -> std::io::Result<Self> {
+    pub fn open(dir: &Path) -> Result<Self, PathError> {
         let path = dir.join("enrolled.json");
-        let data = match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+        let data = match crate::paths::read_nofollow(&path)? {
+            Some(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
                 tracing::warn!(path = %path.display(), error = %e, "ignoring an unreadable enrollment registry");
                 File::default()
             }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => File::default(),
-            Err(e) => return Err(e),
+            None => File::default(),
         };
         Ok(Self { path, data })
     }
@@ -66,23 +46,15 @@ impl Registry {
         self.data.certificates.get(certificate)
     }
 
-    /// Records a registration and writes the file atomically (owner-only).
-    pub fn add(&mut self, certificate: String, entry: Entry) -> std::io::Result<()> {
-        use std::os::unix::fs::OpenOptionsExt;
+    /// Records a registration and replaces the file atomically (owner-only; see
+    /// `paths::write_atomic`).
+    pub fn add(&mut self, certificate: String, entry: Entry) -> Result<(), PathError> {
         self.data.certificates.insert(certificate, entry);
         if let Some(dir) = self.path.parent() {
-            private_dir(dir)?;
+            crate::paths::private_dir(dir)?;
         }
-        let tmp = self.path.with_extension("json.tmp");
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .write(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(&serde_json::to_vec_pretty(&self.data).expect("serializes"))?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &self.path)
+        let bytes = serde_json::to_vec_pretty(&self.data).expect("the registry serializes");
+        crate::paths::write_atomic(&self.path, &bytes)
     }
 }
 

@@ -7,17 +7,19 @@ use super::args::AgentArgs;
 use super::exit;
 use crate::agent::{self, state::EnrollOnInsert, AgentConfig};
 use crate::config::{RegisterOptions, SignOptions};
+use crate::paths::Paths;
 use crate::ui::tray::Command;
 use std::time::Duration;
 
 fn resolve(
     args: &AgentArgs,
     env: &crate::secret::EnvSecrets,
+    paths: &Paths,
 ) -> Result<(AgentConfig, Option<String>, bool), String> {
-    let raw = crate::config::resolve(args.layer(), args.config.config.as_deref())
+    let raw = crate::config::resolve(args.layer(), args.config.config.as_deref(), paths)
         .map_err(|e| e.to_string())?;
     let sign = SignOptions::from_raw(&raw).map_err(|e| e.to_string())?;
-    let register = RegisterOptions::from_raw(&raw, crate::config::Face::Agent, env)
+    let register = RegisterOptions::from_raw(&raw, crate::config::Face::Agent, env, paths)
         .map_err(|e| e.to_string())?;
     let headless = raw.agent.headless.unwrap_or(false);
     let policy = match &raw.agent.enroll_on_insert {
@@ -34,7 +36,11 @@ fn resolve(
         register,
         policy,
         poll: Duration::from_millis(raw.agent.poll_ms.unwrap_or(500).max(50)),
-        state_dir: agent::registry::state_dir(),
+        state_dir: {
+            let dir = paths.state_dir().map_err(|e| e.to_string())?;
+            crate::paths::private_dir(dir).map_err(|e| e.to_string())?;
+            dir.to_path_buf()
+        },
     };
     Ok((cfg, raw.agent.pinentry, headless))
 }
@@ -73,20 +79,13 @@ fn open_log(path: &std::path::Path) {
     }
 }
 
-/// Holds the per-session lock; a second agent finds it taken.
-fn single_instance(state_dir: &std::path::Path) -> Result<std::fs::File, String> {
-    let dir = std::env::var_os("XDG_RUNTIME_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| state_dir.to_path_buf());
-    agent::registry::private_dir(&dir)
-        .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+/// Holds the per-session lock (in the runtime folder, else the state folder); a second agent
+/// finds it taken.
+fn single_instance(paths: &Paths) -> Result<std::fs::File, String> {
+    let dir = paths.lock_dir().map_err(|e| e.to_string())?;
+    crate::paths::private_dir(dir).map_err(|e| e.to_string())?;
     let path = dir.join("tokenroll-agent.lock");
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    let f = crate::paths::open_lock(&path).map_err(|e| e.to_string())?;
     match f.try_lock() {
         Ok(()) => Ok(f),
         Err(std::fs::TryLockError::WouldBlock) => Err(
@@ -96,15 +95,15 @@ fn single_instance(state_dir: &std::path::Path) -> Result<std::fs::File, String>
     }
 }
 
-pub fn run(args: AgentArgs, env: &crate::secret::EnvSecrets) -> i32 {
-    let (cfg, pinentry, headless) = match resolve(&args, env) {
+pub fn run(args: AgentArgs, env: &crate::secret::EnvSecrets, paths: &Paths) -> i32 {
+    let (cfg, pinentry, headless) = match resolve(&args, env, paths) {
         Ok(v) => v,
         Err(e) => {
             eprintln!("tokenroll agent: {}", crate::text::plain_lines(&e));
             return exit::USAGE;
         }
     };
-    let _lock = match single_instance(&cfg.state_dir) {
+    let _lock = match single_instance(paths) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("tokenroll agent: {}", crate::text::plain_lines(&e));

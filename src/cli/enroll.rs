@@ -12,13 +12,17 @@ use crate::enroll::{self, Pkcs11Side, Plan, Registration, Request, Step, UserPol
 use crate::ui::pin::CliPin;
 use std::io::Write;
 
-pub fn enroll_cmd(args: EnrollArgs, env: &crate::secret::EnvSecrets) -> i32 {
+pub fn enroll_cmd(
+    args: EnrollArgs,
+    env: &crate::secret::EnvSecrets,
+    paths: &crate::paths::Paths,
+) -> i32 {
     let json = args.output.json.unwrap_or(false);
-    let resolved =
-        crate::config::resolve(args.layer(), args.config.config.as_deref()).and_then(|raw| {
+    let resolved = crate::config::resolve(args.layer(), args.config.config.as_deref(), paths)
+        .and_then(|raw| {
             Ok((
                 SignOptions::from_raw(&raw)?,
-                RegisterOptions::from_raw(&raw, crate::config::Face::Cli, env)?,
+                RegisterOptions::from_raw(&raw, crate::config::Face::Cli, env, paths)?,
                 raw.output.json.unwrap_or(false),
             ))
         });
@@ -80,8 +84,8 @@ pub fn enroll_cmd(args: EnrollArgs, env: &crate::secret::EnvSecrets) -> i32 {
     }
 }
 
-pub fn sign_cmd(args: SignArgs) -> i32 {
-    let resolved = crate::config::resolve(args.layer(), args.config.config.as_deref())
+pub fn sign_cmd(args: SignArgs, paths: &crate::paths::Paths) -> i32 {
+    let resolved = crate::config::resolve(args.layer(), args.config.config.as_deref(), paths)
         .and_then(|raw| Ok((SignOptions::from_raw(&raw)?, raw)));
     let (opts, raw) = match resolved {
         Ok(v) => v,

@@ -25,7 +25,7 @@ struct EntryView<'a> {
     state: &'a str,
 }
 
-pub fn journal_cmd(args: JournalArgs) -> i32 {
+pub fn journal_cmd(args: JournalArgs, paths: &crate::paths::Paths) -> i32 {
     let json = args.output.json.unwrap_or(false);
     let fail = |message: String| {
         if json {
@@ -34,7 +34,7 @@ pub fn journal_cmd(args: JournalArgs) -> i32 {
             eprintln!("error: {}", plain_lines(&message));
         }
     };
-    let raw = match crate::config::resolve(args.layer(), args.config.config.as_deref()) {
+    let raw = match crate::config::resolve(args.layer(), args.config.config.as_deref(), paths) {
         Ok(r) => r,
         Err(e) => {
             fail(e.to_string());
@@ -42,10 +42,16 @@ pub fn journal_cmd(args: JournalArgs) -> i32 {
         }
     };
     let json = raw.output.json.unwrap_or(false);
-    let path = raw
-        .journal
-        .journal
-        .unwrap_or_else(crate::journal::default_path);
+    let path = match raw.journal.journal {
+        Some(p) => p,
+        None => match crate::config::journal_path(paths) {
+            Ok(p) => p,
+            Err(e) => {
+                fail(e.to_string());
+                return exit::USAGE;
+            }
+        },
+    };
     let contents = match crate::journal::read(&path) {
         Ok(c) => c,
         Err(e) => {

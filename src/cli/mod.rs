@@ -18,17 +18,17 @@ mod verify;
 pub use args::{Cli, Command};
 pub use render::print_step;
 
-/// Runs one parsed command line with the secrets taken from the environment at start; returns
-/// the process exit code.
-pub fn run(cli: Cli, env: &crate::secret::EnvSecrets) -> i32 {
+/// Runs one parsed command line with what the environment said at start (its secrets, taken out
+/// of it, and its folders); returns the process exit code.
+pub fn run(cli: Cli, env: &crate::secret::EnvSecrets, paths: &crate::paths::Paths) -> i32 {
     match cli.command {
-        Command::Enroll(a) => enroll::enroll_cmd(a, env),
-        Command::Sign(a) => enroll::sign_cmd(a),
-        Command::Tokens(a) => tokens::tokens_cmd(a),
+        Command::Enroll(a) => enroll::enroll_cmd(a, env, paths),
+        Command::Sign(a) => enroll::sign_cmd(a, paths),
+        Command::Tokens(a) => tokens::tokens_cmd(a, paths),
         Command::Verify(a) => verify::verify_cmd(a),
-        Command::Journal(a) => journal::journal_cmd(a),
-        Command::Simulate(a) => simulate::simulate_cmd(a, env),
-        Command::Agent(a) => agent::run(a, env),
+        Command::Journal(a) => journal::journal_cmd(a, paths),
+        Command::Simulate(a) => simulate::simulate_cmd(a, env, paths),
+        Command::Agent(a) => agent::run(a, env, paths),
         Command::Demo => crate::demo::run(),
         Command::Provision(a) => provision::provision_cmd(a),
     }

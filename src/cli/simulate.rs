@@ -8,7 +8,11 @@ use super::exit;
 use crate::config::RawConfig;
 use std::io::Write;
 
-pub fn simulate_cmd(args: SimulateArgs, env: &crate::secret::EnvSecrets) -> i32 {
+pub fn simulate_cmd(
+    args: SimulateArgs,
+    env: &crate::secret::EnvSecrets,
+    paths: &crate::paths::Paths,
+) -> i32 {
     if !args.listen.ip().is_loopback() && !args.listen_any {
         eprintln!(
             "tokenroll simulate: {} is not a loopback address; the simulator is for tests and \
@@ -19,8 +23,9 @@ pub fn simulate_cmd(args: SimulateArgs, env: &crate::secret::EnvSecrets) -> i32 
         return exit::USAGE;
     }
     let run = || -> Result<(), String> {
-        let raw = crate::config::resolve(RawConfig::default(), args.config.config.as_deref())
-            .map_err(|e| e.to_string())?;
+        let raw =
+            crate::config::resolve(RawConfig::default(), args.config.config.as_deref(), paths)
+                .map_err(|e| e.to_string())?;
         let secrets = crate::config::admin_secrets(&raw, env).map_err(|e| e.to_string())?;
         let users_text = std::fs::read_to_string(&args.users)
             .map_err(|e| format!("cannot read {}: {e}", args.users.display()))?;

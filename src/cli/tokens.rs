@@ -72,8 +72,8 @@ fn listing(module: &Module) -> Result<Listing, crate::token::TokenError> {
     })
 }
 
-pub fn tokens_cmd(args: TokensArgs) -> i32 {
-    let raw = match crate::config::resolve(args.layer(), args.config.config.as_deref()) {
+pub fn tokens_cmd(args: TokensArgs, paths: &crate::paths::Paths) -> i32 {
+    let raw = match crate::config::resolve(args.layer(), args.config.config.as_deref(), paths) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("tokenroll: {}", plain(&e.to_string()));

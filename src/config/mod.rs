@@ -2,13 +2,16 @@
 //! user's file (or `--config`), the environment and the flags are merged key by key, then
 //! validated into the typed options each command needs. No globals.
 //!
-//! Owns: config files, `TOKENROLL_*` secrets, secret-file permission checks, XDG paths.
+//! Owns: config files, where each admin secret comes from, the typed options. Does not own: the
+//! folders or how secret files are opened (see `paths`), or taking secrets out of the
+//! environment (see `secret`).
 //! Does not own: parsing argv (see `cli`), networks or tokens.
 
 use crate::api::{HttpOptions, TimestampUnit, TokenStatus};
 use crate::challenge::ChallengeSource;
 use crate::digest::DigestAlg;
 use crate::enroll::UserFrom;
+use crate::paths::Paths;
 use crate::secret::{AdminSecrets, AuthToken, EnvSecrets, SecretCode};
 use crate::token::uri::Pkcs11Uri;
 use crate::token::Selector;
@@ -30,13 +33,12 @@ pub use keys::RawConfig;
 
 pub const SYSTEM_CONFIG: &str = "/etc/tokenroll/config.toml";
 
-/// `$XDG_CONFIG_HOME/tokenroll/config.toml`, falling back to `~/.config`.
-pub fn user_config_path() -> Option<PathBuf> {
-    let base = std::env::var_os("XDG_CONFIG_HOME")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))?;
-    Some(base.join("tokenroll/config.toml"))
+/// The journal's default place: `journal.jsonl` in the state folder.
+pub fn journal_path(paths: &Paths) -> Result<PathBuf, ConfigError> {
+    Ok(paths
+        .state_dir()
+        .map_err(|e| ConfigError(e.to_string()))?
+        .join("journal.jsonl"))
 }
 
 /// Parses a config file's text. An unknown key is refused, naming the known ones.
@@ -68,39 +70,17 @@ pub fn read_file(path: &Path, required: bool) -> Result<RawConfig, ConfigError> 
 pub fn resolve(
     flags_and_env: RawConfig,
     config_flag: Option<&Path>,
+    paths: &Paths,
 ) -> Result<RawConfig, ConfigError> {
     let user = match config_flag {
         Some(p) => read_file(p, true)?,
-        None => match user_config_path() {
-            Some(p) => read_file(&p, false)?,
+        None => match &paths.user_config {
+            Some(p) => read_file(p, false)?,
             None => RawConfig::default(),
         },
     };
     let system = read_file(Path::new(SYSTEM_CONFIG), false)?;
     flags_and_env.over(user)?.over(system)
-}
-
-/// Reads a secret file, refusing one that group or others can read.
-pub fn read_secret_file(path: &Path, key: &str) -> Result<String, ConfigError> {
-    use std::os::unix::fs::PermissionsExt;
-    let meta = std::fs::metadata(path)
-        .map_err(|e| ConfigError(format!("{key} {}: {e}", path.display())))?;
-    let mode = meta.permissions().mode();
-    if mode & 0o077 != 0 {
-        return err(format!(
-            "{key} {} is readable by group or others (mode {:o}); run 'chmod 600 {}' and try again",
-            path.display(),
-            mode & 0o777,
-            path.display()
-        ));
-    }
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ConfigError(format!("{key} {}: {e}", path.display())))?;
-    let value = text.trim_end_matches(['\n', '\r']).to_string();
-    if value.is_empty() {
-        return err(format!("{key} {} is empty", path.display()));
-    }
-    Ok(value)
 }
 
 /// A secret from the environment (taken at start) or else from its owner-only file.
@@ -114,7 +94,9 @@ fn secret(
         return Ok(v.to_string());
     }
     match file {
-        Some(p) => read_secret_file(p, key),
+        Some(p) => crate::paths::read_secret_file(p, key)
+            .map(|text| text.as_str().to_string())
+            .map_err(ConfigError),
         None => err(format!(
             "the admin's {} is not set: export {env} or set {key} in the config file",
             &key[..key.len() - 5]
@@ -249,7 +231,12 @@ pub enum Face {
 }
 
 impl RegisterOptions {
-    pub fn from_raw(raw: &RawConfig, face: Face, env: &EnvSecrets) -> Result<Self, ConfigError> {
+    pub fn from_raw(
+        raw: &RawConfig,
+        face: Face,
+        env: &EnvSecrets,
+        paths: &Paths,
+    ) -> Result<Self, ConfigError> {
         let need = |v: &Option<String>, flag: &str| match v.as_deref().map(str::trim) {
             Some(s) if !s.is_empty() => Ok(s.to_string()),
             _ => err(format!(
@@ -298,11 +285,10 @@ impl RegisterOptions {
                 r @ 0..=10 => r,
                 _ => return err("--retries must be 0-10"),
             },
-            journal: raw
-                .journal
-                .journal
-                .clone()
-                .unwrap_or_else(crate::journal::default_path),
+            journal: match &raw.journal.journal {
+                Some(j) => j.clone(),
+                None => journal_path(paths)?,
+            },
             user_must_match: raw
                 .server
                 .user_must_match
@@ -386,20 +372,5 @@ mod tests {
             let e = selector(&raw).unwrap_err().to_string();
             assert!(e.contains("--pin-env") && !e.contains("1234"), "{e}");
         }
-    }
-
-    #[test]
-    fn group_readable_secret_files_are_refused() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("token");
-        std::fs::write(&p, "AT-1\n").unwrap();
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o640)).unwrap();
-        let e = read_secret_file(&p, "auth_token_file")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("chmod 600") && !e.contains("AT-1"), "{e}");
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
-        assert_eq!(read_secret_file(&p, "auth_token_file").unwrap(), "AT-1");
     }
 }

@@ -1,0 +1,299 @@
+//! The folders tokenroll reads and writes — the user's config file, the state folder (journal,
+//! registry, agent log), the runtime folder (the agent's lock) — resolved once at start from the
+//! environment and handed down; and the one safe way to open each kind of file in them.
+//!
+//! Owns: XDG resolution, folder ownership and mode checks, `O_NOFOLLOW` opens, atomic
+//! replacement, and secret files checked on their open descriptor. Does not own: what the files
+//! hold (see `journal`, `agent::registry`, `config`).
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use zeroize::Zeroizing;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PathError {
+    #[error("neither XDG_STATE_HOME nor HOME is set, so tokenroll has no folder for its state (journal, registry, log) and will not write under the current directory; set HOME, or XDG_STATE_HOME")]
+    NoStateHome,
+    #[error("{dir} belongs to another user (uid {owner}); tokenroll keeps its state only in folders of yours: run 'chown {user} {dir}' if it is yours, or set XDG_STATE_HOME to a folder of yours")]
+    ForeignOwner {
+        dir: String,
+        owner: u32,
+        user: String,
+    },
+    #[error("{dir} can be written by group or others (mode {mode:o}), so another user could replace what tokenroll keeps there: run 'chmod go-w {dir}'")]
+    Writable { dir: String, mode: u32 },
+    #[error("{path}: {reason}")]
+    Io { path: String, reason: String },
+}
+
+fn io(path: &Path) -> impl Fn(std::io::Error) -> PathError + '_ {
+    move |e| PathError::Io {
+        path: path.display().to_string(),
+        reason: match e.raw_os_error() {
+            Some(libc::ELOOP) => {
+                "is a symbolic link; tokenroll does not follow links for the files it keeps \
+                 (remove the link)"
+                    .into()
+            }
+            _ => e.to_string(),
+        },
+    }
+}
+
+/// The folders, as the environment named them at start.
+#[derive(Clone, Debug)]
+pub struct Paths {
+    /// `$XDG_CONFIG_HOME/tokenroll/config.toml` (or `~/.config/...`); `None` without either.
+    pub user_config: Option<PathBuf>,
+    /// `$XDG_STATE_HOME/tokenroll` (or `~/.local/state/tokenroll`); `None` without either.
+    state: Option<PathBuf>,
+    /// `$XDG_RUNTIME_DIR`, if set.
+    pub runtime: Option<PathBuf>,
+}
+
+impl Paths {
+    /// Reads the environment once. Nothing is created or checked until a folder is used.
+    pub fn from_env() -> Self {
+        let var = |name: &str| {
+            std::env::var_os(name)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        };
+        let home = var("HOME");
+        Self {
+            user_config: var("XDG_CONFIG_HOME")
+                .or_else(|| home.as_ref().map(|h| h.join(".config")))
+                .map(|b| b.join("tokenroll/config.toml")),
+            state: var("XDG_STATE_HOME")
+                .or_else(|| home.as_ref().map(|h| h.join(".local/state")))
+                .map(|b| b.join("tokenroll")),
+            runtime: var("XDG_RUNTIME_DIR"),
+        }
+    }
+
+    /// The state folder; refused (never the current directory) when the environment names none.
+    pub fn state_dir(&self) -> Result<&Path, PathError> {
+        self.state.as_deref().ok_or(PathError::NoStateHome)
+    }
+
+    /// Where the agent's one-per-session lock lives: the runtime folder, else the state folder.
+    pub fn lock_dir(&self) -> Result<&Path, PathError> {
+        match &self.runtime {
+            Some(r) => Ok(r),
+            None => self.state_dir(),
+        }
+    }
+}
+
+/// Creates `dir` (and missing parents) owner-only, then checks that the folder is fit to keep
+/// state in: owned by this user or root, and not writable by group or others.
+pub fn private_dir(dir: &Path) -> Result<(), PathError> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(io(dir))?;
+    check_dir(dir)
+}
+
+/// Refuses a folder that another user owns, or that group or others may write.
+pub fn check_dir(dir: &Path) -> Result<(), PathError> {
+    let meta = std::fs::metadata(dir).map_err(io(dir))?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    let shown = dir.display().to_string();
+    if meta.uid() != me && meta.uid() != 0 {
+        return Err(PathError::ForeignOwner {
+            dir: shown,
+            owner: meta.uid(),
+            user: std::env::var("USER").unwrap_or_else(|_| me.to_string()),
+        });
+    }
+    // A sticky world-writable folder (/tmp) still lets others plant names; refused as well.
+    if meta.mode() & 0o022 != 0 {
+        return Err(PathError::Writable {
+            dir: shown,
+            mode: meta.mode() & 0o7777,
+        });
+    }
+    Ok(())
+}
+
+/// Opens `path` for appending, creating it owner-only; a symbolic link in its place is refused.
+pub fn open_append(path: &Path) -> Result<File, PathError> {
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(io(path))
+}
+
+/// Opens (creating) a lock file owner-only; a symbolic link in its place is refused.
+pub fn open_lock(path: &Path) -> Result<File, PathError> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(io(path))
+}
+
+/// Reads a file that may be absent (`Ok(None)`), never through a symbolic link.
+pub fn read_nofollow(path: &Path) -> Result<Option<Vec<u8>>, PathError> {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path);
+    let mut f = match f {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io(path)(e)),
+    };
+    let mut bytes = Vec::new();
+    f.read_to_end(&mut bytes).map_err(io(path))?;
+    Ok(Some(bytes))
+}
+
+/// Replaces `path` with `bytes` so that a crash leaves the old file or the new one, never a
+/// mix: a temporary file in the same folder, written and synced, renamed over `path`, and the
+/// folder synced so the rename itself is on disk.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), PathError> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    // tempfile creates the file O_EXCL with mode 0600 and a random name.
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".tokenroll-")
+        .tempfile_in(dir)
+        .map_err(io(dir))?;
+    tmp.write_all(bytes).map_err(io(path))?;
+    tmp.as_file().sync_all().map_err(io(path))?;
+    tmp.persist(path).map_err(|e| io(path)(e.error))?;
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
+}
+
+/// Reads a secret file: opened first (never through a link), then checked on the open
+/// descriptor — owned by this user, readable by no one else — so the file checked is the file
+/// read. The text comes back zeroizing, one trailing newline removed.
+pub fn read_secret_file(path: &Path, key: &str) -> Result<Zeroizing<String>, String> {
+    let shown = path.display();
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| format!("{key} {shown}: {}", io(path)(e)))?;
+    let meta = f.metadata().map_err(|e| format!("{key} {shown}: {e}"))?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() != me {
+        return Err(format!(
+            "{key} {shown} belongs to another user (uid {}); a secret file must be your own: \
+             run 'chown {} {shown}' if it is yours",
+            meta.uid(),
+            std::env::var("USER").unwrap_or_else(|_| me.to_string())
+        ));
+    }
+    let mode = meta.mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(format!(
+            "{key} {shown} is readable by group or others (mode {mode:o}); run 'chmod 600 \
+             {shown}' and try again"
+        ));
+    }
+    let mut text = Zeroizing::new(String::new());
+    f.read_to_string(&mut text)
+        .map_err(|e| format!("{key} {shown}: {e}"))?;
+    let trimmed = text.trim_end_matches(['\n', '\r']).len();
+    text.truncate(trimmed);
+    if text.is_empty() {
+        return Err(format!("{key} {shown} is empty"));
+    }
+    Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn chmod(p: &Path, mode: u32) {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    #[test]
+    fn a_folder_others_may_write_is_refused_with_the_fix() {
+        let d = tempfile::tempdir().unwrap();
+        let state = d.path().join("state");
+        private_dir(&state).unwrap();
+        chmod(&state, 0o777);
+        let e = private_dir(&state).unwrap_err().to_string();
+        assert!(e.contains("chmod go-w"), "{e}");
+        chmod(&state, 0o755);
+        private_dir(&state).unwrap();
+    }
+
+    #[test]
+    fn links_are_not_followed() {
+        let d = tempfile::tempdir().unwrap();
+        let target = d.path().join("elsewhere");
+        std::fs::write(&target, "x").unwrap();
+        let link = d.path().join("journal.jsonl");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let e = open_append(&link).unwrap_err().to_string();
+        assert!(e.contains("symbolic link"), "{e}");
+        assert!(open_lock(&link).is_err());
+        assert!(read_nofollow(&link).is_err());
+        assert!(read_secret_file(&link, "auth_token_file").is_err());
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "x");
+    }
+
+    #[test]
+    fn atomic_replacement_leaves_one_whole_file() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("enrolled.json");
+        write_atomic(&p, b"one").unwrap();
+        write_atomic(&p, b"two").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"two");
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().permissions().mode() & 0o077,
+            0
+        );
+        let names: Vec<_> = std::fs::read_dir(d.path()).unwrap().collect();
+        assert_eq!(names.len(), 1, "no temporary file left behind");
+    }
+
+    #[test]
+    fn secret_files_are_checked_on_what_was_opened() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("token");
+        std::fs::write(&p, "AT-1\n").unwrap();
+        chmod(&p, 0o640);
+        let e = read_secret_file(&p, "auth_token_file").unwrap_err();
+        assert!(e.contains("chmod 600") && !e.contains("AT-1"), "{e}");
+        chmod(&p, 0o600);
+        assert_eq!(
+            read_secret_file(&p, "auth_token_file").unwrap().as_str(),
+            "AT-1"
+        );
+    }
+
+    #[test]
+    fn no_home_means_no_state_folder_not_the_current_one() {
+        let p = Paths {
+            user_config: None,
+            state: None,
+            runtime: None,
+        };
+        let e = p.state_dir().unwrap_err().to_string();
+        assert!(e.contains("HOME") && e.contains("current directory"), "{e}");
+        assert!(p.lock_dir().is_err());
+    }
+}
