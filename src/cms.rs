@@ -18,7 +18,6 @@ use spki::{
     AlgorithmIdentifierOwned, DynSignatureAlgorithmIdentifier, SignatureBitStringEncoding,
     SubjectPublicKeyInfoOwned,
 };
-use std::time::SystemTime;
 use x509_cert::Certificate;
 
 #[derive(Debug, thiserror::Error)]
@@ -30,8 +29,6 @@ pub enum CmsError {
     Malformed(String),
     #[error("the PKCS#7 {0}")]
     Invalid(String),
-    #[error("the signer's certificate is not trusted: {0}")]
-    Untrusted(String),
 }
 
 fn invalid(s: impl Into<String>) -> CmsError {
@@ -301,57 +298,6 @@ pub fn verify_signature(
     } else {
         Err(invalid(format!("key algorithm {key_oid} is not supported")))
     }
-}
-
-/// Checks that `leaf` chains to one of `trust` through `intermediates`, every link's signature
-/// verifying and every certificate valid at `now`.
-pub fn verify_chain(
-    leaf: &Certificate,
-    intermediates: &[Certificate],
-    trust: &[Certificate],
-    now: SystemTime,
-) -> Result<(), CmsError> {
-    let untrusted = |s: String| CmsError::Untrusted(s);
-    let mut cur = leaf.clone();
-    for _ in 0..8 {
-        let v = &cur.tbs_certificate.validity;
-        if now < v.not_before.to_system_time() || now > v.not_after.to_system_time() {
-            return Err(untrusted(format!(
-                "{} is outside its validity period",
-                cur.tbs_certificate.subject
-            )));
-        }
-        if trust.contains(&cur) {
-            return Ok(());
-        }
-        let issuer = trust
-            .iter()
-            .chain(intermediates)
-            .filter(|c| c.tbs_certificate.subject == cur.tbs_certificate.issuer && **c != cur)
-            .find(|c| {
-                let tbs = cur.tbs_certificate.to_der().unwrap_or_default();
-                verify_signature(
-                    &c.tbs_certificate.subject_public_key_info,
-                    &cur.signature_algorithm,
-                    None,
-                    &tbs,
-                    cur.signature.raw_bytes(),
-                )
-                .is_ok()
-            })
-            .cloned()
-            .ok_or_else(|| {
-                untrusted(format!(
-                    "no trusted issuer {} for {}",
-                    cur.tbs_certificate.issuer, cur.tbs_certificate.subject
-                ))
-            })?;
-        if trust.contains(&issuer) {
-            return Ok(());
-        }
-        cur = issuer;
-    }
-    Err(untrusted("the chain is too long".into()))
 }
 
 /// Reads every certificate from a PEM file's text.

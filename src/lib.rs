@@ -6,6 +6,7 @@
 pub mod agent;
 pub mod api;
 pub mod certinfo;
+pub mod chain;
 pub mod challenge;
 pub mod cli;
 pub mod cms;

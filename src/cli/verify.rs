@@ -35,7 +35,7 @@ pub fn verify_cmd(args: VerifyArgs) -> i32 {
         if let Some(t) = &args.trust {
             let pem = std::fs::read(t).map_err(|e| format!("cannot read {}: {e}", t.display()))?;
             let trust = crate::cms::certs_from_pem(&pem).map_err(|e| e.to_string())?;
-            crate::cms::verify_chain(
+            crate::chain::verify_chain(
                 &v.signer,
                 &v.certificates,
                 &trust,

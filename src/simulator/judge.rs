@@ -205,23 +205,9 @@ pub fn judge(der: &[u8]) -> Result<Judged, String> {
     })
 }
 
-/// True when `trust` holds the signer itself, or an issuer whose key signed the signer's certificate.
+/// True when the signer's certificate is trusted: it is in `trust` itself (dates checked), or
+/// a valid path leads from it to a CA in `trust`.
 pub fn trusted(signer: &Certificate, trust: &[Certificate]) -> bool {
-    if trust.contains(signer) {
-        return true;
-    }
-    let Ok(tbs) = signer.tbs_certificate.to_der() else {
-        return false;
-    };
-    let hash = match signer.signature_algorithm.oid {
-        rfc5912::SHA_256_WITH_RSA_ENCRYPTION | rfc5912::ECDSA_WITH_SHA_256 => Hash::Sha256,
-        rfc5912::SHA_384_WITH_RSA_ENCRYPTION | rfc5912::ECDSA_WITH_SHA_384 => Hash::Sha384,
-        rfc5912::SHA_512_WITH_RSA_ENCRYPTION | rfc5912::ECDSA_WITH_SHA_512 => Hash::Sha512,
-        rfc5912::SHA_1_WITH_RSA_ENCRYPTION => Hash::Sha1,
-        _ => return false,
-    };
-    trust.iter().any(|ca| {
-        ca.tbs_certificate.subject == signer.tbs_certificate.issuer
-            && verify(ca, hash, &tbs, signer.signature.raw_bytes()).is_ok()
-    })
+    // The same path validation as `tokenroll verify --trust` (rustls-webpki underneath).
+    crate::chain::verify_chain(signer, &[], trust, std::time::SystemTime::now()).is_ok()
 }
