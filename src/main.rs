@@ -1,6 +1,28 @@
 use clap::Parser;
 use tokenroll::cli::{self, Cli, Command};
+use tokenroll::text::OneLine;
 use tracing_subscriber::fmt::writer::MakeWriterExt;
+
+/// The agent log, shared by every record's writer.
+struct LockedFile(std::sync::Arc<std::sync::Mutex<std::fs::File>>);
+
+impl std::io::Write for LockedFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut f = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        f.write_all(buf)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .flush()
+    }
+}
 
 /// The agent also logs to `$XDG_STATE_HOME/tokenroll/agent.log` (owner-only, never through a
 /// link), which "Open log" shows. Without a usable state folder the agent refuses to start
@@ -45,15 +67,22 @@ fn main() {
         tracing_subscriber::EnvFilter::try_from_default_env()
             .unwrap_or_else(|_| default_level.into())
     };
+    // Every record is one line (untrusted text inside it escaped), and no colour codes.
+    let stderr = || OneLine(std::io::stderr());
     match is_agent.then(|| agent_log(&paths)).flatten() {
-        Some(file) => tracing_subscriber::fmt()
-            .with_env_filter(filter())
-            .with_ansi(false)
-            .with_writer(std::io::stderr.and(std::sync::Mutex::new(file)))
-            .init(),
+        Some(file) => {
+            let file = std::sync::Arc::new(std::sync::Mutex::new(file));
+            let to_file = move || OneLine(LockedFile(file.clone()));
+            tracing_subscriber::fmt()
+                .with_env_filter(filter())
+                .with_ansi(false)
+                .with_writer(stderr.and(to_file))
+                .init()
+        }
         None => tracing_subscriber::fmt()
             .with_env_filter(filter())
-            .with_writer(std::io::stderr)
+            .with_ansi(false)
+            .with_writer(stderr)
             .init(),
     }
     let cli = match parsed {

@@ -71,15 +71,62 @@ pub fn markup(s: &str, max: usize) -> String {
     out
 }
 
-/// For pinentry's SETDESC, SETTITLE and SETPROMPT: controls become spaces (our own line breaks,
-/// given as `\n`, are kept) and the text is capped at `max` bytes, well under the protocol's
-/// 1000-byte line (after the percent-escaping of the Assuan protocol, which can triple a byte).
+/// For pinentry's SETDESC, SETTITLE, SETPROMPT and SETERROR: controls become spaces (our own
+/// line breaks, given as `\n`, are kept) and the text is capped so that, once the Assuan protocol
+/// has percent-escaped it (`%` and `\n` take three bytes), it is at most `max` bytes — well
+/// under the protocol's 1000-byte line, on which the pinentry crate asserts.
 pub fn pinentry(s: &str, max: usize) -> String {
-    let kept: String = s
-        .chars()
-        .map(|c| if c != '\n' && is_control(c) { ' ' } else { c })
-        .collect();
-    cap(&kept, max).into_owned()
+    let mut out = String::new();
+    let mut encoded = 0;
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        let c = if c != '\n' && is_control(c) { ' ' } else { c };
+        let cost = if c == '%' || c == '\n' {
+            3
+        } else {
+            c.len_utf8()
+        };
+        // Room for the "…" (3 bytes) that says the text was cut.
+        let reserve = if chars.peek().is_some() { 3 } else { 0 };
+        if encoded + cost + reserve > max {
+            out.push('…');
+            return out;
+        }
+        encoded += cost;
+        out.push(c);
+    }
+    out
+}
+
+/// A writer for log records (stderr, `agent.log`, and through stderr journald): each record is
+/// one line, whatever the values in it hold — newlines, CR and escape sequences inside a record
+/// are written as `\x..`, so untrusted text (a token label in an error) can neither forge a
+/// record nor drive a terminal.
+pub struct OneLine<W: std::io::Write>(pub W);
+
+impl<W: std::io::Write> std::io::Write for OneLine<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let text = String::from_utf8_lossy(buf);
+        let (body, end) = match text.strip_suffix('\n') {
+            Some(b) => (b, "\n"),
+            None => (&*text, ""),
+        };
+        let mut line = String::with_capacity(buf.len() + 8);
+        for c in body.chars() {
+            if c != '\t' && is_control(c) {
+                let _ = write!(line, "\\x{:02x}", c as u32);
+            } else {
+                line.push(c);
+            }
+        }
+        line.push_str(end);
+        self.0.write_all(line.as_bytes())?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
 }
 
 #[cfg(test)]
@@ -108,8 +155,33 @@ mod tests {
     fn pinentry_text_is_one_safe_short_value() {
         let subject = format!("CN={}\r\x00", "x".repeat(5000));
         let p = pinentry(&subject, 300);
-        assert!(p.len() <= 300);
+        assert!(p.len() <= 300 && p.ends_with('…'));
         assert!(!p.chars().any(|c| c.is_control()), "{p:?}");
         assert_eq!(pinentry("a\nb", 10), "a\nb");
+        // Counted as the protocol will send it: every % becomes three bytes.
+        let encoded = |s: &str| {
+            s.chars()
+                .map(|c| {
+                    if c == '%' || c == '\n' {
+                        3
+                    } else {
+                        c.len_utf8()
+                    }
+                })
+                .sum::<usize>()
+        };
+        let p = pinentry(&"%".repeat(1000), 900);
+        assert!(encoded(&p) <= 900, "{}", encoded(&p));
+    }
+
+    #[test]
+    fn a_log_record_stays_one_line() {
+        use std::io::Write;
+        let mut out = OneLine(Vec::new());
+        out.write_all(b"WARN token=evil\nERROR forged\x1b[2J done\n")
+            .unwrap();
+        let s = String::from_utf8(out.0).unwrap();
+        assert_eq!(s, "WARN token=evil\\x0aERROR forged\\x1b[2J done\n");
+        assert_eq!(s.lines().count(), 1);
     }
 }

@@ -233,3 +233,47 @@ fn through_the_p11_kit_proxy_a_softhsm_token_created_later_is_enrolled() {
     });
     assert!(agent.stop().success());
 }
+
+/// A token whose certificate carries a subject of over a kilobyte with an escape sequence in it:
+/// the PIN dialog still opens (each line it is sent stays under the protocol's 1000 bytes, on
+/// which the pinentry crate asserts) and the token is enrolled; the log holds no raw escape.
+#[test]
+fn hostile_token_text_reaches_the_dialog_and_the_log_safely() {
+    let mut env = TestEnv::new();
+    let long = format!("CN=bob,OU=\x1b[31mred,O={}", "x".repeat(1200));
+    env.provision("long", true, "p256", "01", &long, &[]);
+    let sim = env.simulator(&[]);
+    pins(&env, &[PIN]);
+    let agent = start_agent(&env, &sim, &["--user-from", "cn"]);
+    wait_for(&agent, "the registration", || {
+        sim.records()
+            .iter()
+            .any(|r| r["answer_code"] == 0 && r["username"] == "bob")
+    });
+    let dialog = std::fs::read_to_string(env.path("pinentry.log")).unwrap();
+    for line in dialog.lines() {
+        assert!(line.len() < 1000, "a pinentry line of {} bytes", line.len());
+    }
+    assert!(dialog.contains("SETDESC"), "{dialog}");
+    assert!(agent.stop().success());
+    let log = std::fs::read_to_string(env.path("state/tokenroll/agent.log")).unwrap();
+    assert!(!log.contains('\x1b'), "no escape sequence in the log");
+}
+
+/// A PIN dialog that cannot be shown ends that token's flow as failed, with the reason — never
+/// as a cancel the person did not make, and never stuck.
+#[test]
+fn a_dialog_that_fails_ends_the_flow_as_failed_with_the_reason() {
+    let mut env = TestEnv::new();
+    env.provision("dave", true, "p256", "01", "CN=dave", &[]);
+    let sim = env.simulator(&[]);
+    let agent = start_agent_with(&env, &sim, &["--user-from", "cn"], |c| {
+        c.env("PINENTRY_FAIL", "1");
+    });
+    wait_for(&agent, "the failure to be reported", || {
+        let log = agent.log();
+        log.contains("not registered") && log.contains("the PIN dialog failed")
+    });
+    assert!(sim.records().is_empty());
+    agent.stop();
+}

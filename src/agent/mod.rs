@@ -232,7 +232,18 @@ fn execute(
             let s = shared.clone();
             let events = events.clone();
             tokio::task::spawn_blocking(move || {
-                let event = ask_pin(&s, key, &info, error);
+                // A dialog that panics (a bug in it, or in a crate under it) ends this token's
+                // flow as failed, with the reason: never a token stuck "waiting for the PIN".
+                let asked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    ask_pin(&s, key.clone(), &info, error)
+                }));
+                let event = asked.unwrap_or_else(|panic| Event::Failed {
+                    key,
+                    reason: format!(
+                        "the PIN dialog failed unexpectedly ({}); enroll again from the menu",
+                        panic_text(&*panic)
+                    ),
+                });
                 let _ = events.send(event);
             });
         }
@@ -295,9 +306,10 @@ fn ask_pin(s: &Shared, key: TokenKey, info: &TokenInfo, error: Option<String>) -
                 }
                 Ok(None) => return Event::PinCancelled { key },
                 Err(message) => {
-                    s.notifier
-                        .notify("tokenroll cannot ask for the username", &message);
-                    return Event::PinCancelled { key };
+                    return Event::Failed {
+                        key,
+                        reason: format!("the username dialog failed: {message}"),
+                    }
                 }
             },
         }
@@ -369,11 +381,11 @@ fn ask_pin(s: &Shared, key: TokenKey, info: &TokenInfo, error: Option<String>) -
             }
         }
         Ok(None) => Event::PinCancelled { key },
-        Err(message) => {
-            s.notifier
-                .notify("tokenroll cannot ask for the PIN", &message);
-            Event::PinCancelled { key }
-        }
+        // Failed, with the reason (the machine tells the person): not a cancel, and not stuck.
+        Err(message) => Event::Failed {
+            key,
+            reason: format!("the PIN dialog failed: {message}"),
+        },
     }
 }
 
@@ -491,4 +503,13 @@ fn enroll_token(
             e => failed(e.to_string()),
         },
     }
+}
+
+/// What a caught panic said, for the person.
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "no reason given".into())
 }

@@ -54,22 +54,37 @@ fn answer(r: Result<secrecy::SecretString, pinentry::Error>) -> Result<Option<St
     }
 }
 
+/// Caps for what pinentry shows, counted as sent (see `text::pinentry`): one field, a title,
+/// and a whole description or error line.
+const FIELD: usize = 120;
+const TITLE: usize = 200;
+const LINE: usize = 900;
+
 impl PinDialog for Pinentry {
     fn ask(&self, req: &PinRequest) -> Result<Option<Pin>, String> {
+        use crate::text::pinentry as safe;
         let mut input = self.input()?;
-        let title = format!("tokenroll — token '{}'", req.token);
+        let title = safe(
+            &format!("tokenroll — token '{}'", safe(&req.token, FIELD)),
+            TITLE,
+        );
         let mut description = format!(
             "Enter the PIN of token '{}' (serial {}) to register the certificate\n{}\nfor {} with CENTAGATE.",
-            req.token, req.serial, req.subject, req.user
+            safe(&req.token, FIELD),
+            safe(&req.serial, FIELD),
+            safe(&req.subject, 2 * FIELD),
+            safe(&req.user, FIELD)
         );
         if let Some(w) = &req.warning {
             description = format!("{w}\n\n{description}");
         }
+        let description = safe(&description, LINE);
         input
             .with_title(&title)
             .with_description(&description)
             .with_prompt("PIN:");
-        if let Some(e) = &req.error {
+        let error = req.error.as_deref().map(|e| safe(e, LINE));
+        if let Some(e) = &error {
             input.with_error(e);
         }
         let pin = answer(input.interact())?.map(Pin::new);
@@ -78,11 +93,16 @@ impl PinDialog for Pinentry {
 
     /// pinentry hides what is typed, as for a PIN; the description says so.
     fn ask_user(&self, token: &str, subject: &str) -> Result<Option<String>, String> {
+        use crate::text::pinentry as safe;
         let mut input = self.input()?;
-        let title = format!("tokenroll — token '{token}'");
-        let description = format!(
-            "Who is token '{token}' to be registered to with CENTAGATE?\nCertificate: {subject}\n\n\
-             Type the CENTAGATE username (the dialog hides what you type)."
+        let (token, subject) = (safe(token, FIELD), safe(subject, 2 * FIELD));
+        let title = safe(&format!("tokenroll — token '{token}'"), TITLE);
+        let description = safe(
+            &format!(
+                "Who is token '{token}' to be registered to with CENTAGATE?\nCertificate: {subject}\n\n\
+                 Type the CENTAGATE username (the dialog hides what you type)."
+            ),
+            LINE,
         );
         input
             .with_title(&title)
@@ -117,11 +137,13 @@ impl Default for DesktopNotifier {
 impl Notifier for DesktopNotifier {
     fn notify(&self, summary: &str, body: &str) {
         tracing::info!(%summary, %body, "notification");
+        // Notification servers render a subset of HTML in the body: a token label or a server
+        // message must not become markup. The summary is plain text; both are capped.
         let shown = notify_rust::Notification::new()
             .appname("tokenroll")
             .icon("tokenroll")
-            .summary(summary)
-            .body(body)
+            .summary(&crate::text::plain(&crate::text::cap(summary, 200)))
+            .body(&crate::text::markup(body, 1000))
             .show();
         if let Err(e) = shown {
             if !self.warned.swap(true, std::sync::atomic::Ordering::Relaxed) {
