@@ -277,3 +277,31 @@ fn a_dialog_that_fails_ends_the_flow_as_failed_with_the_reason() {
     assert!(sim.records().is_empty());
     agent.stop();
 }
+
+/// Quitting while a PIN dialog is open: the dialog's process ends with the agent (every worker
+/// is joined before the module is finalised), and the agent exits cleanly.
+#[test]
+fn quitting_with_a_dialog_open_ends_the_dialog() {
+    let mut env = TestEnv::new();
+    env.provision("fay", true, "p256", "01", "CN=bob", &[]);
+    let sim = env.simulator(&[]);
+    let gate = env.path("gate");
+    pins(&env, &[&format!("WAIT {}", gate.display()), PIN]);
+    let agent = start_agent(&env, &sim, &["--user-from", "cn"]);
+    wait_for(&agent, "the PIN dialog", || {
+        std::fs::read_to_string(env.path("pinentry.log"))
+            .unwrap_or_default()
+            .contains("GETPIN")
+    });
+    let pid: i32 = std::fs::read_to_string(env.path("pinentry.pids"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(agent.stop().success(), "SIGTERM ends the agent cleanly");
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "the dialog's process ended with the agent"
+    );
+    assert!(sim.records().is_empty());
+}

@@ -143,15 +143,31 @@ fn removing_the_card_mid_flow_cancels_the_enrollment() {
             .unwrap_or_default()
             .contains("GETPIN")
     });
+    let dialog_pid: i32 = std::fs::read_to_string(env.path("pinentry.pids"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     card.remove();
     wait_for(&agent, "the cancellation", || {
         agent
             .log()
             .contains("cancelled because the token was removed")
     });
+    // The dialog the person was told was cancelled is gone with its process: nothing typed
+    // into it can outlive the request.
+    wait_for(&agent, "the withdrawn dialog's process to end", || {
+        std::fs::read_to_string(format!("/proc/{dialog_pid}/stat"))
+            .map_or(true, |s| s.split(' ').nth(2) == Some("Z"))
+    });
     std::fs::write(&gate, "").unwrap();
-    std::thread::sleep(Duration::from_millis(1000));
+    std::thread::sleep(Duration::from_millis(500));
     assert!(sim.records().is_empty(), "nothing was registered");
+    // Inserted again: a new request with a new dialog, which the PIN answers.
+    card.insert();
+    wait_for(&agent, "the registration after re-insertion", || {
+        sim.records().iter().any(|r| r["answer_code"] == 0)
+    });
     assert!(agent.stop().success());
 }
 

@@ -56,15 +56,32 @@ impl Stopper {
         self.stopped.load(std::sync::atomic::Ordering::SeqCst)
     }
 
+    /// Stops the watcher: wakes its poll, cancels a PC/SC wait, and finalises the module it may
+    /// be blocked in (`C_WaitForSlotEvent`). Call only when no other thread uses the module.
     pub fn stop(&self) {
+        self.stop_without_finalize();
+        let module = self
+            .module
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(m) = module {
+            m.finalize();
+        }
+    }
+
+    /// Stops the watcher without finalising the module (a worker may still be inside it).
+    pub fn stop_without_finalize(&self) {
         self.stopped
             .store(true, std::sync::atomic::Ordering::SeqCst);
         let _ = (&self.pipe.1).write_all(&[1]);
-        if let Some(c) = self.pcsc.lock().expect("stopper").take() {
+        let pcsc = self
+            .pcsc
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(c) = pcsc {
             let _ = c.cancel();
-        }
-        if let Some(m) = self.module.lock().expect("stopper").take() {
-            m.finalize();
         }
     }
 

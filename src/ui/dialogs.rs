@@ -1,6 +1,13 @@
-//! The agent's ways of talking to the person: GnuPG's pinentry for the PIN, desktop notifications.
+//! The agent's ways of talking to the person: GnuPG's pinentry for the PIN and the username,
+//! desktop notifications.
+//!
+//! Owns: the dialogs' wording and the caps on what they show. Does not own: the pinentry
+//! protocol (see `pinentry`) or when a dialog is shown (see `agent`).
 
+use super::pinentry::{Answer, Session};
 use crate::secret::Pin;
+
+pub use super::pinentry::Cancel;
 
 /// What the PIN dialog shows.
 #[derive(Clone, Debug, Default)]
@@ -15,11 +22,16 @@ pub struct PinRequest {
     pub warning: Option<String>,
 }
 
-/// Asks for a PIN, and for the username when the agent is set to ask the person.
-/// `Ok(None)` means the person cancelled.
+/// Asks for a PIN, and for the username when the agent is set to ask the person. `Ok(None)`
+/// means the person cancelled, or `cancel` ended the dialog (its process is then gone too).
 pub trait PinDialog: Send + Sync + 'static {
-    fn ask(&self, req: &PinRequest) -> Result<Option<Pin>, String>;
-    fn ask_user(&self, token: &str, subject: &str) -> Result<Option<String>, String>;
+    fn ask(&self, req: &PinRequest, cancel: &Cancel) -> Result<Option<Pin>, String>;
+    fn ask_user(
+        &self,
+        token: &str,
+        subject: &str,
+        cancel: &Cancel,
+    ) -> Result<Option<String>, String>;
 }
 
 /// Shows a notification.
@@ -32,38 +44,38 @@ pub struct Pinentry {
     pub program: Option<String>,
 }
 
-impl Pinentry {
-    fn input(&self) -> Result<pinentry::PassphraseInput<'static>, String> {
-        let program = self.program.as_deref().unwrap_or("pinentry");
-        pinentry::PassphraseInput::with_binary(program).ok_or_else(|| {
-            format!(
-                "no pinentry program '{program}' found: install one (Debian: pinentry-gnome3, pinentry-qt, pinentry-gtk2 \
-                 or pinentry-curses), or name it with --pinentry"
-            )
-        })
-    }
-}
-
-/// What pinentry's answer means: a value, a cancel, or a failure to report.
-fn answer(r: Result<secrecy::SecretString, pinentry::Error>) -> Result<Option<String>, String> {
-    use secrecy::ExposeSecret;
-    match r {
-        Ok(secret) => Ok(Some(secret.expose_secret().to_string())),
-        Err(pinentry::Error::Cancelled) | Err(pinentry::Error::Timeout) => Ok(None),
-        Err(e) => Err(format!("the dialog failed: {e}")),
-    }
-}
-
 /// Caps for what pinentry shows, counted as sent (see `text::pinentry`): one field, a title,
 /// and a whole description or error line.
 const FIELD: usize = 120;
 const TITLE: usize = 200;
 const LINE: usize = 900;
 
+impl Pinentry {
+    /// One dialog: the SET lines, then GETPIN.
+    fn run(
+        &self,
+        cancel: &Cancel,
+        lines: &[(&str, &str)],
+    ) -> Result<Option<zeroize::Zeroizing<String>>, String> {
+        let program = self.program.as_deref().unwrap_or("pinentry");
+        let mut session = match Session::start(program, cancel) {
+            Ok(s) => s,
+            Err(_) if cancel.is_cancelled() => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        for (command, value) in lines {
+            session.request(command, value)?;
+        }
+        Ok(match session.get_pin()? {
+            Answer::Value(v) => Some(v),
+            Answer::Cancelled => None,
+        })
+    }
+}
+
 impl PinDialog for Pinentry {
-    fn ask(&self, req: &PinRequest) -> Result<Option<Pin>, String> {
+    fn ask(&self, req: &PinRequest, cancel: &Cancel) -> Result<Option<Pin>, String> {
         use crate::text::pinentry as safe;
-        let mut input = self.input()?;
         let title = safe(
             &format!("tokenroll — token '{}'", safe(&req.token, FIELD)),
             TITLE,
@@ -79,22 +91,27 @@ impl PinDialog for Pinentry {
             description = format!("{w}\n\n{description}");
         }
         let description = safe(&description, LINE);
-        input
-            .with_title(&title)
-            .with_description(&description)
-            .with_prompt("PIN:");
         let error = req.error.as_deref().map(|e| safe(e, LINE));
+        let mut lines = vec![
+            ("SETTITLE", title.as_str()),
+            ("SETDESC", description.as_str()),
+            ("SETPROMPT", "PIN:"),
+        ];
         if let Some(e) = &error {
-            input.with_error(e);
+            lines.push(("SETERROR", e));
         }
-        let pin = answer(input.interact())?.map(Pin::new);
+        let pin = self.run(cancel, &lines)?.map(|v| Pin::new(v.to_string()));
         Ok(pin.filter(|p| !p.is_empty()))
     }
 
     /// pinentry hides what is typed, as for a PIN; the description says so.
-    fn ask_user(&self, token: &str, subject: &str) -> Result<Option<String>, String> {
+    fn ask_user(
+        &self,
+        token: &str,
+        subject: &str,
+        cancel: &Cancel,
+    ) -> Result<Option<String>, String> {
         use crate::text::pinentry as safe;
-        let mut input = self.input()?;
         let (token, subject) = (safe(token, FIELD), safe(subject, 2 * FIELD));
         let title = safe(&format!("tokenroll — token '{token}'"), TITLE);
         let description = safe(
@@ -104,11 +121,13 @@ impl PinDialog for Pinentry {
             ),
             LINE,
         );
-        input
-            .with_title(&title)
-            .with_description(&description)
-            .with_prompt("Username:");
-        Ok(answer(input.interact())?
+        let lines = [
+            ("SETTITLE", title.as_str()),
+            ("SETDESC", description.as_str()),
+            ("SETPROMPT", "Username:"),
+        ];
+        Ok(self
+            .run(cancel, &lines)?
             .map(|u| u.trim().to_string())
             .filter(|u| !u.is_empty()))
     }

@@ -260,6 +260,7 @@ impl TestEnv {
         .env("TEST_PINS", self.path("pins.txt"))
         .env("PINENTRY_LOG", self.path("pinentry.log"))
         .env("PINENTRY_ENV_LOG", self.path("pinentry.env"))
+        .env("PINENTRY_PID_LOG", self.path("pinentry.pids"))
         .stdout(Stdio::null())
         .stderr(Stdio::null());
         c
