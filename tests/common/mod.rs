@@ -2,6 +2,10 @@
 //! environment, a simulator child process, and the openssl cross-checks.
 #![allow(dead_code)]
 
+mod agent;
+#[allow(unused_imports)] // not every test binary runs the agent
+pub use agent::*;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -475,98 +479,6 @@ impl Drop for VCard {
             .stdin(Stdio::null())
             .output();
     }
-}
-
-/// A running `tokenroll agent --headless` and its log.
-pub struct Agent {
-    pub child: Child,
-    pub log: PathBuf,
-}
-
-impl Agent {
-    pub fn stop(mut self) -> std::process::ExitStatus {
-        // SAFETY: kill(2) on our own child's pid; the child has not been reaped yet.
-        unsafe { libc_kill(self.child.id() as i32, 15) };
-        let t = Instant::now();
-        loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                return s;
-            }
-            assert!(
-                t.elapsed() < Duration::from_secs(10),
-                "agent did not stop on SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-/// A test that fails before `stop` must not leave its agent running.
-impl Drop for Agent {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-extern "C" {
-    #[link_name = "kill"]
-    fn libc_kill(pid: i32, sig: i32) -> i32;
-}
-
-/// The scripted pinentry's answers, one per line ("CANCEL" cancels).
-pub fn pins(env: &TestEnv, lines: &[&str]) -> PathBuf {
-    let p = env.path("pins.txt");
-    std::fs::write(
-        &p,
-        lines.iter().map(|l| format!("{l}\n")).collect::<String>(),
-    )
-    .unwrap();
-    p
-}
-
-/// `tokenroll agent --headless` with `extra` flags; `wire` adjusts the command first.
-pub fn start_agent_with(
-    env: &TestEnv,
-    sim: &Sim,
-    extra: &[&str],
-    wire: impl FnOnce(&mut Command),
-) -> Agent {
-    let mut cmd = env.agent_cmd(sim);
-    wire(&mut cmd);
-    let child = cmd
-        .arg("--headless")
-        .args(extra)
-        .env_remove("DBUS_SESSION_BUS_ADDRESS")
-        .spawn()
-        .unwrap();
-    Agent {
-        child,
-        log: env.path("state/tokenroll/agent.log"),
-    }
-}
-
-/// Waits up to 30 s for `done`, failing with the agent's log.
-pub fn wait_for(agent: &Agent, what: &str, mut done: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while !done() {
-        assert!(
-            t.elapsed() < Duration::from_secs(30),
-            "timed out waiting for {what}; the agent's log:\n{}",
-            agent.log()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-pub fn start_agent(env: &TestEnv, sim: &Sim, extra: &[&str]) -> Agent {
-    start_agent_with(env, sim, extra, |_| {})
 }
 
 /// Every file below `dir`.
