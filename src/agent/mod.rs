@@ -349,6 +349,26 @@ impl Owner {
         }
     }
 
+    /// Runs `job` for `target` on a tracked blocking worker and reports its result. A job that
+    /// panics (a bug in it, or in a crate under it) reports `failed` with the reason: a token is
+    /// never left stuck in a state no answer will end.
+    fn spawn<T: 'static>(
+        &mut self,
+        target: Target,
+        job: impl FnOnce(&Shared, &Target, &mpsc::UnboundedSender<Report>) -> T + Send + 'static,
+        failed: fn(String) -> T,
+        report: fn(TokenKey, u64, T) -> Report,
+    ) {
+        let (s, reports) = (self.shared.clone(), self.reports.clone());
+        self.workers.spawn_blocking(move || {
+            let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                job(&s, &target, &reports)
+            }));
+            let result = done.unwrap_or_else(|panic| failed(work::panic_text(&*panic)));
+            let _ = reports.send(report(target.key, target.generation, result));
+        });
+    }
+
     fn notify(&mut self, summary: String, body: String) {
         let s = self.shared.clone();
         self.workers
@@ -369,25 +389,20 @@ impl Owner {
                 let cancel = Arc::new(Cancel::default());
                 r.dialog = Some(cancel.clone());
                 let target = r.target(&key);
-                let (s, reports) = (self.shared.clone(), self.reports.clone());
-                self.workers.spawn_blocking(move || {
-                    // A dialog that panics (a bug in it, or in a crate under it) ends this
-                    // token's flow as failed, with the reason: never a token stuck "waiting".
-                    let asked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        work::ask(&s, &target, error, &cancel)
-                    }));
-                    let answer = asked.unwrap_or_else(|panic| {
+                self.spawn(
+                    target,
+                    move |s, t, _| work::ask(s, t, error, &cancel),
+                    |why| {
                         Asked::Failed(format!(
-                            "the PIN dialog failed unexpectedly ({}); enroll again from the menu",
-                            work::panic_text(&*panic)
+                            "the PIN dialog failed unexpectedly ({why}); enroll again from the menu"
                         ))
-                    });
-                    let _ = reports.send(Report::Asked {
-                        key: target.key.clone(),
-                        generation: target.generation,
+                    },
+                    |key, generation, answer| Report::Asked {
+                        key,
+                        generation,
                         answer,
-                    });
-                });
+                    },
+                );
             }
             Action::Enroll { key } => {
                 let Some(r) = self.records.get_mut(&key) else {
@@ -396,24 +411,17 @@ impl Owner {
                 // Handed to the worker: the record keeps only the hash, to remember a refusal.
                 let pin = r.pin.take();
                 let target = r.target(&key);
-                let (s, reports) = (self.shared.clone(), self.reports.clone());
                 let handle = tokio::runtime::Handle::current();
-                self.workers.spawn_blocking(move || {
-                    let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        work::enroll(&s, &target, pin, &handle, &reports)
-                    }));
-                    let outcome = done.unwrap_or_else(|panic| {
-                        Enrolled::Failed(format!(
-                            "the enrollment failed unexpectedly ({})",
-                            work::panic_text(&*panic)
-                        ))
-                    });
-                    let _ = reports.send(Report::Enrolled {
-                        key: target.key.clone(),
-                        generation: target.generation,
+                self.spawn(
+                    target,
+                    move |s, t, reports| work::enroll(s, t, pin, &handle, reports),
+                    |why| Enrolled::Failed(format!("the enrollment failed unexpectedly ({why})")),
+                    |key, generation, outcome| Report::Enrolled {
+                        key,
+                        generation,
                         outcome,
-                    });
-                });
+                    },
+                );
             }
             Action::Cancel { key } => {
                 // The record went with the token (see `change`); a worker still running finds

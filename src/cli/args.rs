@@ -45,12 +45,10 @@ pub enum Command {
     Provision(ProvisionArgs),
 }
 
+/// What the one-shot commands (`enroll`, `sign`) share: the token, the signature, the PIN, HTTP
+/// (for a fetched challenge), output and the config file.
 #[derive(Args, Debug)]
-pub struct EnrollArgs {
-    #[command(flatten)]
-    pub server: ServerKeys,
-    #[command(flatten)]
-    pub journal: JournalKeys,
+pub struct OneShotArgs {
     #[command(flatten)]
     pub module: ModuleKeys,
     #[command(flatten)]
@@ -65,12 +63,10 @@ pub struct EnrollArgs {
     pub config: ConfigFlag,
 }
 
-impl EnrollArgs {
-    /// The flags and variables as one configuration layer.
-    pub fn layer(&self) -> RawConfig {
+impl OneShotArgs {
+    /// These flags and variables as one configuration layer.
+    fn layer(&self) -> RawConfig {
         RawConfig {
-            server: self.server.clone(),
-            journal: self.journal.clone(),
             module: self.module.clone(),
             signing: self.signing.clone(),
             pin: self.pin.clone(),
@@ -82,33 +78,39 @@ impl EnrollArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct EnrollArgs {
+    #[command(flatten)]
+    pub server: ServerKeys,
+    #[command(flatten)]
+    pub journal: JournalKeys,
+    #[command(flatten)]
+    pub common: OneShotArgs,
+}
+
+impl EnrollArgs {
+    /// The flags and variables as one configuration layer.
+    pub fn layer(&self) -> RawConfig {
+        RawConfig {
+            server: self.server.clone(),
+            journal: self.journal.clone(),
+            ..self.common.layer()
+        }
+    }
+}
+
+#[derive(Args, Debug)]
 pub struct SignArgs {
     #[command(flatten)]
     pub out: SignOutKeys,
     #[command(flatten)]
-    pub module: ModuleKeys,
-    #[command(flatten)]
-    pub signing: SigningKeys,
-    #[command(flatten)]
-    pub pin: PinKeys,
-    #[command(flatten)]
-    pub http: HttpKeys,
-    #[command(flatten)]
-    pub output: OutputKeys,
-    #[command(flatten)]
-    pub config: ConfigFlag,
+    pub common: OneShotArgs,
 }
 
 impl SignArgs {
     pub fn layer(&self) -> RawConfig {
         RawConfig {
             sign_out: self.out.clone(),
-            module: self.module.clone(),
-            signing: self.signing.clone(),
-            pin: self.pin.clone(),
-            http: self.http.clone(),
-            output: self.output.clone(),
-            ..Default::default()
+            ..self.common.layer()
         }
     }
 }

@@ -17,22 +17,24 @@ pub fn enroll_cmd(
     env: &crate::secret::EnvSecrets,
     paths: &crate::paths::Paths,
 ) -> i32 {
-    let json = args.output.json.unwrap_or(false);
-    let resolved = crate::config::resolve(args.layer(), args.config.config.as_deref(), paths)
-        .and_then(|raw| {
-            Ok((
-                SignOptions::from_raw(&raw)?,
-                RegisterOptions::from_raw(&raw, crate::config::Face::Cli, env, paths)?,
-                raw.output.json.unwrap_or(false),
-            ))
-        });
+    let json = args.common.output.json.unwrap_or(false);
+    let resolved =
+        crate::config::resolve(args.layer(), args.common.config.config.as_deref(), paths).and_then(
+            |raw| {
+                Ok((
+                    SignOptions::from_raw(&raw)?,
+                    RegisterOptions::from_raw(&raw, crate::config::Face::Cli, env, paths)?,
+                    raw.output.json.unwrap_or(false),
+                ))
+            },
+        );
     let (sign, reg, json) = match resolved {
         Ok(v) => v,
         Err(e) => {
             return usage_error(
                 json,
                 e.to_string(),
-                args.signing.algorithm.as_deref().unwrap_or("sha256"),
+                args.common.signing.algorithm.as_deref().unwrap_or("sha256"),
             )
         }
     };
@@ -85,15 +87,16 @@ pub fn enroll_cmd(
 }
 
 pub fn sign_cmd(args: SignArgs, paths: &crate::paths::Paths) -> i32 {
-    let resolved = crate::config::resolve(args.layer(), args.config.config.as_deref(), paths)
-        .and_then(|raw| Ok((SignOptions::from_raw(&raw)?, raw)));
+    let resolved =
+        crate::config::resolve(args.layer(), args.common.config.config.as_deref(), paths)
+            .and_then(|raw| Ok((SignOptions::from_raw(&raw)?, raw)));
     let (opts, raw) = match resolved {
         Ok(v) => v,
         Err(e) => {
             return usage_error(
-                args.output.json.unwrap_or(false),
+                args.common.output.json.unwrap_or(false),
                 e.to_string(),
-                args.signing.algorithm.as_deref().unwrap_or("sha256"),
+                args.common.signing.algorithm.as_deref().unwrap_or("sha256"),
             )
         }
     };
