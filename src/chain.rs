@@ -1,5 +1,8 @@
 //! Path validation of a signer's certificate, as a CA would do it: `tokenroll verify --trust`,
-//! the simulator's `--trust`, and later the relay's `org_ca` all call [`verify_chain`].
+//! the simulator's `--trust`, and later the relay's `org_ca` all call [`verify_chain`]. Every
+//! certificate in the trust file is a trust anchor as it is — self-signed or not, as
+//! `openssl verify -partial_chain` treats it — so a trust file may name an intermediate CA, or
+//! the signer's own certificate.
 //!
 //! Built on rustls-webpki (signatures, validity of the end entity and intermediates,
 //! basicConstraints cA and pathLenConstraint, name constraints), with what webpki leaves to its
@@ -32,6 +35,7 @@ const ALGORITHMS: &[&dyn rustls_pki_types::SignatureVerificationAlgorithm] = &[
     webpki::ring::ECDSA_P256_SHA384,
     webpki::ring::ECDSA_P384_SHA256,
     webpki::ring::ECDSA_P384_SHA384,
+    webpki::ring::ED25519,
     webpki::ring::RSA_PKCS1_2048_8192_SHA256,
     webpki::ring::RSA_PKCS1_2048_8192_SHA384,
     webpki::ring::RSA_PKCS1_2048_8192_SHA512,
@@ -77,25 +81,35 @@ fn extension<'c, T: Decode<'c>>(c: &'c Certificate, oid: const_oid::ObjectIdenti
 }
 
 /// An issuer's own checks: a CA, allowed to sign certificates when it has a keyUsage, and with
-/// no more CA certificates below it (`cas_below`) than its pathLenConstraint allows.
-fn fit_to_issue(c: &Certificate, cas_below: usize) -> Result<(), String> {
+/// no more CA certificates below it (`cas_below`) than its pathLenConstraint allows. For the trust
+/// anchor (`anchor`), as OpenSSL's non-strict `X509_check_ca`: a self-signed certificate without
+/// extensions (an X.509 v1 root) or one whose keyUsage allows keyCertSign counts as a CA too.
+fn fit_to_issue(c: &Certificate, cas_below: usize, anchor: bool) -> Result<(), String> {
     use const_oid::db::rfc5280::{ID_CE_BASIC_CONSTRAINTS, ID_CE_KEY_USAGE};
     let subject = &c.tbs_certificate.subject;
-    let Some(bc) = extension::<BasicConstraints>(c, ID_CE_BASIC_CONSTRAINTS).filter(|b| b.ca)
-    else {
+    let bc = extension::<BasicConstraints>(c, ID_CE_BASIC_CONSTRAINTS);
+    let ku = extension::<KeyUsage>(c, ID_CE_KEY_USAGE);
+    let v1_root = c.tbs_certificate.extensions.is_none()
+        && c.tbs_certificate.issuer == c.tbs_certificate.subject;
+    let ku_ca = ku.is_some_and(|k| k.0.contains(KeyUsages::KeyCertSign));
+    let ca = match &bc {
+        Some(b) => b.ca,
+        None => anchor && (v1_root || ku_ca),
+    };
+    if !ca {
         return Err(format!(
             "{subject} issued a certificate but is not a CA (no basicConstraints cA)"
         ));
-    };
+    }
     if bc
-        .path_len_constraint
+        .and_then(|b| b.path_len_constraint)
         .is_some_and(|n| cas_below > usize::from(n))
     {
         return Err(format!(
             "the chain is longer than {subject}'s pathLenConstraint allows"
         ));
     }
-    if let Some(ku) = extension::<KeyUsage>(c, ID_CE_KEY_USAGE) {
+    if let Some(ku) = ku {
         if !ku.0.contains(KeyUsages::KeyCertSign) {
             return Err(format!(
                 "{subject} issued a certificate but its keyUsage does not allow keyCertSign"
@@ -182,7 +196,7 @@ pub fn verify_chain(
             let mut cas = 0;
             for cert in path.intermediate_certificates() {
                 let c = Certificate::from_der(cert.der().as_ref()).map_err(|e| e.to_string())?;
-                fit_to_issue(&c, cas)?;
+                fit_to_issue(&c, cas, false)?;
                 cas += 1;
             }
             let anchor = anchors
@@ -191,7 +205,7 @@ pub fn verify_chain(
                 .and_then(|i| trust.get(i))
                 .ok_or("the trust anchor used is not in the trust file")?;
             within_validity(anchor, now)?;
-            fit_to_issue(anchor, cas)
+            fit_to_issue(anchor, cas, true)
         })();
         result.map_err(|why| {
             reason.borrow_mut().get_or_insert(why);

@@ -42,7 +42,7 @@ pub struct Intent {
 pub struct Outcome {
     pub id: String,
     pub time: String,
-    /// registered, rejected or failed.
+    /// registered, rejected, failed, or unknown (the server may have acted on it).
     pub outcome: String,
     pub code: Option<i64>,
     pub message: String,
@@ -67,11 +67,13 @@ pub struct Entry {
 }
 
 impl Entry {
-    /// The outcome in words, "unknown: check the server" when there is none.
+    /// The outcome in words; "unknown: check the server" when there is none, or when the answer
+    /// was lost in a way that leaves open whether the server acted (cut off, a gateway's error).
     pub fn state(&self) -> &str {
-        self.outcome
-            .as_ref()
-            .map_or("unknown: check the server", |o| o.outcome.as_str())
+        match self.outcome.as_ref().map(|o| o.outcome.as_str()) {
+            None | Some("unknown") => "unknown: check the server",
+            Some(o) => o,
+        }
     }
 }
 

@@ -57,10 +57,11 @@ pub struct Paths {
 impl Paths {
     /// Reads the environment once. Nothing is created or checked until a folder is used.
     pub fn from_env() -> Self {
+        // The XDG base directory spec: a relative path in these variables is invalid and ignored.
         let var = |name: &str| {
             std::env::var_os(name)
-                .filter(|v| !v.is_empty())
                 .map(PathBuf::from)
+                .filter(|p| p.is_absolute())
         };
         let home = var("HOME");
         Self {

@@ -1,7 +1,9 @@
 //! Secret values: the token PIN, the admin's authToken and secretCode, and the derived cenToken.
 //!
-//! Owns: types that never print their contents (`Debug`/`Display` are redacted) and are zeroized on drop.
-//! Does not own: where secrets come from (see `config` and `ui::pin`) or what they are used for.
+//! Owns: types that never print their contents (`Debug`/`Display` are redacted) and are zeroized
+//! on drop, and taking secret variables out of the process environment (`EnvSecrets`,
+//! `take_env`). Does not own: which source a secret is read from (see `config` and `ui::pin`) or
+//! what it is used for.
 
 use std::fmt;
 use zeroize::{Zeroize, ZeroizeOnDrop};

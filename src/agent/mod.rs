@@ -4,7 +4,8 @@
 //!
 //! Owns: the wiring, and — in the event loop alone — every piece of per-token state (the
 //! machine's, and each token's [`Record`]); workers get what a step needs in their job and
-//! answer with the generation of the request they served, so shared state is immutable. It
+//! answer with the generation of the request they served, so what they share is immutable (but
+//! for the watcher's module slot, which the watcher alone replaces). It
 //! tracks every worker and joins them, and the watcher, at exit. Does not own: any enrollment
 //! step (see `work`, which drives `enroll`), PKCS#11 (see `token`, reached through the watcher's
 //! shared module), or drawing and dialogs (see `ui`).
@@ -71,8 +72,9 @@ struct Record {
     tried: Option<[u8; 32]>,
     /// The current request; an answer to any other is dropped.
     generation: u64,
-    /// Ends the current dialog (and its pinentry process) when the request is withdrawn.
-    dialog: Option<Arc<Cancel>>,
+    /// Withdraws the current request — its dialog (and pinentry process) and its enrollment,
+    /// which then never uses the PIN — when the token leaves or a new request replaces it.
+    request: Option<Arc<Cancel>>,
     /// The certificate (SHA-256) and user of a registration, until the registry has them.
     registered: Option<(String, String)>,
 }
@@ -91,7 +93,7 @@ impl Record {
 
     /// Withdraws the current request: its dialog ends, its PIN is dropped (zeroized).
     fn withdraw(&mut self) {
-        if let Some(c) = self.dialog.take() {
+        if let Some(c) = self.request.take() {
             c.cancel();
         }
         self.pin = None;
@@ -298,7 +300,6 @@ impl Owner {
                     _ => None,
                 };
                 let r = self.records.get_mut(&key)?;
-                r.dialog = None;
                 Some(match answer {
                     Asked::Entered { pin, user } => {
                         if let Some(u) = user {
@@ -387,7 +388,7 @@ impl Owner {
                 r.withdraw();
                 r.generation = generation;
                 let cancel = Arc::new(Cancel::default());
-                r.dialog = Some(cancel.clone());
+                r.request = Some(cancel.clone());
                 let target = r.target(&key);
                 self.spawn(
                     target,
@@ -410,11 +411,12 @@ impl Owner {
                 };
                 // Handed to the worker: the record keeps only the hash, to remember a refusal.
                 let pin = r.pin.take();
+                let withdrawn = r.request.clone().unwrap_or_default();
                 let target = r.target(&key);
                 let handle = tokio::runtime::Handle::current();
                 self.spawn(
                     target,
-                    move |s, t, reports| work::enroll(s, t, pin, &handle, reports),
+                    move |s, t, reports| work::enroll(s, t, pin, &withdrawn, &handle, reports),
                     |why| Enrolled::Failed(format!("the enrollment failed unexpectedly ({why})")),
                     |key, generation, outcome| Report::Enrolled {
                         key,

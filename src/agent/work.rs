@@ -152,12 +152,17 @@ pub fn ask(s: &Shared, t: &Target, error: Option<String>, cancel: &Cancel) -> As
     }
 }
 
-/// The one PIN a dialog gave, handed to the core exactly once.
-struct GivenPin(Option<Pin>);
+/// The one PIN a dialog gave, handed to the core exactly once — unless its request was
+/// withdrawn meanwhile (the token left): then it is dropped unused.
+struct GivenPin<'c>(Option<Pin>, &'c Cancel);
 
-impl PinPrompt for GivenPin {
+impl PinPrompt for GivenPin<'_> {
     fn pin(&mut self, _: &PairSummary) -> Result<Pin, TokenError> {
-        self.0.take().ok_or(TokenError::PinCancelled)
+        let pin = self.0.take();
+        if self.1.is_cancelled() {
+            return Err(TokenError::PinCancelled);
+        }
+        pin.ok_or(TokenError::PinCancelled)
     }
 }
 
@@ -166,6 +171,7 @@ pub fn enroll(
     s: &Shared,
     t: &Target,
     pin: Option<Pin>,
+    withdrawn: &Cancel,
     rt: &tokio::runtime::Handle,
     reports: &UnboundedSender<Report>,
 ) -> Enrolled {
@@ -228,7 +234,7 @@ pub fn enroll(
     };
     let result = rt.block_on(enroll::run(
         &mut side,
-        &mut GivenPin(pin),
+        &mut GivenPin(pin, withdrawn),
         &request,
         plan,
         &mut on,

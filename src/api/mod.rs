@@ -91,6 +91,19 @@ impl ApiError {
         matches!(self, ApiError::Network { .. } | ApiError::Timeout(_))
     }
 
+    /// An answer began, or a gateway answered, so the server may have acted on the request:
+    /// never retried, and journaled as unknown rather than failed.
+    pub fn may_have_gone_through(&self) -> bool {
+        matches!(self, ApiError::Incomplete { .. })
+            || matches!(
+                self,
+                ApiError::HttpStatus {
+                    status: 502 | 504,
+                    ..
+                }
+            )
+    }
+
     /// The CENTAGATE code an error answer carried, if any (a 10001 here is a session expiry).
     pub fn centagate_code(&self) -> Option<i64> {
         match self {

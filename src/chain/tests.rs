@@ -190,6 +190,23 @@ fn path_length_and_key_usage_of_issuers_are_enforced() {
     assert!(e.to_string().contains("keyCertSign"), "{e}");
 }
 
+/// A root without basicConstraints whose keyUsage allows keyCertSign is a CA as an anchor, as
+/// OpenSSL's non-strict check has it.
+#[test]
+fn an_anchor_may_be_a_ca_by_its_key_usage_alone() {
+    let ku_root = make_with(
+        "KU Root",
+        Profile::Manual { issuer: None },
+        None,
+        validity(-1, 30),
+        |b| {
+            b.add_extension(&KeyUsage(KeyUsages::KeyCertSign | KeyUsages::CRLSign))
+                .unwrap();
+        },
+    );
+    verdict(&leaf_of("ivan", &ku_root), &[], &[&ku_root]).unwrap();
+}
+
 #[test]
 fn every_certificate_including_the_anchor_must_be_within_its_validity() {
     let expired_ca = make("Old CA", Profile::Root, None, validity(-30, -1));

@@ -1,5 +1,6 @@
-//! `tokenroll agent`: resolves the agent's configuration, keeps one agent per session, logs to
-//! `$XDG_STATE_HOME/tokenroll/agent.log`, and runs the agent until SIGTERM or Quit.
+//! `tokenroll agent`: resolves the agent's configuration, keeps one agent per session, starts
+//! the tray, and runs the agent until SIGTERM or Quit (`main` sets up its log,
+//! `$XDG_STATE_HOME/tokenroll/agent.log`).
 //!
 //! Owns: the agent's process concerns. Does not own: the agent's logic (see `agent`).
 

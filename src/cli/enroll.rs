@@ -9,7 +9,7 @@ use super::exit;
 use super::render::{emit_error, emit_report, print_step, usage_error};
 use crate::config::{RegisterOptions, SignOptions};
 use crate::enroll::{self, Pkcs11Side, Plan, Registration, Request, Step, UserPolicy};
-use crate::ui::pin::CliPin;
+use crate::ui::pin::{CliPin, PinSource};
 use std::io::Write;
 
 pub fn enroll_cmd(
@@ -28,7 +28,7 @@ pub fn enroll_cmd(
                 ))
             },
         );
-    let (sign, reg, json) = match resolved {
+    let (mut sign, reg, json) = match resolved {
         Ok(v) => v,
         Err(e) => {
             return usage_error(
@@ -68,7 +68,8 @@ pub fn enroll_cmd(
             must_match: reg.user_must_match,
         },
     };
-    let mut prompt = CliPin::new(sign.pin.clone());
+    // Moved, not copied: no second copy of a --pin-env PIN stays behind in the options.
+    let mut prompt = CliPin::new(std::mem::replace(&mut sign.pin, PinSource::Terminal));
     let result =
         super::runtime().block_on(enroll::run(&mut side, &mut prompt, &request, plan, &mut on));
     // A one-shot process leaves C_Finalize to the exit (see `sign_cmd`).
@@ -90,7 +91,7 @@ pub fn sign_cmd(args: SignArgs, paths: &crate::paths::Paths) -> i32 {
     let resolved =
         crate::config::resolve(args.layer(), args.common.config.config.as_deref(), paths)
             .and_then(|raw| Ok((SignOptions::from_raw(&raw)?, raw)));
-    let (opts, raw) = match resolved {
+    let (mut opts, raw) = match resolved {
         Ok(v) => v,
         Err(e) => {
             return usage_error(
@@ -116,7 +117,7 @@ pub fn sign_cmd(args: SignArgs, paths: &crate::paths::Paths) -> i32 {
         challenge: &opts.challenge,
         http: &opts.http,
     };
-    let mut prompt = CliPin::new(opts.pin.clone());
+    let mut prompt = CliPin::new(std::mem::replace(&mut opts.pin, PinSource::Terminal));
     let result = super::runtime().block_on(enroll::run(
         &mut side,
         &mut prompt,

@@ -38,7 +38,9 @@ pub fn run(cli: Cli, env: &crate::secret::EnvSecrets, paths: &crate::paths::Path
 /// printed, so scripts never have to parse clap's text; help and version print as usual.
 pub fn argument_error(e: clap::Error) -> i32 {
     use clap::error::ErrorKind;
-    let wants_json = std::env::args().any(|a| a == "--json");
+    let wants_json = std::env::args().any(|a| {
+        a == "--json" || (a.starts_with("--json=") && !a.eq_ignore_ascii_case("--json=false"))
+    });
     if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) || !wants_json {
         e.exit();
     }

@@ -1,7 +1,7 @@
 //! `tokenroll verify`: decode and verify a PKCS#7 SignedData, and optionally its signer's chain.
 //!
-//! Owns: reading the file in its three encodings and the output. Does not own: CMS or path
-//! validation (see `cms`).
+//! Owns: reading the file in its three encodings and the output. Does not own: CMS (see `cms`)
+//! or path validation (see `chain`).
 
 use super::args::VerifyArgs;
 use super::exit;

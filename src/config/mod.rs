@@ -2,8 +2,8 @@
 //! user's file (or `--config`), the environment and the flags are merged key by key, then
 //! validated into the typed options each command needs. No globals.
 //!
-//! Owns: config files, where each admin secret comes from, the typed options. Does not own: the
-//! folders or how secret files are opened (see `paths`), or taking secrets out of the
+//! Owns: config files, which source each admin secret comes from, the typed options. Does not
+//! own: the folders or how secret files are opened (see `paths`), nor taking secrets out of the
 //! environment (see `secret`).
 //! Does not own: parsing argv (see `cli`), networks or tokens.
 

@@ -162,7 +162,13 @@ pub async fn register(
     let (answer, timestamp) = match result {
         Ok(v) => v,
         Err(e) => {
-            record(outcome("failed", None, &e.to_string()));
+            // "unknown" when the server may have acted on it (the journal says: check the server).
+            let state = if e.may_have_gone_through() {
+                "unknown"
+            } else {
+                "failed"
+            };
+            record(outcome(state, e.centagate_code(), &e.to_string()));
             return Err(e.into());
         }
     };

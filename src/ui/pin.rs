@@ -53,8 +53,8 @@ impl PinPrompt for CliPin {
             PinSource::Terminal => {
                 let prompt = format!(
                     "PIN for token '{}' ({}){}: ",
-                    pair.token_label,
-                    pair.subject,
+                    crate::text::plain(&pair.token_label),
+                    crate::text::plain(&pair.subject),
                     if pair.pin_final_try {
                         " — FINAL TRY before the PIN locks"
                     } else if pair.pin_count_low {

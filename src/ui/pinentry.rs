@@ -64,8 +64,9 @@ impl Cancel {
 
 fn kill(pid: u32) {
     if let Ok(pid) = libc::pid_t::try_from(pid) {
-        // SAFETY: kill(2) on a child of ours that has not been reaped (see `CancelState::pid`).
-        unsafe { libc::kill(pid, libc::SIGTERM) };
+        // SIGKILL: a pinentry that ignores SIGTERM must not keep the worker (or the agent's exit)
+        // waiting. SAFETY: kill(2) on a child of ours not yet reaped (see `CancelState::pid`).
+        unsafe { libc::kill(pid, libc::SIGKILL) };
     }
 }
 
@@ -177,9 +178,10 @@ impl<'c> Session<'c> {
 
     /// Reads up to OK (returning any D data, decoded) or ERR.
     fn response(&mut self) -> Result<Zeroizing<String>, String> {
-        let mut data = Zeroizing::new(String::new());
+        // Room enough that a PIN never makes the buffer move (and leave a copy behind).
+        let mut data = Zeroizing::new(String::with_capacity(1024));
         loop {
-            let mut line = Zeroizing::new(String::new());
+            let mut line = Zeroizing::new(String::with_capacity(1024));
             match self.from.read_line(&mut line) {
                 Ok(0) => return Err(self.ended("no answer")),
                 Ok(_) => {}
@@ -190,10 +192,11 @@ impl<'c> Session<'c> {
                 return Ok(data);
             }
             if let Some(d) = l.strip_prefix("D ") {
-                let decoded = percent_encoding::percent_decode_str(d)
-                    .decode_utf8()
+                let decoded: Zeroizing<Vec<u8>> =
+                    Zeroizing::new(percent_encoding::percent_decode_str(d).collect());
+                let text = std::str::from_utf8(&decoded)
                     .map_err(|_| "the pinentry program sent text that is not UTF-8".to_string())?;
-                data.push_str(&decoded);
+                data.push_str(text);
                 continue;
             }
             if let Some(e) = l.strip_prefix("ERR ") {
