@@ -142,6 +142,33 @@ pub struct Wake {
     /// An event from `source` arrived (the module's wait really blocks and wakes).
     confirmed: bool,
     stopper: Stopper,
+    /// The event thread, joined when the watcher ends (see `Drop`).
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Wake {
+    /// The watcher ends only after the stopper ran: a PC/SC wait was cancelled, and a wait in
+    /// `C_WaitForSlotEvent` was released by `C_Finalize` — unless the stopper had to leave the
+    /// module alone (a worker still in it), in which case the blocked thread is left to the
+    /// process exit rather than joined forever.
+    fn drop(&mut self) {
+        let Some(thread) = self.thread.take() else {
+            return;
+        };
+        let still_waiting_in_module = self
+            .stopper
+            .module
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_some();
+        if still_waiting_in_module || !self.stopper.stopped() {
+            tracing::warn!("the slot-event thread may still be waiting; leaving it to the exit");
+            return;
+        }
+        if thread.join().is_err() {
+            tracing::error!("the slot-event thread panicked");
+        }
+    }
 }
 
 impl Wake {
@@ -159,6 +186,7 @@ impl Wake {
             source: Source::Polling,
             confirmed: false,
             stopper,
+            thread: None,
         }
     }
 
@@ -192,9 +220,10 @@ impl Wake {
             .name("slot-events".into())
             .spawn(move || slot_events(module, stopper, EventTx(tx)));
         match spawned {
-            Ok(_) => {
+            Ok(handle) => {
                 self.events = Some(rx);
                 self.confirmed = false;
+                self.thread = Some(handle);
             }
             Err(e) => tracing::warn!(error = %e, "cannot start the slot-event thread: polling"),
         }
