@@ -307,6 +307,7 @@ impl Owner {
                         }
                         match (pin, hash) {
                             (Some(_), Some(h)) if r.wrong_pins.contains(&h) => {
+                                r.pin = None;
                                 // Never send a PIN the token already refused: ask again instead.
                                 Event::PinRejected {
                                     key,
@@ -330,6 +331,8 @@ impl Owner {
             Report::Signed { .. } => Some(Event::Signed { key }),
             Report::Enrolled { outcome, .. } => {
                 let r = self.records.get_mut(&key)?;
+                // The request is over: nothing of its PIN stays but the hash of a refused one.
+                r.pin = None;
                 let tried = r.tried.take();
                 Some(match outcome {
                     Enrolled::Answered {
@@ -484,3 +487,6 @@ impl Owner {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
