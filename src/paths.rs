@@ -17,13 +17,13 @@ use zeroize::Zeroizing;
 pub enum PathError {
     #[error("neither XDG_STATE_HOME nor HOME is set, so tokenroll has no folder for its state (journal, registry, log) and will not write under the current directory; set HOME, or XDG_STATE_HOME")]
     NoStateHome,
-    #[error("{dir} belongs to another user (uid {owner}); tokenroll keeps its state only in folders of yours: run 'chown {user} {dir}' if it is yours, or set XDG_STATE_HOME to a folder of yours")]
+    #[error("{dir} belongs to another user (uid {owner}); tokenroll reads its configuration and keeps its state only where no one else can change them: run 'chown {user} {dir}' if it is yours, or use a folder of yours")]
     ForeignOwner {
         dir: String,
         owner: u32,
         user: String,
     },
-    #[error("{dir} can be written by group or others (mode {mode:o}), so another user could replace what tokenroll keeps there: run 'chmod go-w {dir}'")]
+    #[error("{dir} can be written by group or others (mode {mode:o}), so another user could change what tokenroll reads or keeps there: run 'chmod go-w {dir}'")]
     Writable { dir: String, mode: u32 },
     #[error("{path}: {reason}")]
     Io { path: String, reason: String },
@@ -100,7 +100,16 @@ pub fn private_dir(dir: &Path) -> Result<(), PathError> {
     check_dir(dir)
 }
 
-/// Refuses a folder that another user owns, or that group or others may write.
+/// Refuses a config file, or its folder, that another user owns or that group or others may
+/// write: whoever can change it can point tokenroll at another server.
+pub fn check_config(file: &Path) -> Result<(), PathError> {
+    if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+        check_dir(dir)?;
+    }
+    check_dir(file)
+}
+
+/// Refuses a folder (or file) that another user owns, or that group or others may write.
 pub fn check_dir(dir: &Path) -> Result<(), PathError> {
     let meta = std::fs::metadata(dir).map_err(io(dir))?;
     // SAFETY: geteuid has no preconditions and cannot fail.
@@ -239,6 +248,22 @@ mod tests {
         assert!(e.contains("chmod go-w"), "{e}");
         chmod(&state, 0o755);
         private_dir(&state).unwrap();
+    }
+
+    #[test]
+    fn a_config_file_others_may_change_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let conf = d.path().join("config.toml");
+        std::fs::write(&conf, "server = \"https://cg\"\n").unwrap();
+        chmod(&conf, 0o644);
+        check_config(&conf).unwrap();
+        chmod(&conf, 0o666);
+        let e = check_config(&conf).unwrap_err().to_string();
+        assert!(e.contains("chmod go-w"), "{e}");
+        chmod(&conf, 0o644);
+        chmod(d.path(), 0o777);
+        assert!(check_config(&conf).is_err(), "its folder too");
+        chmod(d.path(), 0o700);
     }
 
     #[test]

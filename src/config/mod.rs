@@ -57,10 +57,15 @@ pub fn parse_text(text: &str) -> Result<RawConfig, ConfigError> {
 }
 
 /// Reads a config file; a missing optional file is an empty layer.
+/// A file (or folder) that another user could change is refused: it could name another server.
 pub fn read_file(path: &Path, required: bool) -> Result<RawConfig, ConfigError> {
     match std::fs::read_to_string(path) {
-        Ok(text) => parse_text(&text)
-            .map_err(|e| ConfigError(format!("config file {}: {}", path.display(), e.0))),
+        Ok(text) => {
+            crate::paths::check_config(path)
+                .map_err(|e| ConfigError(format!("config file {}: {e}", path.display())))?;
+            parse_text(&text)
+                .map_err(|e| ConfigError(format!("config file {}: {}", path.display(), e.0)))
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => Ok(RawConfig::default()),
         Err(e) => err(format!("cannot read config file {}: {e}", path.display())),
     }
