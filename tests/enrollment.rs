@@ -552,21 +552,10 @@ fn state_folders_must_be_the_users_own() {
     )
     .unwrap();
     let o = env
-        .cmd()
-        .args([
-            "enroll",
-            "--server",
-            &sim.origin,
-            "--admin",
-            ADMIN,
-            "--user",
-            "alice",
-        ])
-        .args(["--pin-env", "TOKENROLL_PIN", "--json", "--ca-file"])
+        .enroll_base(&sim.origin, "alice")
+        .args(["--pin-env", "TOKENROLL_PIN", "--ca-file"])
         .arg(&sim.ca)
         .env("XDG_STATE_HOME", &state)
-        .env("TOKENROLL_AUTH_TOKEN", AUTH_TOKEN)
-        .env("TOKENROLL_SECRET_CODE", SECRET_CODE)
         .output()
         .unwrap();
     assert_ne!(o.status.code(), Some(0), "{}", stdout(&o));
