@@ -53,6 +53,12 @@ secret_type!(
 secret_type!(
     /// Lowercase hex HMAC-SHA256(secretCode, admin + authToken): it authenticates the admin.
     CenToken, "CenToken");
+secret_type!(
+    /// The App's secretKey, the HMAC key of every login-side call.
+    AppSecret, "AppSecret");
+secret_type!(
+    /// The admin's password for a password login.
+    AdminPassword, "AdminPassword");
 
 impl serde::Serialize for CenToken {
     /// Only into a request body: the one place the cenToken is meant to go.
@@ -110,9 +116,8 @@ pub fn take_env(name: &str) -> Option<String> {
     value.into_string().ok().filter(|v| !v.is_empty())
 }
 
-/// The variables that hold a secret under a fixed name. The login secrets of the admin session
-/// (`TOKENROLL_APP_SECRET`, `TOKENROLL_ADMIN_PASSWORD`) are removed too, so that no child ever
-/// sees them even before tokenroll uses them.
+/// The variables that hold a secret under a fixed name: the static session's authToken and
+/// secretCode, and the admin login's App secret and password.
 pub const SECRET_VARIABLES: [&str; 4] = [
     "TOKENROLL_AUTH_TOKEN",
     "TOKENROLL_SECRET_CODE",
@@ -125,18 +130,19 @@ pub const SECRET_VARIABLES: [&str; 4] = [
 pub struct EnvSecrets {
     pub auth_token: Option<AuthToken>,
     pub secret_code: Option<SecretCode>,
+    pub app_secret: Option<AppSecret>,
+    pub admin_password: Option<AdminPassword>,
 }
 
 impl EnvSecrets {
     /// Takes every [`SECRET_VARIABLES`] entry out of the environment. The first thing `main` does.
     pub fn take() -> Self {
         let [auth, code, app, password] = SECRET_VARIABLES.map(take_env);
-        for mut unused in [app, password].into_iter().flatten() {
-            zeroize::Zeroize::zeroize(&mut unused);
-        }
         Self {
             auth_token: auth.map(AuthToken::new),
             secret_code: code.map(SecretCode::new),
+            app_secret: app.map(AppSecret::new),
+            admin_password: password.map(AdminPassword::new),
         }
     }
 }

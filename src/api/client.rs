@@ -279,16 +279,30 @@ impl CentagateClient {
         tracing::debug!(%url, ?body, "registering");
         // Serialised into a buffer that is zeroized when the HTTP stack drops the body.
         let json = serde_json::to_vec(body).map_err(|e| ApiError::Config(e.to_string()))?;
-        let owned = bytes::Bytes::from_owner(crate::secret::ZeroizingBytes(json));
+        let answer = self.call(reqwest::Method::PUT, &url, json).await?;
+        tracing::debug!(code = answer.code, "answer");
+        Ok(answer)
+    }
+
+    /// One call of the API: `body` (JSON, holding a secret as likely as not) sent from a buffer
+    /// zeroized when dropped; only a 2xx answer in CENTAGATE's shape is an answer. The answer's
+    /// `object` may hold secrets (a login's): it is never logged here.
+    pub(crate) async fn call(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+        body: Vec<u8>,
+    ) -> Result<Answer, ApiError> {
+        let owned = bytes::Bytes::from_owner(crate::secret::ZeroizingBytes(body));
         let resp = self
             .http
-            .put(&url)
+            .request(method, url)
             .header(reqwest::header::ACCEPT, "application/json")
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(owned)
             .send()
             .await
-            .map_err(|e| classify(&url, self.opts.timeout, e))?;
+            .map_err(|e| classify(url, self.opts.timeout, e))?;
         let status = resp.status();
         let content_type = content_type(&resp);
         if status.is_redirection() {
@@ -302,13 +316,14 @@ impl CentagateClient {
                 location,
             });
         }
-        let (bytes, truncated) = read_limited(&url, self.opts.timeout, resp).await?;
+        let (bytes, truncated) = read_limited(url, self.opts.timeout, resp).await?;
+        let bytes = zeroize::Zeroizing::new(bytes);
         let answer = if truncated {
             None
         } else {
             Answer::parse(&bytes)
         };
-        tracing::debug!(status = status.as_u16(), ?answer, "answer");
+        tracing::debug!(status = status.as_u16(), code = ?answer.as_ref().map(|a| a.code), "HTTP answer");
         if !status.is_success() {
             return Err(ApiError::HttpStatus {
                 status: status.as_u16(),

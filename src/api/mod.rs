@@ -7,6 +7,7 @@
 
 pub mod client;
 pub mod contract;
+pub mod login;
 
 pub use client::{CentagateClient, HttpOptions};
 pub use contract::*;
@@ -35,6 +36,9 @@ pub enum ApiError {
         content_type: String,
         snippet: String,
     },
+    /// An admin login (or logout) answered with a refusal.
+    #[error("{explanation}")]
+    LoginRefused { code: i64, explanation: String },
     /// HTTP 3xx: never followed (the cenToken would go to wherever it points).
     #[error("the server answered with a redirect (HTTP {status} to {location}); tokenroll never follows one, so nothing was sent there: if that address is the real server, give it as --server")]
     Redirect { status: u16, location: String },

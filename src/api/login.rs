@@ -1,0 +1,281 @@
+//! The login side of CENTAGATE (see the contract's "Admin sessions"): the App's hmac over each
+//! login-side body, the password login, the random string and the PKCS#7 login, and logout —
+//! in either the current documents' `/v2` paths or the 2018 manual's.
+//!
+//! Owns: those bodies, their paths and reading a login's answer into secret types. Does not own:
+//! when to log in, keeping a session or what to do with a refusal (see `enroll::session`).
+
+use super::{ApiError, CentagateClient};
+use crate::secret::{AdminPassword, AdminSecrets, AppSecret, AuthToken, SecretCode};
+use hmac::{Hmac, Mac};
+
+/// Which documents' paths the server follows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AuthApi {
+    /// The current developer documentation: `/v2/CentagateWS/...` for the login calls.
+    #[default]
+    V2,
+    /// The 2018 API manual: no `/v2`.
+    Y2018,
+}
+
+impl std::str::FromStr for AuthApi {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "v2" => Ok(Self::V2),
+            "2018" => Ok(Self::Y2018),
+            _ => Err(format!("unknown auth_api '{s}': use v2 or 2018")),
+        }
+    }
+}
+
+impl AuthApi {
+    fn prefix(self) -> &'static str {
+        match self {
+            Self::V2 => "/v2",
+            Self::Y2018 => "",
+        }
+    }
+
+    pub fn password_login(self) -> String {
+        format!("{}/CentagateWS/webresources/auth/authBasic", self.prefix())
+    }
+
+    pub fn pkcs7_login(self) -> String {
+        format!(
+            "{}/CentagateWS/webresources/auth/authPkiPkcs7",
+            self.prefix()
+        )
+    }
+
+    pub fn random_string(self) -> String {
+        match self {
+            Self::V2 => "/v2/CentagateWS/webresources/req/requestRandomString".into(),
+            Self::Y2018 => "/CentagateWS/webresources/auth/requestRandomString".into(),
+        }
+    }
+}
+
+/// Logout has no `/v2` in either document.
+pub const LOGOUT_PATH: &str = "/CentagateWS/webresources/auth/logout";
+
+/// The App registered in CENTAGATE that authorises login calls.
+#[derive(Clone, Debug)]
+pub struct App {
+    /// The integrationKey: an identifier, not a secret.
+    pub key: String,
+    pub secret: AppSecret,
+}
+
+/// Lowercase hex HMAC-SHA256 (key: the App's secretKey as UTF-8) over the concatenated values.
+pub fn hmac(secret: &AppSecret, values: &[&str]) -> String {
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.expose().as_bytes())
+        .expect("HMAC takes keys of any length");
+    for v in values {
+        mac.update(v.as_bytes());
+    }
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// What a login gives: the session's secrets and what the server says about it.
+#[derive(Clone, Debug)]
+pub struct LoggedIn {
+    pub secrets: AdminSecrets,
+    /// The idle timeout, when the server says it.
+    pub session_timeout_ms: Option<u64>,
+    pub role: Option<i64>,
+    pub group: Option<String>,
+}
+
+fn text(v: &serde_json::Value) -> Option<String> {
+    match v {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// A login's answer: code 0 with an authToken and a secretCode, else the refusal explained.
+fn logged_in(answer: super::Answer) -> Result<LoggedIn, ApiError> {
+    if answer.code != super::CODE_SUCCESS {
+        return Err(ApiError::LoginRefused {
+            code: answer.code,
+            explanation: explain_login(answer.code, &answer.message),
+        });
+    }
+    let o = &answer.object;
+    let auth = o.get("authToken").and_then(text).unwrap_or_default();
+    let code = o.get("secretCode").and_then(text).unwrap_or_default();
+    if code.is_empty() {
+        return Err(ApiError::LoginRefused {
+            code: answer.code,
+            explanation: "this account needs multi-step authentication, which tokenroll cannot \
+                          do — use an admin account without it"
+                .into(),
+        });
+    }
+    if auth.is_empty() {
+        return Err(ApiError::LoginRefused {
+            code: answer.code,
+            explanation: "the server's login answer holds no authToken; check --server and \
+                          auth_api (v2 or 2018)"
+                .into(),
+        });
+    }
+    Ok(LoggedIn {
+        secrets: AdminSecrets {
+            auth_token: AuthToken::new(auth),
+            secret_code: SecretCode::new(code),
+        },
+        session_timeout_ms: o
+            .get("sessionTimeout")
+            .and_then(text)
+            .and_then(|t| t.parse().ok()),
+        role: o.get("role").and_then(text).and_then(|t| t.parse().ok()),
+        group: o.get("groupId").and_then(text).filter(|g| !g.is_empty()),
+    })
+}
+
+/// What a login-side code means and what to do next.
+pub fn explain_login(code: i64, message: &str) -> String {
+    let advice = match code {
+        23001 => {
+            "the admin's username or password (or certificate) was refused; check them — \
+                  tokenroll does not try again by itself"
+        }
+        23007 => "the authentication is still pending on the server; complete it, then try again",
+        23012 => "the admin's certificate is revoked; use another admin token",
+        23017 => "this login method is not enabled for the admin account; choose another --login",
+        23020 => "this machine's address is not in the account's trusted IP list",
+        23021 => "the admin's group may not log in through this App",
+        super::CODE_BAD_API_SIGNATURE => "the App secret does not match the App key (app_key)",
+        super::CODE_REQUEST_EXPIRED => {
+            "this machine's clock is off: the login's timestamp was refused; fix the clock"
+        }
+        super::CODE_PERMISSION => {
+            "the App or the account may not log in; ask a CENTAGATE administrator"
+        }
+        super::CODE_USER_NOT_FOUND => "no such admin account; check --admin",
+        super::CODE_USER_INACTIVE => "the admin account is not active",
+        _ => return format!("the login was refused with code {code}: {message}"),
+    };
+    format!("the login was refused (code {code}): {advice}")
+}
+
+impl CentagateClient {
+    fn login_url(&self, path: &str) -> String {
+        format!("{}{path}", self.origin())
+    }
+
+    /// The password login.
+    pub async fn login_password(
+        &self,
+        api: AuthApi,
+        app: &App,
+        admin: &str,
+        password: &AdminPassword,
+        unix_seconds: i64,
+    ) -> Result<LoggedIn, ApiError> {
+        let ts = unix_seconds.to_string();
+        let mac = hmac(&app.secret, &[admin, password.expose(), &app.key, &ts]);
+        let body = serde_json::json!({
+            "username": admin, "password": password.expose(), "integrationKey": app.key,
+            "unixTimestamp": ts, "hmac": mac,
+        });
+        tracing::debug!(admin, "password login");
+        let answer = self
+            .call(
+                reqwest::Method::POST,
+                &self.login_url(&api.password_login()),
+                zeroizing_json(body),
+            )
+            .await?;
+        logged_in(answer)
+    }
+
+    /// Ends the session (the 2018 manual's call; a server without it answers an error, which
+    /// the caller only logs).
+    pub async fn logout(
+        &self,
+        app: &App,
+        admin: &str,
+        auth_token: &AuthToken,
+        unix_seconds: i64,
+    ) -> Result<(), ApiError> {
+        let ts = unix_seconds.to_string();
+        let mac = hmac(&app.secret, &[admin, &app.key, &ts, auth_token.expose()]);
+        let body = serde_json::json!({
+            "username": admin, "integrationKey": app.key, "unixTimestamp": ts,
+            "authToken": auth_token.expose(), "hmac": mac,
+        });
+        let answer = self
+            .call(
+                reqwest::Method::POST,
+                &self.login_url(LOGOUT_PATH),
+                zeroizing_json(body),
+            )
+            .await?;
+        match answer.code {
+            super::CODE_SUCCESS => Ok(()),
+            code => Err(ApiError::LoginRefused {
+                code,
+                explanation: format!("the logout was refused with code {code}"),
+            }),
+        }
+    }
+}
+
+/// A JSON body that holds a secret, serialised for `call` (which zeroizes its buffer); the
+/// `Value` itself is dropped here.
+fn zeroizing_json(body: serde_json::Value) -> Vec<u8> {
+    serde_json::to_vec(&body).expect("a JSON value serializes")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The contract's worked example.
+    #[test]
+    fn the_password_login_hmac_matches_the_contract() {
+        let secret = AppSecret::new("SK-demo".into());
+        assert_eq!(
+            hmac(&secret, &["helpdesk", "Pa55word", "IK-123", "1733100000"]),
+            "f8e697cc2b5fc782829ed14f6d205800e5c3f87195d8432a7443cdc7df581ff2"
+        );
+    }
+
+    #[test]
+    fn a_login_answer_becomes_secrets_or_a_refusal() {
+        let ok = super::super::Answer {
+            code: 0,
+            message: "Success".into(),
+            object: serde_json::json!({"authToken": "AT-9", "secretCode": "SC-9",
+                "sessionTimeout": 1800000, "role": "2", "groupId": "g1"}),
+        };
+        let l = logged_in(ok).unwrap();
+        assert_eq!(l.secrets.auth_token.expose(), "AT-9");
+        assert_eq!((l.session_timeout_ms, l.role), (Some(1_800_000), Some(2)));
+        assert!(!format!("{l:?}").contains("SC-9"), "Debug redacts");
+        let multi = super::super::Answer {
+            code: 0,
+            message: "Success".into(),
+            object: serde_json::json!({"authToken": "AT-9", "secretCode": ""}),
+        };
+        let e = logged_in(multi).unwrap_err().to_string();
+        assert!(e.contains("multi-step"), "{e}");
+        let wrong = super::super::Answer {
+            code: 23001,
+            message: "Invalid credential".into(),
+            object: serde_json::Value::Null,
+        };
+        let e = logged_in(wrong).unwrap_err().to_string();
+        assert!(
+            e.contains("23001") && e.contains("does not try again"),
+            "{e}"
+        );
+        assert!(explain_login(23022, "").contains("App secret does not match"));
+        assert!(explain_login(23023, "").contains("clock"));
+    }
+}
