@@ -20,6 +20,8 @@ pub fn for_error(e: &EnrollError) -> i32 {
         EnrollError::Token(TokenError::Ambiguous(_)) => USAGE,
         EnrollError::Token(_) => TOKEN,
         EnrollError::Api(ApiError::Config(_)) => USAGE,
+        // The server answered the login: refused, like a registration it refuses.
+        EnrollError::Api(ApiError::LoginRefused { .. }) => REFUSED,
         EnrollError::Api(_) => NETWORK,
         EnrollError::Journal(_) => FAILURE,
     }
