@@ -12,7 +12,7 @@ use crate::enroll::{
     self, MustMatch, PairSummary, PinPrompt, Pkcs11Side, Plan, Registration, Request, Step,
     UserFrom, UserPolicy,
 };
-use crate::secret::{AdminSecrets, AuthToken, Pin, SecretCode};
+use crate::secret::{AdminPassword, AdminSecrets, AppSecret, AuthToken, Pin, SecretCode};
 use crate::token::{provision, KeyKind, TokenError};
 use std::io::Write;
 
@@ -92,10 +92,16 @@ fn run_inner() -> Result<i32, String> {
         auth_token: AuthToken::new(random_hex(16)),
         secret_code: SecretCode::new(random_hex(16)),
     };
-    let users =
-        crate::simulator::Users::parse("[[user]]\nname = \"demo-user\"\nstate = \"active\"\n")
-            .expect("static");
-    let rules = crate::simulator::Rules::new("demo-admin".into(), secrets.clone(), users);
+    // An App and an admin account with a password: the demo logs in as a deployment does.
+    let (app_key, app_secret, password) = (random_hex(8), random_hex(16), random_hex(8));
+    let users = crate::simulator::Users::parse(&format!(
+        "[[user]]\nname = \"demo-user\"\nstate = \"active\"\n\n\
+         [[admin]]\nname = \"demo-admin\"\npassword = \"{password}\"\n"
+    ))
+    .expect("static");
+    // The static secrets of the simulator's own admin are never used by the demo.
+    let mut rules = crate::simulator::Rules::new("static-admin".into(), secrets, users);
+    rules.sessions.app = Some((app_key.clone(), AppSecret::new(app_secret.clone())));
     let rt = crate::cli::runtime();
     let sim = rt
         .block_on(crate::simulator::start(crate::simulator::SimConfig {
@@ -117,14 +123,23 @@ fn run_inner() -> Result<i32, String> {
         ca_file: Some(ca),
         ..Default::default()
     };
-    let client = CentagateClient::new(&sim.origin(), http.clone()).map_err(|e| e.to_string())?;
+    let client = std::sync::Arc::new(
+        CentagateClient::new(&sim.origin(), http.clone()).map_err(|e| e.to_string())?,
+    );
     let options = RegisterOptions {
         server: sim.origin(),
         admin: "demo-admin".into(),
         user: UserFrom::Fixed("demo-user".into()),
         status: TokenStatus::Pending,
         timestamp_unit: TimestampUnit::Millis,
-        secrets,
+        login: crate::config::LoginOptions::Password {
+            api: crate::api::login::AuthApi::V2,
+            app: crate::api::login::App {
+                key: app_key,
+                secret: AppSecret::new(app_secret),
+            },
+            password: Some(AdminPassword::new(password)),
+        },
         retries: 2,
         journal: dir.path().join("journal.jsonl"),
         user_must_match: MustMatch::None,
@@ -140,8 +155,14 @@ fn run_inner() -> Result<i32, String> {
         challenge: &ChallengeSource::Local,
         http: &http,
     };
+    let session = enroll::Session::new(
+        client.clone(),
+        options.login.clone(),
+        options.admin.clone(),
+        Box::new(|_: &str| Ok(None)),
+    );
     let plan = Plan::Register {
-        registrar: &client,
+        registrar: &session,
         registration: &registration,
         user: UserPolicy {
             from: &options.user,
@@ -158,6 +179,8 @@ fn run_inner() -> Result<i32, String> {
             &mut on,
         ))
         .map_err(|f| f.error.to_string())?;
+    rt.block_on(session.logout());
+    say("logged out of the admin session".into());
     let report = done.report.expect("a registration plan reports");
     sim.task.abort();
     match report.code {

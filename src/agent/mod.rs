@@ -48,7 +48,9 @@ pub struct AgentConfig {
 struct Shared {
     cfg: AgentConfig,
     module: watcher::SharedModule,
-    client: CentagateClient,
+    client: Arc<CentagateClient>,
+    /// The admin's session, kept while the agent runs (logged out at exit).
+    session: crate::enroll::Session,
     dialog: Box<dyn PinDialog>,
     notifier: Box<dyn Notifier>,
     journal: crate::journal::Journal,
@@ -138,8 +140,23 @@ pub async fn run(
     view: tokio::sync::watch::Sender<View>,
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<(), String> {
-    let client =
-        CentagateClient::new(&cfg.register.server, cfg.http.clone()).map_err(|e| e.to_string())?;
+    let client = Arc::new(
+        CentagateClient::new(&cfg.register.server, cfg.http.clone()).map_err(|e| e.to_string())?,
+    );
+    // Credentials from files or variables log in again silently; the agent has no password
+    // dialog yet, so a password that is not given is an error that says where to put it.
+    let session = crate::enroll::Session::new(
+        client.clone(),
+        cfg.register.login.clone(),
+        cfg.register.admin.clone(),
+        Box::new(|_: &str| {
+            Err(
+                "the agent logs in with a password only from TOKENROLL_ADMIN_PASSWORD or \
+                 admin_password_file; set one of them"
+                    .to_string(),
+            )
+        }),
+    );
     let registry = registry::Registry::open(&cfg.state_dir).map_err(|e| e.to_string())?;
     let journal =
         crate::journal::Journal::open(&cfg.register.journal).map_err(|e| e.to_string())?;
@@ -165,6 +182,7 @@ pub async fn run(
             cfg,
             module,
             client,
+            session,
             dialog,
             notifier,
             journal,
@@ -470,6 +488,8 @@ impl Owner {
         })
         .await
         .is_ok();
+        // The session this agent opened ends with it (Quit, SIGTERM).
+        self.shared.session.logout().await;
         if drained {
             stopper.stop();
         } else {

@@ -28,10 +28,10 @@ fn owner(dir: &std::path::Path) -> Owner {
         user: crate::enroll::UserFrom::Fixed("alice".into()),
         status: crate::api::TokenStatus::Pending,
         timestamp_unit: crate::api::TimestampUnit::Millis,
-        secrets: AdminSecrets {
+        login: crate::config::LoginOptions::Static(AdminSecrets {
             auth_token: AuthToken::new("AT".into()),
             secret_code: SecretCode::new("SC".into()),
-        },
+        }),
         retries: 0,
         journal: dir.join("journal.jsonl"),
         user_must_match: crate::enroll::MustMatch::None,
@@ -48,9 +48,17 @@ fn owner(dir: &std::path::Path) -> Owner {
         register,
     };
     let (reports, _) = mpsc::unbounded_channel();
+    let client =
+        Arc::new(CentagateClient::new(&cfg.register.server, HttpOptions::default()).unwrap());
     Owner {
         shared: Arc::new(Shared {
-            client: CentagateClient::new(&cfg.register.server, HttpOptions::default()).unwrap(),
+            session: crate::enroll::Session::new(
+                client.clone(),
+                cfg.register.login.clone(),
+                cfg.register.admin.clone(),
+                Box::new(|_: &str| Ok(None)),
+            ),
+            client,
             journal: crate::journal::Journal::open(&cfg.register.journal).unwrap(),
             cfg,
             module: Arc::new(Mutex::new(None)),

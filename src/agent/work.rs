@@ -224,7 +224,7 @@ pub fn enroll(
         http: &s.cfg.http,
     };
     let plan = Plan::Register {
-        registrar: &s.client,
+        registrar: &s.session,
         registration: &registration,
         user: UserPolicy {
             from: &s.cfg.register.user,

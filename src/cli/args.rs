@@ -4,8 +4,8 @@
 //! Owns: argv's structure. Does not own: what any value means (see `config`).
 
 use crate::config::keys::{
-    AgentKeys, ConfigFlag, HttpKeys, JournalKeys, ModuleKeys, OutputKeys, PinKeys, ServerKeys,
-    SignOutKeys, SigningKeys,
+    AgentKeys, ConfigFlag, HttpKeys, JournalKeys, LoginKeys, ModuleKeys, OutputKeys, PinKeys,
+    ServerKeys, SignOutKeys, SigningKeys,
 };
 use crate::config::RawConfig;
 use clap::{Args, Parser, Subcommand};
@@ -82,6 +82,8 @@ pub struct EnrollArgs {
     #[command(flatten)]
     pub server: ServerKeys,
     #[command(flatten)]
+    pub login: LoginKeys,
+    #[command(flatten)]
     pub journal: JournalKeys,
     #[command(flatten)]
     pub common: OneShotArgs,
@@ -92,6 +94,7 @@ impl EnrollArgs {
     pub fn layer(&self) -> RawConfig {
         RawConfig {
             server: self.server.clone(),
+            login: self.login.clone(),
             journal: self.journal.clone(),
             ..self.common.layer()
         }
@@ -120,6 +123,8 @@ pub struct AgentArgs {
     #[command(flatten)]
     pub server: ServerKeys,
     #[command(flatten)]
+    pub login: LoginKeys,
+    #[command(flatten)]
     pub journal: JournalKeys,
     #[command(flatten)]
     pub agent: AgentKeys,
@@ -137,6 +142,7 @@ impl AgentArgs {
     pub fn layer(&self) -> RawConfig {
         RawConfig {
             server: self.server.clone(),
+            login: self.login.clone(),
             journal: self.journal.clone(),
             agent: self.agent.clone(),
             module: self.module.clone(),
@@ -236,6 +242,19 @@ pub struct SimulateArgs {
     /// Fault: answer with an HTML error page and this HTTP status (4xx or 5xx).
     #[arg(long)]
     pub html_status: Option<u16>,
+    /// The App's integrationKey for admin logins (its secretKey from TOKENROLL_APP_SECRET);
+    /// accounts that may log in are the users file's [[admin]] tables.
+    #[arg(long)]
+    pub app_key: Option<String>,
+    /// An admin session ends after this many milliseconds without use [default: 1800000].
+    #[arg(long)]
+    pub session_timeout_ms: Option<u64>,
+    /// Fault: answer every admin login with this code.
+    #[arg(long)]
+    pub login_code: Option<i64>,
+    /// Fault: end every admin session after this many registrations.
+    #[arg(long)]
+    pub end_sessions_after: Option<u32>,
     /// Fault: answer the judged CENTAGATE JSON with this HTTP status instead of 200.
     #[arg(long)]
     pub json_status: Option<u16>,

@@ -40,9 +40,24 @@ pub fn enroll_cmd(
     };
     let algorithm = sign.algorithm.name();
     let client = match crate::api::CentagateClient::new(&reg.server, sign.http.clone()) {
-        Ok(c) => c,
+        Ok(c) => std::sync::Arc::new(c),
         Err(e) => return emit_error(e.into(), algorithm, json),
     };
+    // A password not given in a file or variable is asked at the terminal, without echo.
+    let ask: enroll::AskPassword = Box::new(|admin: &str| {
+        rpassword::prompt_password(format!(
+            "Password of the CENTAGATE admin '{}': ",
+            crate::text::plain(admin)
+        ))
+        .map(|p| (!p.is_empty()).then(|| crate::secret::AdminPassword::new(p)))
+        .map_err(|e| {
+            format!(
+                "no terminal to ask for the admin's password ({e}); give it in \
+                 TOKENROLL_ADMIN_PASSWORD or admin_password_file"
+            )
+        })
+    });
+    let session = enroll::Session::new(client.clone(), reg.login.clone(), reg.admin.clone(), ask);
     let journal = match crate::journal::Journal::open(&reg.journal) {
         Ok(j) => j,
         Err(e) => return emit_error(e.into(), algorithm, json),
@@ -60,7 +75,7 @@ pub fn enroll_cmd(
         http: &sign.http,
     };
     let plan = Plan::Register {
-        registrar: &client,
+        registrar: &session,
         registration: &registration,
         user: UserPolicy {
             from: &reg.user,
@@ -70,8 +85,10 @@ pub fn enroll_cmd(
     };
     // Moved, not copied: no second copy of a --pin-env PIN stays behind in the options.
     let mut prompt = CliPin::new(std::mem::replace(&mut sign.pin, PinSource::Terminal));
-    let result =
-        super::runtime().block_on(enroll::run(&mut side, &mut prompt, &request, plan, &mut on));
+    let rt = super::runtime();
+    let result = rt.block_on(enroll::run(&mut side, &mut prompt, &request, plan, &mut on));
+    // A one-shot command logs out of the session it opened, whatever came of the registration.
+    rt.block_on(session.logout());
     // A one-shot process leaves C_Finalize to the exit (see `sign_cmd`).
     std::mem::forget(side);
     match result {

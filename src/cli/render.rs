@@ -29,6 +29,14 @@ pub fn print_step(out: &mut dyn Write, step: &Step) {
             format!("logged in; signed with {} ({kind}): PKCS#7 of {bytes} bytes", algorithm.label())
         }
         Step::SelfVerified => "PKCS#7 verified locally with the certificate's public key".into(),
+        Step::LoggedIn { admin, timeout_ms } => match timeout_ms {
+            Some(ms) => format!(
+                "logged in as {}: session {} min",
+                plain(admin),
+                ms / 60_000
+            ),
+            None => format!("logged in as {}", plain(admin)),
+        },
         Step::Sending { url } => format!("sending registration to {}", plain(url)),
         Step::ClockSkew { offset_ms } => format!(
             "warning: this computer's clock is {:.0} s {} the server's; sending a timestamp by the server's clock (fix the clock: CENTAGATE refuses timestamps 5 minutes off)",

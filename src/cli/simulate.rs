@@ -33,6 +33,17 @@ pub fn simulate_cmd(
             .map_err(|e| format!("{}: {e}", args.users.display()))?;
         let mut rules = crate::simulator::Rules::new(args.admin.clone(), secrets, users);
         rules.timestamp_in_seconds = args.timestamp_seconds;
+        if let Some(key) = &args.app_key {
+            let secret = env
+                .app_secret
+                .clone()
+                .ok_or("--app-key needs the App's secretKey in TOKENROLL_APP_SECRET")?;
+            rules.sessions.app = Some((key.clone(), secret));
+        }
+        if let Some(ms) = args.session_timeout_ms {
+            rules.sessions.timeout = std::time::Duration::from_millis(ms);
+        }
+        rules.sessions.force_login_code = args.login_code;
         if let Some(t) = &args.trust {
             let pem = std::fs::read(t).map_err(|e| format!("cannot read {}: {e}", t.display()))?;
             rules.trust = crate::cms::certs_from_pem(&pem).map_err(|e| e.to_string())?;
@@ -51,6 +62,7 @@ pub fn simulate_cmd(
                 huge_body: args.huge_body,
                 redirect: args.redirect.clone(),
                 json_status: args.json_status,
+                end_sessions_after: args.end_sessions_after,
                 drop_first: args.drop_first,
                 lose_answers: args.lose_answers,
                 clock_offset_secs: args.clock_offset_secs,

@@ -124,6 +124,21 @@ pub struct ServerKeys {
     pub user_must_match: Option<String>,
 }
 
+/// How the admin's session is obtained.
+#[derive(Args, Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LoginKeys {
+    /// static (authToken and secretCode given) or password (an admin login) [default: static].
+    #[arg(long, env = "TOKENROLL_LOGIN")]
+    pub login: Option<String>,
+    /// The App's integrationKey for logins (its secretKey from TOKENROLL_APP_SECRET or app_secret_file).
+    #[arg(long, env = "TOKENROLL_APP_KEY")]
+    pub app_key: Option<String>,
+    /// The login calls' paths: v2 (current documents) or 2018 (the 2018 manual) [default: v2].
+    #[arg(long, env = "TOKENROLL_AUTH_API")]
+    pub auth_api: Option<String>,
+}
+
 /// The enrollment journal.
 #[derive(Args, Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(default)]
@@ -159,6 +174,8 @@ pub struct AgentKeys {
 pub struct SecretFileKeys {
     pub auth_token_file: Option<PathBuf>,
     pub secret_code_file: Option<PathBuf>,
+    pub app_secret_file: Option<PathBuf>,
+    pub admin_password_file: Option<PathBuf>,
 }
 
 /// `--config`: which user config file to read. A flag about the files, not a key in them.
@@ -189,6 +206,8 @@ pub struct RawConfig {
     pub server: ServerKeys,
     #[serde(flatten)]
     pub journal: JournalKeys,
+    #[serde(flatten)]
+    pub login: LoginKeys,
     #[serde(flatten)]
     pub agent: AgentKeys,
     #[serde(flatten)]

@@ -7,12 +7,13 @@
 //! environment (see `secret`).
 //! Does not own: parsing argv (see `cli`), networks or tokens.
 
+use crate::api::login::{App, AuthApi};
 use crate::api::{HttpOptions, TimestampUnit, TokenStatus};
 use crate::challenge::ChallengeSource;
 use crate::digest::DigestAlg;
 use crate::enroll::UserFrom;
 use crate::paths::Paths;
-use crate::secret::{AdminSecrets, AuthToken, EnvSecrets, SecretCode};
+use crate::secret::{AdminPassword, AdminSecrets, AppSecret, AuthToken, EnvSecrets, SecretCode};
 use crate::token::uri::Pkcs11Uri;
 use crate::token::Selector;
 use crate::ui::pin::PinSource;
@@ -128,6 +129,76 @@ pub fn admin_secrets(raw: &RawConfig, env: &EnvSecrets) -> Result<AdminSecrets, 
     })
 }
 
+/// How the admin's session is obtained: the `login` key.
+#[derive(Clone, Debug)]
+pub enum LoginOptions {
+    /// The authToken and secretCode of a session opened elsewhere (today's deployments).
+    Static(AdminSecrets),
+    /// A password login through the App; `password: None` asks for it when it is needed.
+    Password {
+        api: AuthApi,
+        app: App,
+        password: Option<AdminPassword>,
+    },
+}
+
+/// A secret from the environment (taken at start) or its owner-only file, if either is given.
+fn optional_secret(
+    from_env: Option<&str>,
+    file: Option<&PathBuf>,
+    key: &str,
+) -> Result<Option<String>, ConfigError> {
+    if let Some(v) = from_env {
+        return Ok(Some(v.to_string()));
+    }
+    match file {
+        Some(p) => crate::paths::read_secret_file(p, key)
+            .map(|t| Some(t.as_str().to_string()))
+            .map_err(ConfigError),
+        None => Ok(None),
+    }
+}
+
+pub fn login_options(raw: &RawConfig, env: &EnvSecrets) -> Result<LoginOptions, ConfigError> {
+    let files = &raw.secret_files;
+    match raw.login.login.as_deref().unwrap_or("static") {
+        "static" => Ok(LoginOptions::Static(admin_secrets(raw, env)?)),
+        "password" => {
+            let key = match raw.login.app_key.as_deref().map(str::trim) {
+                Some(k) if !k.is_empty() => k.to_string(),
+                _ => return err("login = password needs the App's integrationKey: give --app-key (or app_key, TOKENROLL_APP_KEY)"),
+            };
+            let secret = optional_secret(
+                env.app_secret.as_ref().map(|s| s.expose()),
+                files.app_secret_file.as_ref(),
+                "app_secret_file",
+            )?
+            .ok_or_else(|| ConfigError("login = password needs the App's secretKey: export TOKENROLL_APP_SECRET or set app_secret_file".into()))?;
+            let password = optional_secret(
+                env.admin_password.as_ref().map(|s| s.expose()),
+                files.admin_password_file.as_ref(),
+                "admin_password_file",
+            )?;
+            Ok(LoginOptions::Password {
+                api: raw
+                    .login
+                    .auth_api
+                    .as_deref()
+                    .unwrap_or("v2")
+                    .parse()
+                    .map_err(ConfigError)?,
+                app: App {
+                    key,
+                    secret: AppSecret::new(secret),
+                },
+                password: password.map(AdminPassword::new),
+            })
+        }
+        "token" => err("login = token (a PKCS#7 login with the admin's own token) is not available in this version of tokenroll; use login = password or static"),
+        other => err(format!("unknown login '{other}': use static or password")),
+    }
+}
+
 /// What signing needs: module, selection, PIN source, digest, challenge, HTTP policy.
 #[derive(Clone, Debug)]
 pub struct SignOptions {
@@ -147,7 +218,8 @@ pub struct RegisterOptions {
     pub user: UserFrom,
     pub status: TokenStatus,
     pub timestamp_unit: TimestampUnit,
-    pub secrets: AdminSecrets,
+    /// How the admin's session is obtained.
+    pub login: LoginOptions,
     /// Transport failures before any answer are retried this many times.
     pub retries: u32,
     /// The enrollment journal's file.
@@ -285,7 +357,7 @@ impl RegisterOptions {
                 .unwrap_or("ms")
                 .parse()
                 .map_err(ConfigError)?,
-            secrets: admin_secrets(raw, env)?,
+            login: login_options(raw, env)?,
             retries: match raw.server.retries.unwrap_or(2) {
                 r @ 0..=10 => r,
                 _ => return err("--retries must be 0-10"),

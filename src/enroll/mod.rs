@@ -9,6 +9,7 @@
 
 mod pkcs11;
 mod register;
+mod session;
 #[cfg(test)]
 mod tests;
 mod user;
@@ -18,12 +19,13 @@ pub use register::{
     backoff, failure_report, now_timestamp, register, register_body, Registration,
     CLOCK_SKEW_LIMIT_MS,
 };
+pub use session::{AskPassword, Session};
 pub use user::{MustMatch, UserFrom};
 
 use crate::api::{Answer, ApiError, HttpOptions, RegisterBody};
 use crate::challenge::ChallengeSource;
 use crate::digest::DigestAlg;
-use crate::secret::Pin;
+use crate::secret::{AdminSecrets, Pin};
 use crate::token::{KeyKind, TokenError};
 use serde::Serialize;
 use x509_cert::Certificate;
@@ -105,9 +107,18 @@ pub trait PinPrompt {
     fn pin(&mut self, pair: &PairSummary) -> Result<Pin, TokenError>;
 }
 
-/// Sends a registration to CENTAGATE.
+/// Sends a registration to CENTAGATE, under the admin's session.
 #[allow(async_fn_in_trait)]
 pub trait Registrar {
+    /// The session's authToken and secretCode, logging in first when the session needs one
+    /// (called after the PKCS#7 is verified, just before the registration).
+    async fn secrets(&self, on: &mut dyn FnMut(Step)) -> Result<AdminSecrets, ApiError>;
+
+    /// The server refused the session (10001): forget it. True when a fresh login can follow.
+    async fn session_refused(&self) -> bool {
+        false
+    }
+
     async fn register(&self, admin: &str, body: &RegisterBody) -> Result<Answer, ApiError>;
 
     /// The server's clock minus ours in milliseconds, if it can be learnt.
@@ -116,21 +127,15 @@ pub trait Registrar {
     }
 }
 
-impl Registrar for crate::api::CentagateClient {
-    async fn register(&self, admin: &str, body: &RegisterBody) -> Result<Answer, ApiError> {
-        crate::api::CentagateClient::register(self, admin, body).await
-    }
-
-    async fn clock_offset_ms(&self) -> Option<i64> {
-        crate::api::CentagateClient::clock_offset_ms(self).await
-    }
-}
-
 /// The registrar of a sign-only plan: a type with no values, so a sign-only run provably never
 /// reaches a server.
 pub enum NoServer {}
 
 impl Registrar for NoServer {
+    async fn secrets(&self, _: &mut dyn FnMut(Step)) -> Result<AdminSecrets, ApiError> {
+        match *self {}
+    }
+
     async fn register(&self, _: &str, _: &RegisterBody) -> Result<Answer, ApiError> {
         match *self {}
     }
@@ -167,6 +172,11 @@ pub enum Step {
         bytes: usize,
     },
     SelfVerified,
+    /// An admin login opened the session the registration goes under.
+    LoggedIn {
+        admin: String,
+        timeout_ms: Option<u64>,
+    },
     /// The local clock is off by more than a minute: the timestamp follows the server's clock.
     ClockSkew {
         offset_ms: i64,

@@ -17,7 +17,6 @@ pub struct Registration<'a> {
     pub admin: &'a str,
     pub status: TokenStatus,
     pub timestamp_unit: TimestampUnit,
-    pub secrets: &'a AdminSecrets,
     pub url_for_display: String,
     /// Where every attempt is recorded before it is sent; `None` records nothing (tests, demo).
     pub journal: Option<&'a crate::journal::Journal>,
@@ -36,7 +35,6 @@ impl<'a> Registration<'a> {
             admin: &opts.admin,
             status: opts.status,
             timestamp_unit: opts.timestamp_unit,
-            secrets: &opts.secrets,
             url_for_display: crate::api::client::register_url(origin, &opts.admin),
             journal,
             retries: opts.retries,
@@ -70,6 +68,7 @@ pub fn now_timestamp(unit: TimestampUnit) -> i64 {
 /// Builds the request body for a signed PKCS#7.
 pub fn register_body(
     reg: &Registration<'_>,
+    secrets: &AdminSecrets,
     user: &str,
     pkcs7: &[u8],
     digest: DigestAlg,
@@ -81,7 +80,7 @@ pub fn register_body(
         algorithm: digest.centagate_code().to_string(),
         timestamp: timestamp.to_string(),
         status: reg.status.code().to_string(),
-        cen_token: cen_token(reg.admin, reg.secrets),
+        cen_token: cen_token(reg.admin, secrets),
     }
 }
 
@@ -99,6 +98,10 @@ pub async fn register(
     on: &mut dyn FnMut(Step),
 ) -> Result<Report, EnrollError> {
     use crate::journal::{Intent, Outcome};
+    // The session first (a login, when one is needed): nothing is journaled or sent for a
+    // registration the admin cannot make.
+    let mut secrets = registrar.secrets(on).await?;
+    let mut logged_in_again = false;
     let id = crate::journal::new_id();
     if let Some(j) = reg.journal {
         j.intent(&Intent {
@@ -126,11 +129,25 @@ pub async fn register(
     let result = loop {
         attempts += 1;
         let timestamp = corrected_timestamp(reg.timestamp_unit, offset_ms);
-        let body = register_body(reg, user, pkcs7, digest, timestamp);
+        let body = register_body(reg, &secrets, user, pkcs7, digest, timestamp);
         on(Step::Sending {
             url: reg.url_for_display.clone(),
         });
         match registrar.register(reg.admin, &body).await {
+            // The session ended on the server (its idle timeout, a restart): with login
+            // credentials, log in once more and resend — same PKCS#7, fresh timestamp and
+            // cenToken, one more attempt on the same journal intent.
+            Ok(answer) if answer.code == crate::api::CODE_PERMISSION && !logged_in_again => {
+                if !registrar.session_refused().await {
+                    break Ok((answer, timestamp));
+                }
+                logged_in_again = true;
+                tracing::info!("the server refused the admin session (10001): logging in again");
+                match registrar.secrets(on).await {
+                    Ok(s) => secrets = s,
+                    Err(e) => break Err(e),
+                }
+            }
             Ok(answer) => break Ok((answer, timestamp)),
             Err(e) if e.before_any_answer() && attempts <= reg.retries => {
                 let after = backoff(attempts);

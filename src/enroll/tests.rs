@@ -100,12 +100,45 @@ impl PinPrompt for CountingPrompt {
 struct FakeRegistrar {
     code: i64,
     bodies: RefCell<Vec<RegisterBody>>,
+    /// Answers given before `code`, one per registration.
+    first: RefCell<Vec<i64>>,
+    /// Whether a refused session can be replaced by a fresh login.
+    can_log_in: bool,
+    logins: std::cell::Cell<u32>,
 }
+
+impl FakeRegistrar {
+    fn answering(code: i64) -> Self {
+        Self {
+            code,
+            bodies: RefCell::new(vec![]),
+            first: RefCell::new(vec![]),
+            can_log_in: false,
+            logins: Default::default(),
+        }
+    }
+}
+
 impl Registrar for FakeRegistrar {
+    async fn secrets(&self, _: &mut dyn FnMut(Step)) -> Result<AdminSecrets, ApiError> {
+        self.logins.set(self.logins.get() + 1);
+        Ok(secrets())
+    }
+
+    async fn session_refused(&self) -> bool {
+        self.can_log_in
+    }
+
     async fn register(&self, _: &str, body: &RegisterBody) -> Result<Answer, ApiError> {
         self.bodies.borrow_mut().push(body.clone());
+        let mut first = self.first.borrow_mut();
+        let code = if first.is_empty() {
+            self.code
+        } else {
+            first.remove(0)
+        };
         Ok(Answer {
-            code: self.code,
+            code,
             message: "m".into(),
             object: serde_json::Value::Null,
         })
@@ -203,12 +236,11 @@ fn a_signer_that_hashes_with_another_digest_is_caught() {
     );
 }
 
-fn registration(s: &AdminSecrets) -> Registration<'_> {
+fn registration() -> Registration<'static> {
     Registration {
         admin: "helpdesk",
         status: TokenStatus::Valid,
         timestamp_unit: TimestampUnit::Millis,
-        secrets: s,
         url_for_display: "u".into(),
         journal: None,
         retries: 0,
@@ -224,8 +256,7 @@ fn enroll_with(
     challenge: &ChallengeSource,
     steps: &mut Vec<Step>,
 ) -> Result<Enrolled, Box<Failure>> {
-    let s = secrets();
-    let reg = registration(&s);
+    let reg = registration();
     let http = HttpOptions::default();
     let request = Request {
         digest: DigestAlg::Sha256,
@@ -246,10 +277,7 @@ fn enroll_with(
 
 #[test]
 fn registration_body_and_outcomes() {
-    let ok = FakeRegistrar {
-        code: 0,
-        bodies: RefCell::new(vec![]),
-    };
+    let ok = FakeRegistrar::answering(0);
     let alice = UserFrom::Fixed("alice".into());
     let given = ChallengeSource::Given("c".into());
     let mut t = FakeToken::new();
@@ -279,10 +307,7 @@ fn registration_body_and_outcomes() {
         !format!("{b:?}").contains("6f1433"),
         "Debug redacts the cenToken"
     );
-    let bound = FakeRegistrar {
-        code: CODE_USER_BOUND,
-        bodies: RefCell::new(vec![]),
-    };
+    let bound = FakeRegistrar::answering(CODE_USER_BOUND);
     let r = enroll_with(
         &mut t,
         &mut CountingPrompt(0),
@@ -306,10 +331,7 @@ fn registration_body_and_outcomes() {
 /// before anything is sent.
 #[test]
 fn the_username_policy_comes_before_the_challenge_and_the_pin() {
-    let never = FakeRegistrar {
-        code: 0,
-        bodies: RefCell::new(vec![]),
-    };
+    let never = FakeRegistrar::answering(0);
     let unreachable = ChallengeSource::Url("https://127.0.0.1:9/challenge".into());
     let mut t = FakeToken::with_subject("Bob");
     let mut p = CountingPrompt(0);
@@ -354,4 +376,66 @@ fn sha1_is_announced_as_weak() {
     // the warning comes first.
     let _ = sign_only(&mut t, &mut CountingPrompt(0), DigestAlg::Sha1, &mut steps);
     assert!(steps.iter().any(|s| matches!(s, Step::WeakDigest)));
+}
+
+/// A 10001 while holding login credentials: one fresh login and one resend of the same PKCS#7;
+/// with static secrets (no login possible), the 10001 is the answer.
+#[test]
+fn a_refused_session_logs_in_once_more_and_resends() {
+    let given = ChallengeSource::Given("c".into());
+    let alice = UserFrom::Fixed("alice".into());
+    let r = FakeRegistrar {
+        first: RefCell::new(vec![crate::api::CODE_PERMISSION]),
+        can_log_in: true,
+        ..FakeRegistrar::answering(0)
+    };
+    let done = enroll_with(
+        &mut FakeToken::new(),
+        &mut CountingPrompt(0),
+        &r,
+        &alice,
+        MustMatch::None,
+        &given,
+        &mut vec![],
+    )
+    .unwrap();
+    assert_eq!(done.report.unwrap().outcome, OutcomeKind::Registered);
+    assert_eq!((r.logins.get(), r.bodies.borrow().len()), (2, 2));
+    let b = r.bodies.borrow();
+    assert_eq!(b[0].signature, b[1].signature, "the same PKCS#7");
+    // Twice refused: reported, no third try.
+    let r = FakeRegistrar {
+        first: RefCell::new(vec![
+            crate::api::CODE_PERMISSION,
+            crate::api::CODE_PERMISSION,
+        ]),
+        can_log_in: true,
+        ..FakeRegistrar::answering(0)
+    };
+    let done = enroll_with(
+        &mut FakeToken::new(),
+        &mut CountingPrompt(0),
+        &r,
+        &alice,
+        MustMatch::None,
+        &given,
+        &mut vec![],
+    )
+    .unwrap();
+    assert_eq!(done.report.unwrap().code, Some(crate::api::CODE_PERMISSION));
+    assert_eq!(r.bodies.borrow().len(), 2);
+    // Static secrets: the 10001 is the answer.
+    let r = FakeRegistrar::answering(crate::api::CODE_PERMISSION);
+    let done = enroll_with(
+        &mut FakeToken::new(),
+        &mut CountingPrompt(0),
+        &r,
+        &alice,
+        MustMatch::None,
+        &given,
+        &mut vec![],
+    )
+    .unwrap();
+    assert_eq!(done.report.unwrap().code, Some(crate::api::CODE_PERMISSION));
+    assert_eq!((r.logins.get(), r.bodies.borrow().len()), (1, 1));
 }

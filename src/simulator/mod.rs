@@ -8,9 +8,11 @@
 
 mod judge;
 mod rules;
+mod sessions;
 mod tls;
 
 pub use rules::{Rules, User, UserState, Users};
+pub use sessions::{AdminAccount, Sessions};
 pub use tls::BadTls;
 
 use bytes::Bytes;
@@ -55,6 +57,8 @@ pub struct Faults {
     pub lose_answers: u32,
     /// The server's clock runs this many seconds ahead (negative: behind) of the machine's.
     pub clock_offset_secs: i64,
+    /// End every admin session after this many registrations (a server restart, say).
+    pub end_sessions_after: Option<u32>,
 }
 
 pub struct SimConfig {
@@ -83,6 +87,7 @@ pub fn judge_request(body: &[u8]) {
             name: "alice".into(),
             state: UserState::Active,
         }],
+        admin: vec![],
     };
     let mut rules = Rules::new("helpdesk".into(), secrets, users);
     let _ = rules.judge("helpdesk", "application/json", body);
@@ -303,6 +308,32 @@ async fn respond(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string();
+    if method == hyper::Method::POST {
+        let v2 = crate::api::login::AuthApi::V2;
+        let y2018 = crate::api::login::AuthApi::Y2018;
+        let login = [v2.password_login(), y2018.password_login()].contains(&path);
+        if login || path == crate::api::login::LOGOUT_PATH {
+            let body = match Limited::new(req.into_body(), 64 << 10).collect().await {
+                Ok(b) => b.to_bytes(),
+                Err(_) => return Err(Dropped),
+            };
+            let judged = {
+                let mut rules = state.rules();
+                if login {
+                    rules.sessions.login_password(&body)
+                } else {
+                    rules.sessions.logout(&body)
+                }
+            };
+            let (code, message, mut out) = judged;
+            let mut line = out["record"].take();
+            line["method"] = serde_json::json!("POST");
+            line["path"] = serde_json::json!(path);
+            state.write_record(line);
+            let body = serde_json::json!({"code": code, "message": message, "object": out["object"].take()});
+            return Ok(reply(StatusCode::OK, "application/json", body.to_string()));
+        }
+    }
     if method != hyper::Method::PUT {
         state.write_record(serde_json::json!({"method": method.as_str(), "path": path}));
     }
@@ -363,6 +394,12 @@ async fn respond(
         )
     });
     let code = faults.force_code.unwrap_or(code);
+    if faults
+        .end_sessions_after
+        .is_some_and(|after| n + 1 >= after)
+    {
+        state.rules().sessions.end_all();
+    }
     let mut line = record;
     line["method"] = serde_json::json!("PUT");
     line["path"] = serde_json::json!(path);

@@ -1,0 +1,154 @@
+//! The admin's session for registrations: static secrets as given, or an admin login made when
+//! a registration is about to be sent (after the PKCS#7 is built and verified), kept while the
+//! process runs and not idle past the server's `sessionTimeout`, made again after a 10001, and
+//! ended by `logout`.
+//!
+//! Owns: when to log in, what is kept of a session, and logging out. Does not own: the login
+//! calls (see `api::login`) or where a password comes from (the face passes a way to ask).
+
+use super::{Registrar, Step};
+use crate::api::login::LoggedIn;
+use crate::api::{Answer, ApiError, CentagateClient, RegisterBody};
+use crate::config::LoginOptions;
+use crate::secret::{AdminPassword, AdminSecrets};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Asks the person for the admin's password (`Ok(None)`: they declined).
+pub type AskPassword = Box<dyn Fn(&str) -> Result<Option<AdminPassword>, String> + Send + Sync>;
+
+struct Held {
+    session: LoggedIn,
+    last_used: Instant,
+}
+
+/// A server session for one admin, obtained as the options say.
+pub struct Session {
+    client: std::sync::Arc<CentagateClient>,
+    login: LoginOptions,
+    admin: String,
+    ask: AskPassword,
+    held: tokio::sync::Mutex<Option<Held>>,
+}
+
+/// Without a `sessionTimeout` in the answer: the vendor's default, 30 minutes.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
+impl Session {
+    pub fn new(
+        client: std::sync::Arc<CentagateClient>,
+        login: LoginOptions,
+        admin: String,
+        ask: AskPassword,
+    ) -> Self {
+        Self {
+            client,
+            login,
+            admin,
+            ask,
+            held: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// Now in Unix seconds by the server's clock (its `Date`, when it differs by over a minute).
+    async fn server_seconds(&self) -> i64 {
+        let offset = match self.client.clock_offset_ms().await {
+            Some(o) if o.abs() > super::CLOCK_SKEW_LIMIT_MS => o,
+            _ => 0,
+        };
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        i64::try_from(now)
+            .unwrap_or(i64::MAX)
+            .saturating_add(offset / 1000)
+    }
+
+    /// Ends the session this process opened, if any (a one-shot command's last step, the
+    /// agent's at exit). A refusal is only logged: the session then ends by its timeout.
+    pub async fn logout(&self) {
+        let Some(held) = self.held.lock().await.take() else {
+            return;
+        };
+        let LoginOptions::Password { app, .. } = &self.login else {
+            return;
+        };
+        let ts = self.server_seconds().await;
+        match self
+            .client
+            .logout(app, &self.admin, &held.session.secrets.auth_token, ts)
+            .await
+        {
+            Ok(()) => tracing::info!(admin = %self.admin, "logged out"),
+            Err(e) => {
+                tracing::warn!(admin = %self.admin, error = %e, "the logout was not accepted")
+            }
+        }
+    }
+}
+
+impl Registrar for Session {
+    async fn secrets(&self, on: &mut dyn FnMut(Step)) -> Result<AdminSecrets, ApiError> {
+        let (api, app, given) = match &self.login {
+            LoginOptions::Static(s) => return Ok(s.clone()),
+            LoginOptions::Password { api, app, password } => (api, app, password),
+        };
+        let mut held = self.held.lock().await;
+        if let Some(h) = held.as_mut() {
+            let timeout = h
+                .session
+                .session_timeout_ms
+                .map_or(DEFAULT_TIMEOUT, Duration::from_millis);
+            if h.last_used.elapsed() < timeout {
+                h.last_used = Instant::now();
+                return Ok(h.session.secrets.clone());
+            }
+            tracing::info!(admin = %self.admin, "the admin session has passed its idle timeout: logging in again");
+            *held = None;
+        }
+        // A password from a file or variable is used as often as needed; one that is typed is
+        // asked for each login and dropped after it.
+        let password = match given {
+            Some(p) => p.clone(),
+            None => (self.ask)(&self.admin)
+                .map_err(ApiError::Config)?
+                .ok_or_else(|| {
+                    ApiError::Config("no password was given for the admin login".into())
+                })?,
+        };
+        let ts = self.server_seconds().await;
+        let session = self
+            .client
+            .login_password(*api, app, &self.admin, &password, ts)
+            .await?;
+        drop(password);
+        on(Step::LoggedIn {
+            admin: self.admin.clone(),
+            timeout_ms: session.session_timeout_ms,
+        });
+        let secrets = session.secrets.clone();
+        *held = Some(Held {
+            session,
+            last_used: Instant::now(),
+        });
+        Ok(secrets)
+    }
+
+    async fn session_refused(&self) -> bool {
+        match &self.login {
+            LoginOptions::Static(_) => false,
+            LoginOptions::Password { .. } => {
+                *self.held.lock().await = None;
+                true
+            }
+        }
+    }
+
+    async fn register(&self, admin: &str, body: &RegisterBody) -> Result<Answer, ApiError> {
+        self.client.register(admin, body).await
+    }
+
+    async fn clock_offset_ms(&self) -> Option<i64> {
+        self.client.clock_offset_ms().await
+    }
+}

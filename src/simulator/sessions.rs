@@ -1,0 +1,265 @@
+//! The simulator's admin sessions: the App that authorises logins, admin accounts with
+//! passwords, password login, logout, and sessions that end after an idle timeout — judged with
+//! the simulator's own code (its own hmac), never the client's.
+//!
+//! Owns: the live sessions and the login-side rules. Does not own: registrations (see `rules`).
+
+use crate::api::{CODE_BAD_API_SIGNATURE, CODE_INVALID_INPUT, CODE_REQUEST_EXPIRED, CODE_SUCCESS};
+use crate::secret::AppSecret;
+use hmac::{Hmac, Mac};
+use serde::Deserialize;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+pub const CODE_INVALID_CREDENTIAL: i64 = 23001;
+
+/// An admin account in the users file: `[[admin]]` with `name`, `password`, `role`, `group`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminAccount {
+    pub name: String,
+    #[serde(default)]
+    pub password: Option<String>,
+    #[serde(default = "company_admin")]
+    pub role: i64,
+    #[serde(default)]
+    pub group: Option<String>,
+}
+
+fn company_admin() -> i64 {
+    2
+}
+
+struct Session {
+    admin: String,
+    auth_token: String,
+    secret_code: String,
+    last_used: Instant,
+}
+
+/// What a cenToken is to the server.
+#[derive(Debug, PartialEq, Eq)]
+pub enum CenTokenIs {
+    /// Made from a live session of this admin (now used again).
+    Live,
+    /// Made from a session that timed out or was ended.
+    Expired,
+    Unknown,
+}
+
+pub struct Sessions {
+    /// The App's integrationKey and secretKey; without one, no login is possible.
+    pub app: Option<(String, AppSecret)>,
+    pub admins: Vec<AdminAccount>,
+    pub timeout: Duration,
+    /// Fault: answer every login with this code.
+    pub force_login_code: Option<i64>,
+    live: Vec<Session>,
+    ended: Vec<(String, String, String)>,
+}
+
+fn hex_hmac(key: &str, parts: &[&str]) -> String {
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(key.as_bytes()).expect("any key");
+    for p in parts {
+        mac.update(p.as_bytes());
+    }
+    hex::encode(mac.finalize().into_bytes())
+}
+
+fn random_hex(n: usize) -> String {
+    let mut b = vec![0u8; n];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut b);
+    hex::encode(b)
+}
+
+type Judged = (i64, String, serde_json::Value);
+
+impl Sessions {
+    pub fn new(app: Option<(String, AppSecret)>, admins: Vec<AdminAccount>) -> Self {
+        Self {
+            app,
+            admins,
+            timeout: Duration::from_secs(30 * 60),
+            force_login_code: None,
+            live: Vec::new(),
+            ended: Vec::new(),
+        }
+    }
+
+    fn expire_idle(&mut self) {
+        let timeout = self.timeout;
+        let (gone, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.live)
+            .into_iter()
+            .partition(|s| s.last_used.elapsed() > timeout);
+        self.live = kept;
+        self.ended.extend(
+            gone.into_iter()
+                .map(|s| (s.admin, s.auth_token, s.secret_code)),
+        );
+    }
+
+    /// Ends every session (a fault: the server restarted, or an operator logged everyone out).
+    pub fn end_all(&mut self) {
+        for s in std::mem::take(&mut self.live) {
+            self.ended.push((s.admin, s.auth_token, s.secret_code));
+        }
+    }
+
+    /// Whether `cen_token` was made from a session of `admin`.
+    pub fn cen_token(&mut self, admin: &str, cen_token: &str) -> CenTokenIs {
+        self.expire_idle();
+        let matches =
+            |a: &str, at: &str, sc: &str| a == admin && hex_hmac(sc, &[admin, at]) == cen_token;
+        if let Some(s) = self
+            .live
+            .iter_mut()
+            .find(|s| matches(&s.admin, &s.auth_token, &s.secret_code))
+        {
+            s.last_used = Instant::now();
+            return CenTokenIs::Live;
+        }
+        if self.ended.iter().any(|(a, at, sc)| matches(a, at, sc)) {
+            return CenTokenIs::Expired;
+        }
+        CenTokenIs::Unknown
+    }
+
+    /// The fields of a login-side body, all strings; the hmac and the timestamp checked.
+    fn fields(
+        &self,
+        body: &[u8],
+        names: &[&str],
+        hmac_of: &[&str],
+    ) -> Result<Vec<String>, (i64, String)> {
+        let v: serde_json::Value = serde_json::from_slice(body)
+            .map_err(|_| (CODE_INVALID_INPUT, "Invalid Input: not JSON".to_string()))?;
+        let get = |n: &str| match v.get(n) {
+            Some(serde_json::Value::String(s)) => Some(s.clone()),
+            Some(serde_json::Value::Number(x)) => Some(x.to_string()),
+            _ => None,
+        };
+        let Some((key, secret)) = &self.app else {
+            return Err((
+                CODE_INVALID_INPUT,
+                "Invalid Input: no App is registered".into(),
+            ));
+        };
+        if get("integrationKey").as_deref() != Some(key.as_str()) {
+            return Err((CODE_BAD_API_SIGNATURE, "Invalid API signature".into()));
+        }
+        let ts = get("unixTimestamp")
+            .and_then(|t| t.parse::<i64>().ok())
+            .ok_or((
+                CODE_INVALID_INPUT,
+                "Invalid Input: unixTimestamp".to_string(),
+            ))?;
+        let now = i64::try_from(
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs(),
+        )
+        .unwrap_or(i64::MAX);
+        if now.checked_sub(ts).is_none_or(|d| d.unsigned_abs() > 300) {
+            return Err((CODE_REQUEST_EXPIRED, "Request expired".into()));
+        }
+        let parts: Vec<String> = hmac_of.iter().map(|n| get(n).unwrap_or_default()).collect();
+        let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
+        if get("hmac").as_deref() != Some(hex_hmac(secret.expose(), &refs).as_str()) {
+            return Err((CODE_BAD_API_SIGNATURE, "Invalid API signature".into()));
+        }
+        names
+            .iter()
+            .map(|n| get(n).ok_or((CODE_INVALID_INPUT, format!("Invalid Input: {n}"))))
+            .collect()
+    }
+
+    /// `auth/authBasic`. The record never holds the password or the session's secrets.
+    pub fn login_password(&mut self, body: &[u8]) -> Judged {
+        let mut record = serde_json::json!({"login": "password"});
+        let fields = self.fields(
+            body,
+            &["username", "password"],
+            &["username", "password", "integrationKey", "unixTimestamp"],
+        );
+        let (code, message, object) = match fields {
+            Err((code, m)) => (code, m, serde_json::Value::Null),
+            Ok(f) => {
+                record["admin"] = serde_json::json!(f[0]);
+                let account = self
+                    .admins
+                    .iter()
+                    .find(|a| a.name == f[0] && a.password.as_deref() == Some(f[1].as_str()))
+                    .cloned();
+                match (self.force_login_code, account) {
+                    (Some(code), _) => (
+                        code,
+                        format!("Forced login answer {code}"),
+                        serde_json::Value::Null,
+                    ),
+                    (None, None) => (
+                        CODE_INVALID_CREDENTIAL,
+                        "Invalid credential".into(),
+                        serde_json::Value::Null,
+                    ),
+                    (None, Some(a)) => {
+                        let (auth_token, secret_code) = (random_hex(16), random_hex(16));
+                        self.live.push(Session {
+                            admin: a.name.clone(),
+                            auth_token: auth_token.clone(),
+                            secret_code: secret_code.clone(),
+                            last_used: Instant::now(),
+                        });
+                        (
+                            CODE_SUCCESS,
+                            "Success".into(),
+                            serde_json::json!({"authToken": auth_token, "secretCode": secret_code,
+                                "sessionTimeout": self.timeout.as_millis() as u64,
+                                "role": a.role, "groupId": a.group.unwrap_or_default(),
+                                "multiStepAuth": false}),
+                        )
+                    }
+                }
+            }
+        };
+        record["answer_code"] = serde_json::json!(code);
+        (
+            code,
+            message,
+            serde_json::json!({"object": object, "record": record}),
+        )
+    }
+
+    /// `auth/logout`: ends the session of that authToken.
+    pub fn logout(&mut self, body: &[u8]) -> Judged {
+        let mut record = serde_json::json!({"logout": true});
+        let fields = self.fields(
+            body,
+            &["username", "authToken"],
+            &["username", "integrationKey", "unixTimestamp", "authToken"],
+        );
+        let (code, message) = match fields {
+            Err(e) => e,
+            Ok(f) => {
+                record["admin"] = serde_json::json!(f[0]);
+                match self
+                    .live
+                    .iter()
+                    .position(|s| s.admin == f[0] && s.auth_token == f[1])
+                {
+                    Some(i) => {
+                        let s = self.live.remove(i);
+                        self.ended.push((s.admin, s.auth_token, s.secret_code));
+                        (CODE_SUCCESS, "Success".into())
+                    }
+                    None => (CODE_INVALID_CREDENTIAL, "No such session".into()),
+                }
+            }
+        };
+        record["answer_code"] = serde_json::json!(code);
+        (
+            code,
+            message,
+            serde_json::json!({"object": serde_json::Value::Null, "record": record}),
+        )
+    }
+}
