@@ -16,6 +16,10 @@ pub const SO_PIN: &str = "13579111";
 pub const AUTH_TOKEN: &str = "AT-secret-7f3a9c";
 pub const SECRET_CODE: &str = "SC-secret-51d2e8";
 pub const ADMIN: &str = "helpdesk";
+/// The simulator's App and the admin's password, for admin logins.
+pub const APP_KEY: &str = "IK-test";
+pub const APP_SECRET: &str = "SK-secret-0b7d21";
+pub const ADMIN_PASSWORD: &str = "PW-secret-9c44e0";
 
 /// The first of `paths` that exists; a missing one fails the suite rather than skipping it.
 fn installed(paths: &[&str], missing: &str) -> PathBuf {
@@ -184,7 +188,8 @@ impl TestEnv {
              [[user]]\nname = \"ivan\"\nstate = \"inactive\"\n\n[[user]]\nname = \"bella\"\nstate = \"bound\"\n\n\
              [[user]]\nname = \"user1\"\n[[user]]\nname = \"user2\"\n[[user]]\nname = \"user3\"\n\
              [[user]]\nname = \"user4\"\n[[user]]\nname = \"user5\"\n[[user]]\nname = \"user6\"\n\
-             [[user]]\nname = \"carol@example.com\"\n",
+             [[user]]\nname = \"carol@example.com\"\n\n\
+             [[admin]]\nname = \"helpdesk\"\npassword = \"PW-secret-9c44e0\"\nrole = 2\ngroup = \"g-1\"\n",
         )
         .unwrap();
         p
@@ -211,9 +216,11 @@ impl TestEnv {
             .arg(&ca)
             .arg("--record")
             .arg(&record)
+            .args(["--app-key", APP_KEY])
             .args(extra)
             .env("TOKENROLL_AUTH_TOKEN", AUTH_TOKEN)
             .env("TOKENROLL_SECRET_CODE", SECRET_CODE)
+            .env("TOKENROLL_APP_SECRET", APP_SECRET)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -509,7 +516,14 @@ pub fn cen_token() -> String {
 /// Fails if any of `files` holds the PIN, the admin's secrets, the cenToken or one of `extra`.
 pub fn assert_no_secret_in(files: &[PathBuf], extra: &[&str]) {
     let cen = cen_token();
-    let mut secrets = vec![PIN, AUTH_TOKEN, SECRET_CODE, cen.as_str()];
+    let mut secrets = vec![
+        PIN,
+        AUTH_TOKEN,
+        SECRET_CODE,
+        cen.as_str(),
+        APP_SECRET,
+        ADMIN_PASSWORD,
+    ];
     secrets.extend_from_slice(extra);
     for p in files {
         let bytes = std::fs::read(p).unwrap();

@@ -1,0 +1,193 @@
+//! The admin session against the simulator: a password login before the registration and a
+//! logout after it, a refused password (exit 4, one login, nothing sent), a session that ends
+//! while the agent runs (it logs in again and registers), and no login secret anywhere.
+
+mod common;
+use common::*;
+
+fn logins(sim: &Sim) -> Vec<serde_json::Value> {
+    sim.all_records()
+        .into_iter()
+        .filter(|r| r["login"] == "password")
+        .collect()
+}
+
+fn logouts(sim: &Sim) -> Vec<serde_json::Value> {
+    sim.all_records()
+        .into_iter()
+        .filter(|r| r["logout"] == true)
+        .collect()
+}
+
+/// `tokenroll enroll --login password` with the App and the admin's password in the
+/// environment, and no static secrets at all.
+fn enroll_with_login(
+    env: &TestEnv,
+    sim: &Sim,
+    password: &str,
+    extra: &[&str],
+) -> std::process::Output {
+    let mut c = env.cmd();
+    c.args([
+        "enroll",
+        "--server",
+        &sim.origin,
+        "--admin",
+        ADMIN,
+        "--user",
+        "alice",
+    ])
+    .args([
+        "--pin-env",
+        "TOKENROLL_PIN",
+        "--json",
+        "--login",
+        "password",
+    ])
+    .args(["--app-key", APP_KEY, "--ca-file"])
+    .arg(&sim.ca)
+    .args(extra)
+    .env("TOKENROLL_APP_SECRET", APP_SECRET)
+    .env("TOKENROLL_ADMIN_PASSWORD", password)
+    .env("RUST_LOG", "trace");
+    c.output().unwrap()
+}
+
+#[test]
+fn a_password_login_opens_the_session_and_a_logout_ends_it() {
+    let mut env = TestEnv::new();
+    env.alice();
+    let sim = env.simulator(&[]);
+    let o = enroll_with_login(&env, &sim, ADMIN_PASSWORD, &[]);
+    assert_eq!(o.status.code(), Some(0), "{}\n{}", stdout(&o), stderr(&o));
+    assert_eq!(json(&o)["outcome"], "registered");
+    let l = logins(&sim);
+    assert_eq!(l.len(), 1, "{l:?}");
+    assert_eq!(
+        (l[0]["admin"].as_str(), l[0]["answer_code"].as_i64()),
+        (Some(ADMIN), Some(0))
+    );
+    let put = &sim.records()[0];
+    assert_eq!(
+        (
+            put["answer_code"].as_i64(),
+            put["cen_token_valid"].as_bool()
+        ),
+        (Some(0), Some(true))
+    );
+    assert_eq!(logouts(&sim).len(), 1, "the one-shot command logged out");
+    assert_eq!(logouts(&sim)[0]["answer_code"], 0);
+    assert!(
+        stderr(&o).contains("logged in as helpdesk"),
+        "{}",
+        stderr(&o)
+    );
+    // At trace level, no login secret in the output, the journal or the simulator's record.
+    let dir = env.path("out");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("stdout"), &o.stdout).unwrap();
+    std::fs::write(dir.join("stderr"), &o.stderr).unwrap();
+    let mut files = files_under(&dir);
+    files.extend(files_under(&env.path("home/.local/state")));
+    files.push(sim.record.clone());
+    assert_no_secret_in(&files, &[]);
+}
+
+#[test]
+fn a_refused_password_is_exit_4_with_one_login_and_nothing_sent() {
+    let mut env = TestEnv::new();
+    env.alice();
+    let sim = env.simulator(&[]);
+    let o = enroll_with_login(&env, &sim, "not-the-password", &[]);
+    assert_eq!(o.status.code(), Some(4), "{}", stdout(&o));
+    let j = json(&o);
+    assert_eq!(j["outcome"], "failed");
+    let m = j["message"].as_str().unwrap();
+    assert!(
+        m.contains("23001") && m.contains("does not try again"),
+        "{m}"
+    );
+    assert!(!m.contains("not-the-password"));
+    assert_eq!(logins(&sim).len(), 1, "never retried automatically");
+    assert!(sim.records().is_empty(), "no registration was sent");
+    // A wrong App secret is its own message.
+    let o = {
+        let mut c = env.cmd();
+        c.args([
+            "enroll",
+            "--server",
+            &sim.origin,
+            "--admin",
+            ADMIN,
+            "--user",
+            "alice",
+        ])
+        .args([
+            "--pin-env",
+            "TOKENROLL_PIN",
+            "--json",
+            "--login",
+            "password",
+        ])
+        .args(["--app-key", APP_KEY, "--ca-file"])
+        .arg(&sim.ca)
+        .env("TOKENROLL_APP_SECRET", "SK-wrong")
+        .env("TOKENROLL_ADMIN_PASSWORD", ADMIN_PASSWORD);
+        c.output().unwrap()
+    };
+    assert_eq!(o.status.code(), Some(4), "{}", stdout(&o));
+    assert!(
+        json(&o)["message"]
+            .as_str()
+            .unwrap()
+            .contains("App secret does not match"),
+        "{}",
+        stdout(&o)
+    );
+}
+
+/// The server ends every session after the first registration: the agent's second enrollment
+/// meets 10001, logs in again (the password is in the environment) and registers; at SIGTERM it
+/// logs out of the session it holds.
+#[test]
+fn a_session_that_ends_while_the_agent_runs_is_opened_again() {
+    let mut env = TestEnv::new();
+    env.provision("alice", true, "p256", "01", "CN=alice", &[]);
+    env.provision("bob", true, "p256", "01", "CN=bob", &[]);
+    let sim = env.simulator(&["--end-sessions-after", "1"]);
+    pins(&env, &[PIN, PIN]);
+    let agent = start_agent_with(
+        &env,
+        &sim,
+        &[
+            "--user-from",
+            "cn",
+            "--login",
+            "password",
+            "--app-key",
+            APP_KEY,
+        ],
+        |c| {
+            c.env_remove("TOKENROLL_AUTH_TOKEN")
+                .env_remove("TOKENROLL_SECRET_CODE")
+                .env("TOKENROLL_APP_SECRET", APP_SECRET)
+                .env("TOKENROLL_ADMIN_PASSWORD", ADMIN_PASSWORD);
+        },
+    );
+    wait_for(&agent, "both registrations", || {
+        sim.records()
+            .iter()
+            .filter(|r| r["answer_code"] == 0)
+            .count()
+            == 2
+    });
+    let expired: Vec<_> = sim
+        .records()
+        .into_iter()
+        .filter(|r| r["session_expired"] == true)
+        .collect();
+    assert_eq!(expired.len(), 1, "one registration met the ended session");
+    assert_eq!(logins(&sim).len(), 2, "logged in again once");
+    assert!(agent.stop().success());
+    assert_eq!(logouts(&sim).len(), 1, "logged out at SIGTERM");
+}
