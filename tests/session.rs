@@ -101,7 +101,10 @@ fn a_refused_password_is_exit_4_with_one_login_and_nothing_sent() {
     let o = enroll_with_login(&env, &sim, "not-the-password", &[]);
     assert_eq!(o.status.code(), Some(4), "{}", stdout(&o));
     let j = json(&o);
-    assert_eq!(j["outcome"], "failed");
+    assert_eq!(
+        (j["outcome"].as_str(), j["step"].as_str()),
+        (Some("failed"), Some("login"))
+    );
     let m = j["message"].as_str().unwrap();
     assert!(
         m.contains("23001") && m.contains("does not try again"),

@@ -229,6 +229,10 @@ pub struct Report {
     pub token: Option<TokenRef>,
     pub certificate: Option<CertificateInfo>,
     pub timestamp: Option<i64>,
+    /// Set when the outcome is not a plain registration's: `login` for a refused admin login,
+    /// so its codes cannot be mistaken for a registration's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub step: Option<&'static str>,
 }
 
 /// Errors that end an enrollment before the server has said yes or no.

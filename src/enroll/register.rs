@@ -225,6 +225,7 @@ pub async fn register(
         token: Some(pair.token_ref()),
         certificate: Some(pair.certificate_info()),
         timestamp: Some(timestamp),
+        step: None,
     })
 }
 
@@ -254,5 +255,10 @@ pub fn failure_report(
         token: pair.map(PairSummary::token_ref),
         certificate: pair.map(PairSummary::certificate_info),
         timestamp: None,
+        step: matches!(
+            err,
+            EnrollError::Api(crate::api::ApiError::LoginRefused { .. })
+        )
+        .then_some("login"),
     }
 }
