@@ -110,6 +110,7 @@ fn run_inner() -> Result<i32, String> {
             faults: Default::default(),
             record: None,
             bad_tls: None,
+            tls_files: None,
         }))
         .map_err(|e| format!("cannot start the simulator: {e}"))?;
     let ca = dir.path().join("simulator.pem");

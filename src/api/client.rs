@@ -111,38 +111,41 @@ pub fn register_url(origin: &str, admin: &str) -> String {
     )
 }
 
-/// Builds the shared client: system roots plus `--ca-file`, TLS 1.2 minimum, no redirects.
+/// Builds the shared client: system roots plus `--ca-file` (see `tls`), TLS 1.2 minimum, no
+/// redirects.
 pub fn http_client(opts: &HttpOptions) -> Result<reqwest::Client, ApiError> {
-    let mut b = reqwest::Client::builder()
-        .use_rustls_tls()
-        .min_tls_version(reqwest::tls::Version::TLS_1_2)
-        .https_only(false)
-        .redirect(reqwest::redirect::Policy::none())
-        .connect_timeout(opts.connect_timeout)
-        .timeout(opts.timeout)
-        .no_proxy()
-        .user_agent(concat!("tokenroll/", env!("CARGO_PKG_VERSION")));
+    let mut extra = Vec::new();
     if let Some(path) = &opts.ca_file {
         let pem = std::fs::read(path).map_err(|e| {
             ApiError::Config(format!("cannot read --ca-file {}: {e}", path.display()))
         })?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-            ApiError::Config(format!(
-                "--ca-file {} holds no PEM certificate: {e}",
-                path.display()
-            ))
-        })?;
+        use rustls::pki_types::pem::PemObject;
+        let certs: Vec<_> = rustls::pki_types::CertificateDer::pem_slice_iter(&pem)
+            .collect::<Result<_, _>>()
+            .map_err(|e| {
+                ApiError::Config(format!(
+                    "--ca-file {} holds no PEM certificate: {e}",
+                    path.display()
+                ))
+            })?;
         if certs.is_empty() {
             return Err(ApiError::Config(format!(
                 "--ca-file {} holds no PEM certificate",
                 path.display()
             )));
         }
-        for c in certs {
-            b = b.add_root_certificate(c);
-        }
+        extra = certs;
     }
-    b.build()
+    let tls = super::tls::client_config(extra).map_err(ApiError::Config)?;
+    reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .https_only(false)
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(opts.connect_timeout)
+        .timeout(opts.timeout)
+        .no_proxy()
+        .user_agent(concat!("tokenroll/", env!("CARGO_PKG_VERSION")))
+        .build()
         .map_err(|e| ApiError::Config(format!("cannot set up HTTPS: {e}")))
 }
 
@@ -172,7 +175,7 @@ pub fn classify(url: &str, timeout: Duration, e: reqwest::Error) -> ApiError {
     // hyper-util boxes the connector's error so the rustls::Error is not always reachable by
     // downcasting; rustls' own wording is the fallback.
     if let Some(at) = reason.find("invalid peer certificate") {
-        return ApiError::Tls(reason[at..].to_string());
+        return ApiError::Tls(with_advice(&reason[at..]));
     }
     if let Some(at) = reason.find("received fatal alert") {
         return ApiError::TlsHandshake(reason[at..].to_string());
@@ -187,10 +190,33 @@ pub fn classify(url: &str, timeout: Duration, e: reqwest::Error) -> ApiError {
 fn tls_error(e: &rustls::Error) -> ApiError {
     match e {
         rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented => {
-            ApiError::Tls(e.to_string())
+            ApiError::Tls(with_advice(&e.to_string()))
         }
         _ => ApiError::TlsHandshake(e.to_string()),
     }
+}
+
+/// A certificate refusal with the fix for its real reason — never advice the person already
+/// followed (a server certificate in `--ca-file` is trusted as the server's, see `tls`).
+fn with_advice(reason: &str) -> String {
+    let advice = if reason.contains("CaUsedAsEndEntity") {
+        "the server presents a CA certificate as its own: put that certificate itself in \
+         --ca-file to trust it as this server's, or give the server a server certificate"
+    } else if reason.contains("expired") || reason.contains("Expired") {
+        "the server's certificate has expired: renew it on the server (or check this machine's \
+         clock)"
+    } else if reason.contains("NotValidYet") || reason.contains("not valid yet") {
+        "the server's certificate is not valid yet: check this machine's clock, or its dates"
+    } else if reason.contains("not valid for name") || reason.contains("NotValidForName") {
+        "the certificate is for another host name: give --server the name it was issued for, or \
+         reissue it with this name in its subjectAltName"
+    } else if reason.contains("UnknownIssuer") || reason.contains("unknown issuer") {
+        "its issuer is not trusted: put the CA that issued it (or the server's own certificate) \
+         in --ca-file"
+    } else {
+        "if your organisation uses a private CA, put it in --ca-file"
+    };
+    format!("{reason}; {advice}")
 }
 
 /// Reads at most `MAX_BODY` bytes of a response.

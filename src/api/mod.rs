@@ -8,6 +8,7 @@
 pub mod client;
 pub mod contract;
 pub mod login;
+mod tls;
 
 pub use client::{CentagateClient, HttpOptions};
 pub use contract::*;
@@ -22,7 +23,8 @@ pub enum ApiError {
     Config(String),
     #[error("could not reach the server at {url}: {reason}; check the address, the network and any proxy")]
     Network { url: String, reason: String },
-    #[error("the server's TLS certificate was refused ({0}); if your organisation uses a private CA, pass it with --ca-file")]
+    /// The reason and its fix (see `client::with_advice`).
+    #[error("the server's TLS certificate was refused: {0}")]
     Tls(String),
     #[error("the TLS handshake with the server failed ({0}); tokenroll needs TLS 1.2 or newer with current ciphers: the server, or a proxy in between, must offer them")]
     TlsHandshake(String),

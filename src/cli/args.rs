@@ -285,6 +285,12 @@ pub struct SimulateArgs {
     /// Fault: the server's clock is this many seconds ahead (negative: behind).
     #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     pub clock_offset_secs: i64,
+    /// Serve this TLS certificate (PEM) instead of a fresh one (with --tls-key).
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Fault: serve an expired TLS certificate, or one for another host name.
     #[arg(long, value_parser = ["expired", "wrong-host"])]
     pub bad_tls: Option<String>,

@@ -73,6 +73,7 @@ pub fn simulate_cmd(
                 None => None,
             },
             record: args.record.clone(),
+            tls_files: args.tls_cert.clone().zip(args.tls_key.clone()),
         };
         super::runtime().block_on(async {
             let running = crate::simulator::start(cfg)

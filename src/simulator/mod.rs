@@ -68,6 +68,9 @@ pub struct SimConfig {
     pub record: Option<PathBuf>,
     /// Serve a bad certificate on purpose.
     pub bad_tls: Option<tls::BadTls>,
+    /// Serve this certificate and key (PEM files) instead of a fresh one, as a deployed server
+    /// whose certificate was made by hand would.
+    pub tls_files: Option<(PathBuf, PathBuf)>,
 }
 
 /// The independent PKCS#7 judge on its own (for the fuzzer).
@@ -137,7 +140,11 @@ impl State {
 
 /// Binds and serves in a background task.
 pub async fn start(cfg: SimConfig) -> std::io::Result<Running> {
-    let (tls_config, cert_pem) = tls::server_config(cfg.bad_tls).map_err(std::io::Error::other)?;
+    let (tls_config, cert_pem) = match &cfg.tls_files {
+        Some((cert, key)) => tls::server_config_from_files(cert, key),
+        None => tls::server_config(cfg.bad_tls),
+    }
+    .map_err(std::io::Error::other)?;
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls_config));
     let listener = TcpListener::bind(cfg.listen).await?;
     let addr = listener.local_addr()?;

@@ -115,3 +115,28 @@ pub fn server_config(bad: Option<BadTls>) -> Result<(rustls::ServerConfig, Strin
         .map_err(|e| e.to_string())?;
     Ok((config, cert_pem))
 }
+
+/// A server configuration from a certificate and a key in PEM files (a hand-made certificate).
+pub fn server_config_from_files(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<(rustls::ServerConfig, String), String> {
+    use rustls::pki_types::pem::PemObject;
+    let read = |p: &std::path::Path| {
+        std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()))
+    };
+    let (cert_pem, key_pem) = (read(cert)?, read(key)?);
+    let chain: Vec<_> = rustls::pki_types::CertificateDer::pem_slice_iter(&cert_pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{}: {e}", cert.display()))?;
+    let key_der = rustls::pki_types::PrivateKeyDer::from_pem_slice(&key_pem)
+        .map_err(|e| format!("{}: {e}", key.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(chain, key_der)
+        .map_err(|e| e.to_string())?;
+    Ok((config, String::from_utf8_lossy(&cert_pem).into_owned()))
+}

@@ -1,0 +1,117 @@
+//! Servers as they are deployed: a certificate made the usual way (`openssl req -x509`, which
+//! marks it CA:TRUE) and passed with `--ca-file` is trusted as that server's certificate; one
+//! with only a CN works too, with a warning; the host name and the dates are still checked.
+
+mod common;
+use common::*;
+use std::path::{Path, PathBuf};
+
+/// `openssl req -x509` with its defaults (basicConstraints CA:TRUE), for `localhost`, with or
+/// without a subjectAltName; `days` may be negative for an expired certificate.
+fn openssl_cert(env: &TestEnv, name: &str, cn: &str, san: Option<&str>) -> (PathBuf, PathBuf) {
+    let (cert, key) = (
+        env.path(&format!("{name}.pem")),
+        env.path(&format!("{name}.key")),
+    );
+    let mut c = std::process::Command::new("openssl");
+    c.args([
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ])
+    .args(["-days", "2", "-subj", &format!("/CN={cn}")])
+    .arg("-keyout")
+    .arg(&key)
+    .arg("-out")
+    .arg(&cert);
+    if let Some(s) = san {
+        c.args(["-addext", &format!("subjectAltName={s}")]);
+    }
+    let o = c.output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = std::process::Command::new("openssl")
+        .args(["x509", "-noout", "-text", "-in"])
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(
+        stdout(&text).contains("CA:TRUE"),
+        "openssl's default marks it a CA"
+    );
+    (cert, key)
+}
+
+fn serve(env: &mut TestEnv, cert: &Path, key: &Path) -> Sim {
+    env.simulator(&[
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ])
+}
+
+fn enroll_trusting(env: &TestEnv, sim: &Sim, ca: &Path) -> std::process::Output {
+    let mut c = env.enroll_base(&sim.origin, "alice");
+    c.args(["--pin-env", "TOKENROLL_PIN", "--ca-file"]).arg(ca);
+    c.output().unwrap()
+}
+
+#[test]
+fn a_ca_true_server_certificate_in_ca_file_is_trusted_as_the_servers() {
+    let mut env = TestEnv::new();
+    env.alice();
+    let (cert, key) = openssl_cert(
+        &env,
+        "server",
+        "localhost",
+        Some("DNS:localhost,IP:127.0.0.1"),
+    );
+    let sim = serve(&mut env, &cert, &key);
+    let o = enroll_trusting(&env, &sim, &cert);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    assert_eq!(sim.records().len(), 1);
+}
+
+#[test]
+fn a_server_certificate_with_only_a_cn_works_with_a_warning() {
+    let mut env = TestEnv::new();
+    env.alice();
+    let (cert, key) = openssl_cert(&env, "server", "localhost", None);
+    let sim = serve(&mut env, &cert, &key);
+    let o = enroll_trusting(&env, &sim, &cert);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    assert!(stderr(&o).contains("subjectAltName"), "{}", stderr(&o));
+}
+
+#[test]
+fn the_host_name_is_still_checked_and_each_refusal_names_its_fix() {
+    let mut env = TestEnv::new();
+    env.alice();
+    let (cert, key) = openssl_cert(
+        &env,
+        "other",
+        "centagate.example.com",
+        Some("DNS:centagate.example.com"),
+    );
+    let sim = serve(&mut env, &cert, &key);
+    let o = enroll_trusting(&env, &sim, &cert);
+    assert_eq!(o.status.code(), Some(5), "{}", stdout(&o));
+    let m = json(&o)["message"].as_str().unwrap().to_string();
+    assert!(
+        m.contains("another host name") && !m.contains("put the CA"),
+        "{m}"
+    );
+    assert!(sim.all_records().is_empty());
+    // Not in --ca-file at all: the advice is to put it there.
+    let (unrelated, _) = openssl_cert(&env, "unrelated", "localhost", Some("DNS:localhost"));
+    let (cert, key) = openssl_cert(&env, "server", "localhost", Some("DNS:localhost"));
+    let sim = serve(&mut env, &cert, &key);
+    let o = enroll_trusting(&env, &sim, &unrelated);
+    assert_eq!(o.status.code(), Some(5), "{}", stdout(&o));
+    let m = json(&o)["message"].as_str().unwrap().to_string();
+    assert!(m.contains("--ca-file"), "{m}");
+}
