@@ -115,3 +115,42 @@ fn the_host_name_is_still_checked_and_each_refusal_names_its_fix() {
     let m = json(&o)["message"].as_str().unwrap().to_string();
     assert!(m.contains("--ca-file"), "{m}");
 }
+
+/// `--server-cert-sha256`: exactly that certificate is trusted (no --ca-file needed), its host
+/// name still checked; another certificate is refused, naming the pin.
+#[test]
+fn a_pinned_fingerprint_decides() {
+    let mut env = TestEnv::new();
+    env.alice();
+    let (cert, key) = openssl_cert(&env, "server", "localhost", Some("DNS:localhost"));
+    let sim = serve(&mut env, &cert, &key);
+    let fp = std::process::Command::new("openssl")
+        .args(["x509", "-noout", "-fingerprint", "-sha256", "-in"])
+        .arg(&cert)
+        .output()
+        .unwrap();
+    let fp = stdout(&fp).trim().rsplit('=').next().unwrap().to_string();
+    let o = env
+        .enroll_base(&sim.origin, "alice")
+        .args(["--pin-env", "TOKENROLL_PIN", "--server-cert-sha256", &fp])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    let wrong = "00".repeat(32);
+    let o = env
+        .enroll_base(&sim.origin, "alice")
+        .args([
+            "--pin-env",
+            "TOKENROLL_PIN",
+            "--server-cert-sha256",
+            &wrong,
+            "--ca-file",
+        ])
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(5), "{}", stdout(&o));
+    let m = json(&o)["message"].as_str().unwrap().to_string();
+    assert!(m.contains("server_cert_sha256 names"), "{m}");
+    assert_eq!(sim.records().len(), 1, "the refused one sent nothing");
+}

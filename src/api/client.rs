@@ -21,6 +21,8 @@ pub struct HttpOptions {
     pub ca_file: Option<PathBuf>,
     pub connect_timeout: Duration,
     pub timeout: Duration,
+    /// Trust exactly the server certificate with this SHA-256 (host name and dates checked).
+    pub server_cert_sha256: Option<[u8; 32]>,
 }
 
 impl Default for HttpOptions {
@@ -29,6 +31,7 @@ impl Default for HttpOptions {
             ca_file: None,
             connect_timeout: Duration::from_secs(10),
             timeout: Duration::from_secs(30),
+            server_cert_sha256: None,
         }
     }
 }
@@ -136,7 +139,8 @@ pub fn http_client(opts: &HttpOptions) -> Result<reqwest::Client, ApiError> {
         }
         extra = certs;
     }
-    let tls = super::tls::client_config(extra).map_err(ApiError::Config)?;
+    let tls =
+        super::tls::client_config(extra, opts.server_cert_sha256).map_err(ApiError::Config)?;
     reqwest::Client::builder()
         .use_preconfigured_tls(tls)
         .https_only(false)
@@ -199,7 +203,11 @@ fn tls_error(e: &rustls::Error) -> ApiError {
 /// A certificate refusal with the fix for its real reason — never advice the person already
 /// followed (a server certificate in `--ca-file` is trusted as the server's, see `tls`).
 fn with_advice(reason: &str) -> String {
-    let advice = if reason.contains("CaUsedAsEndEntity") {
+    let advice = if reason.contains("NotPinned") {
+        "the server's certificate is not the one server_cert_sha256 names: if the server's \
+         certificate was replaced on purpose, pin the new one ('openssl x509 -noout -fingerprint \
+         -sha256'); otherwise something else answers for this server"
+    } else if reason.contains("CaUsedAsEndEntity") {
         "the server presents a CA certificate as its own: put that certificate itself in \
          --ca-file to trust it as this server's, or give the server a server certificate"
     } else if reason.contains("expired") || reason.contains("Expired") {

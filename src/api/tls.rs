@@ -15,16 +15,33 @@ use rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+/// A server certificate other than the pinned one.
+#[derive(Debug)]
+struct NotPinned(String);
+
+impl std::fmt::Display for NotPinned {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "not the pinned certificate (its SHA-256 is {})", self.0)
+    }
+}
+
+impl std::error::Error for NotPinned {}
+
 #[derive(Debug)]
 struct Verifier {
     inner: Arc<rustls::client::WebPkiServerVerifier>,
     /// The certificates of `--ca-file`, as given: trusted as a server's own certificate too.
     direct: Vec<CertificateDer<'static>>,
+    /// `server_cert_sha256`: when set, the one certificate trusted, whatever else is.
+    pin: Option<[u8; 32]>,
     warned: AtomicBool,
 }
 
 /// The rustls configuration: TLS 1.2 and 1.3, the system roots and `extra` (from `--ca-file`).
-pub fn client_config(extra: Vec<CertificateDer<'static>>) -> Result<rustls::ClientConfig, String> {
+pub fn client_config(
+    extra: Vec<CertificateDer<'static>>,
+    pin: Option<[u8; 32]>,
+) -> Result<rustls::ClientConfig, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
     let native = rustls_native_certs::load_native_certs();
@@ -45,6 +62,7 @@ pub fn client_config(extra: Vec<CertificateDer<'static>>) -> Result<rustls::Clie
     let verifier = Arc::new(Verifier {
         inner,
         direct: extra,
+        pin,
         warned: AtomicBool::new(false),
     });
     Ok(rustls::ClientConfig::builder_with_provider(provider)
@@ -122,6 +140,16 @@ impl ServerCertVerifier for Verifier {
         ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
+        if let Some(pin) = self.pin {
+            use sha2::Digest;
+            let seen: [u8; 32] = sha2::Sha256::digest(end_entity.as_ref()).into();
+            if seen != pin {
+                return Err(rustls::Error::InvalidCertificate(CertificateError::Other(
+                    rustls::OtherError(Arc::new(NotPinned(hex::encode(seen)))),
+                )));
+            }
+            return self.trusted_directly(end_entity, server_name, now);
+        }
         match self
             .inner
             .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)

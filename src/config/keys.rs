@@ -52,6 +52,10 @@ pub struct HttpKeys {
     /// Seconds to wait for a whole request [default: 30].
     #[arg(long, env = "TOKENROLL_TIMEOUT")]
     pub timeout: Option<u64>,
+    /// Trust exactly the server certificate with this SHA-256 fingerprint (hex, colons allowed);
+    /// its host name and dates are still checked. With --ca-file too, the pin decides.
+    #[arg(long, env = "TOKENROLL_SERVER_CERT_SHA256")]
+    pub server_cert_sha256: Option<String>,
 }
 
 /// Which token, and where its PIN comes from, in the one-shot commands.

@@ -233,10 +233,32 @@ pub fn http_options(raw: &RawConfig) -> Result<HttpOptions, ConfigError> {
         0 => err(format!("--{name} must be at least 1 second")),
         s => Ok(Duration::from_secs(s)),
     };
+    let pin = match &raw.http.server_cert_sha256 {
+        None => None,
+        Some(text) => {
+            let hex_text: String = text
+                .chars()
+                .filter(|c| *c != ':' && !c.is_whitespace())
+                .collect();
+            let bytes = hex::decode(&hex_text)
+                .ok()
+                .filter(|b| b.len() == 32)
+                .ok_or_else(|| {
+                    ConfigError(format!(
+                    "server_cert_sha256 '{text}' is not a SHA-256 fingerprint: give the 64 hex \
+                     digits (colons allowed) that 'openssl x509 -noout -fingerprint -sha256' prints"
+                ))
+                })?;
+            let mut pin = [0u8; 32];
+            pin.copy_from_slice(&bytes);
+            Some(pin)
+        }
+    };
     Ok(HttpOptions {
         ca_file: raw.http.ca_file.clone(),
         connect_timeout: secs(raw.http.connect_timeout, 10, "connect-timeout")?,
         timeout: secs(raw.http.timeout, 30, "timeout")?,
+        server_cert_sha256: pin,
     })
 }
 
