@@ -51,8 +51,9 @@ pub fn config(data: &[u8]) {
             // Resolving `pin_env` takes that variable out of the environment, which must not
             // happen in a process with other threads (the test harness's).
             raw.pin.pin_env = None;
-            let _ = crate::config::SignOptions::from_raw(&raw);
-            let _ = crate::config::http_options(&raw);
+            let env = crate::secret::EnvSecrets::default();
+            let _ = crate::config::SignOptions::from_raw(&raw, &env);
+            let _ = crate::config::http_options(&raw, &env);
         }
     }
 }

@@ -59,6 +59,9 @@ secret_type!(
 secret_type!(
     /// The admin's password for a password login.
     AdminPassword, "AdminPassword");
+secret_type!(
+    /// A proxy's password, or a proxy URL that may carry one.
+    ProxyPassword, "ProxyPassword");
 
 impl serde::Serialize for CenToken {
     /// Only into a request body: the one place the cenToken is meant to go.
@@ -132,13 +135,43 @@ pub struct EnvSecrets {
     pub secret_code: Option<SecretCode>,
     pub app_secret: Option<AppSecret>,
     pub admin_password: Option<AdminPassword>,
+    /// The proxy the environment names for HTTPS (`HTTPS_PROXY`, `ALL_PROXY`, either case),
+    /// with `NO_PROXY`. A proxy URL that carries credentials is taken out of the environment.
+    pub proxy: Option<ProxyPassword>,
+    pub no_proxy: Option<String>,
 }
 
 impl EnvSecrets {
     /// Takes every [`SECRET_VARIABLES`] entry out of the environment. The first thing `main` does.
     pub fn take() -> Self {
         let [auth, code, app, password] = SECRET_VARIABLES.map(take_env);
+        let proxy = ["HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"]
+            .into_iter()
+            .find_map(|name| {
+                let v = std::env::var(name).ok().filter(|v| !v.is_empty())?;
+                // Credentials in it make it a secret: no child inherits it.
+                if url::Url::parse(&v)
+                    .is_ok_and(|u| !u.username().is_empty() || u.password().is_some())
+                {
+                    for n in [
+                        "HTTPS_PROXY",
+                        "https_proxy",
+                        "ALL_PROXY",
+                        "all_proxy",
+                        "HTTP_PROXY",
+                        "http_proxy",
+                    ] {
+                        take_env(n);
+                    }
+                }
+                Some(ProxyPassword::new(v))
+            });
+        let no_proxy = ["NO_PROXY", "no_proxy"]
+            .into_iter()
+            .find_map(|n| std::env::var(n).ok().filter(|v| !v.is_empty()));
         Self {
+            proxy,
+            no_proxy,
             auth_token: auth.map(AuthToken::new),
             secret_code: code.map(SecretCode::new),
             app_secret: app.map(AppSecret::new),

@@ -154,3 +154,74 @@ fn a_pinned_fingerprint_decides() {
     assert!(m.contains("server_cert_sha256 names"), "{m}");
     assert_eq!(sim.records().len(), 1, "the refused one sent nothing");
 }
+
+/// `--proxy`: the registration goes through the proxy's CONNECT tunnel, even to loopback;
+/// credentials come from the owner-only file, never from the flag.
+#[test]
+fn a_registration_goes_through_a_connect_proxy() {
+    let mut env = TestEnv::new();
+    env.alice();
+    let sim = env.simulator(&[]);
+    let proxy = common::proxy::ConnectProxy::start();
+    let o = env
+        .enroll_base(&sim.origin, "alice")
+        .args([
+            "--pin-env",
+            "TOKENROLL_PIN",
+            "--proxy",
+            &proxy.url,
+            "--ca-file",
+        ])
+        .arg(&sim.ca)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    let port = sim.origin.rsplit(':').next().unwrap().to_string();
+    let t = proxy.tunnels();
+    assert!(
+        t.iter().any(|l| l == &format!("CONNECT localhost:{port}")),
+        "{t:?}"
+    );
+    // Credentials in the flag are refused; from the file they reach the proxy.
+    let with_creds = proxy.url.replace("http://", "http://user:pw@");
+    let o = env
+        .enroll_base(&sim.origin, "bob")
+        .args(["--pin-env", "TOKENROLL_PIN", "--proxy", &with_creds])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stdout(&o));
+    assert!(!stdout(&o).contains("pw@"), "{}", stdout(&o));
+    let creds = env.path("proxy-credentials");
+    std::fs::write(&creds, "user:pw\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&creds, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let conf = env.path("proxy.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "proxy_credentials_file = {:?}\n",
+            creds.display().to_string()
+        ),
+    )
+    .unwrap();
+    let o = env
+        .enroll_base(&sim.origin, "bob")
+        .args([
+            "--pin-env",
+            "TOKENROLL_PIN",
+            "--proxy",
+            &proxy.url,
+            "--config",
+        ])
+        .arg(&conf)
+        .arg("--ca-file")
+        .arg(&sim.ca)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    assert!(
+        proxy.tunnels().iter().any(|l| l.ends_with(" auth")),
+        "{:?}",
+        proxy.tunnels()
+    );
+}

@@ -23,6 +23,21 @@ pub struct HttpOptions {
     pub timeout: Duration,
     /// Trust exactly the server certificate with this SHA-256 (host name and dates checked).
     pub server_cert_sha256: Option<[u8; 32]>,
+    pub proxy: Proxy,
+}
+
+/// How requests reach the server.
+#[derive(Clone, Debug, Default)]
+pub enum Proxy {
+    #[default]
+    Direct,
+    /// Tunnelled with CONNECT through this proxy (its URL without credentials).
+    Via {
+        url: String,
+        credentials: Option<(String, crate::secret::ProxyPassword)>,
+        /// Hosts reached directly (`NO_PROXY`'s syntax); none for an explicit `--proxy`.
+        no_proxy: Option<String>,
+    },
 }
 
 impl Default for HttpOptions {
@@ -32,6 +47,7 @@ impl Default for HttpOptions {
             connect_timeout: Duration::from_secs(10),
             timeout: Duration::from_secs(30),
             server_cert_sha256: None,
+            proxy: Proxy::Direct,
         }
     }
 }
@@ -141,15 +157,31 @@ pub fn http_client(opts: &HttpOptions) -> Result<reqwest::Client, ApiError> {
     }
     let tls =
         super::tls::client_config(extra, opts.server_cert_sha256).map_err(ApiError::Config)?;
-    reqwest::Client::builder()
+    // The environment's proxy settings were read once, at start (see `config`): reqwest reads
+    // none of its own.
+    let mut b = reqwest::Client::builder()
         .use_preconfigured_tls(tls)
         .https_only(false)
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(opts.connect_timeout)
         .timeout(opts.timeout)
         .no_proxy()
-        .user_agent(concat!("tokenroll/", env!("CARGO_PKG_VERSION")))
-        .build()
+        .user_agent(concat!("tokenroll/", env!("CARGO_PKG_VERSION")));
+    if let Proxy::Via {
+        url,
+        credentials,
+        no_proxy,
+    } = &opts.proxy
+    {
+        let mut p = reqwest::Proxy::all(url.as_str())
+            .map_err(|e| ApiError::Config(format!("the proxy '{url}' cannot be used: {e}")))?;
+        if let Some((user, password)) = credentials {
+            p = p.basic_auth(user, password.expose());
+        }
+        p = p.no_proxy(no_proxy.as_deref().and_then(reqwest::NoProxy::from_string));
+        b = b.proxy(p);
+    }
+    b.build()
         .map_err(|e| ApiError::Config(format!("cannot set up HTTPS: {e}")))
 }
 

@@ -19,7 +19,7 @@ fn resolve(
 ) -> Result<(AgentConfig, Option<String>, bool), String> {
     let raw = crate::config::resolve(args.layer(), args.config.config.as_deref(), paths)
         .map_err(|e| e.to_string())?;
-    let sign = SignOptions::from_raw(&raw).map_err(|e| e.to_string())?;
+    let sign = SignOptions::from_raw(&raw, env).map_err(|e| e.to_string())?;
     let register = RegisterOptions::from_raw(&raw, crate::config::Face::Agent, env, paths)
         .map_err(|e| e.to_string())?;
     let headless = raw.agent.headless.unwrap_or(false);

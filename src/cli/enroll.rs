@@ -22,7 +22,7 @@ pub fn enroll_cmd(
         crate::config::resolve(args.layer(), args.common.config.config.as_deref(), paths).and_then(
             |raw| {
                 Ok((
-                    SignOptions::from_raw(&raw)?,
+                    SignOptions::from_raw(&raw, env)?,
                     RegisterOptions::from_raw(&raw, crate::config::Face::Cli, env, paths)?,
                     raw.output.json.unwrap_or(false),
                 ))
@@ -104,10 +104,14 @@ pub fn enroll_cmd(
     }
 }
 
-pub fn sign_cmd(args: SignArgs, paths: &crate::paths::Paths) -> i32 {
+pub fn sign_cmd(
+    args: SignArgs,
+    env: &crate::secret::EnvSecrets,
+    paths: &crate::paths::Paths,
+) -> i32 {
     let resolved =
         crate::config::resolve(args.layer(), args.common.config.config.as_deref(), paths)
-            .and_then(|raw| Ok((SignOptions::from_raw(&raw)?, raw)));
+            .and_then(|raw| Ok((SignOptions::from_raw(&raw, env)?, raw)));
     let (mut opts, raw) = match resolved {
         Ok(v) => v,
         Err(e) => {

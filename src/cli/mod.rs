@@ -23,7 +23,7 @@ pub use render::print_step;
 pub fn run(cli: Cli, env: &crate::secret::EnvSecrets, paths: &crate::paths::Paths) -> i32 {
     match cli.command {
         Command::Enroll(a) => enroll::enroll_cmd(a, env, paths),
-        Command::Sign(a) => enroll::sign_cmd(a, paths),
+        Command::Sign(a) => enroll::sign_cmd(a, env, paths),
         Command::Tokens(a) => tokens::tokens_cmd(a, paths),
         Command::Verify(a) => verify::verify_cmd(a),
         Command::Journal(a) => journal::journal_cmd(a, paths),

@@ -56,6 +56,11 @@ pub struct HttpKeys {
     /// its host name and dates are still checked. With --ca-file too, the pin decides.
     #[arg(long, env = "TOKENROLL_SERVER_CERT_SHA256")]
     pub server_cert_sha256: Option<String>,
+    /// An HTTP proxy to tunnel through (CONNECT), even to loopback; "none" for no proxy
+    /// [default: HTTPS_PROXY / ALL_PROXY with NO_PROXY]. Credentials never here: see
+    /// proxy_credentials_file.
+    #[arg(long, env = "TOKENROLL_PROXY")]
+    pub proxy: Option<String>,
 }
 
 /// Which token, and where its PIN comes from, in the one-shot commands.
@@ -180,6 +185,8 @@ pub struct SecretFileKeys {
     pub secret_code_file: Option<PathBuf>,
     pub app_secret_file: Option<PathBuf>,
     pub admin_password_file: Option<PathBuf>,
+    /// `user:password` for the proxy, owner-only.
+    pub proxy_credentials_file: Option<PathBuf>,
 }
 
 /// `--config`: which user config file to read. A flag about the files, not a key in them.

@@ -7,13 +7,16 @@
 //! environment (see `secret`).
 //! Does not own: parsing argv (see `cli`), networks or tokens.
 
+use crate::api::client::Proxy;
 use crate::api::login::{App, AuthApi};
 use crate::api::{HttpOptions, TimestampUnit, TokenStatus};
 use crate::challenge::ChallengeSource;
 use crate::digest::DigestAlg;
 use crate::enroll::UserFrom;
 use crate::paths::Paths;
-use crate::secret::{AdminPassword, AdminSecrets, AppSecret, AuthToken, EnvSecrets, SecretCode};
+use crate::secret::{
+    AdminPassword, AdminSecrets, AppSecret, AuthToken, EnvSecrets, ProxyPassword, SecretCode,
+};
 use crate::token::uri::Pkcs11Uri;
 use crate::token::Selector;
 use crate::ui::pin::PinSource;
@@ -228,7 +231,83 @@ pub struct RegisterOptions {
     pub user_must_match: crate::enroll::MustMatch,
 }
 
-pub fn http_options(raw: &RawConfig) -> Result<HttpOptions, ConfigError> {
+/// The proxy: `proxy = "none"`, an explicit URL (credentials refused there: they come from
+/// `proxy_credentials_file`), else what the environment said at start.
+fn proxy(raw: &RawConfig, env: &EnvSecrets) -> Result<Proxy, ConfigError> {
+    type Split = (String, Option<(String, String)>);
+    let split = |text: &str, what: &str| -> Result<Split, ConfigError> {
+        let mut u = url::Url::parse(text).map_err(|e| {
+            ConfigError(format!("{what} is not a URL ({e}); give http://host:port"))
+        })?;
+        let decode = |s: &str| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8_lossy()
+                .into_owned()
+        };
+        let creds = (!u.username().is_empty()).then(|| {
+            (
+                decode(u.username()),
+                u.password().map(decode).unwrap_or_default(),
+            )
+        });
+        let _ = u.set_username("");
+        let _ = u.set_password(None);
+        Ok((u.to_string(), creds))
+    };
+    let file_credentials = || -> Result<Option<(String, ProxyPassword)>, ConfigError> {
+        let Some(p) = &raw.secret_files.proxy_credentials_file else {
+            return Ok(None);
+        };
+        let text =
+            crate::paths::read_secret_file(p, "proxy_credentials_file").map_err(ConfigError)?;
+        let (user, pass) = text.split_once(':').ok_or_else(|| {
+            ConfigError(format!(
+                "proxy_credentials_file {} must hold user:password",
+                p.display()
+            ))
+        })?;
+        Ok(Some((
+            user.to_string(),
+            ProxyPassword::new(pass.to_string()),
+        )))
+    };
+    match raw.http.proxy.as_deref().map(str::trim) {
+        Some("none") => Ok(Proxy::Direct),
+        Some(text) => {
+            let (url, creds) = split(text, "--proxy")?;
+            if creds.is_some() {
+                return err(
+                    "--proxy (or proxy) holds credentials, and a command line or config file is \
+                     no place for a secret: put user:password in the owner-only \
+                     proxy_credentials_file, or use the proxy variables",
+                );
+            }
+            Ok(Proxy::Via {
+                url,
+                credentials: file_credentials()?,
+                no_proxy: None,
+            })
+        }
+        None => match &env.proxy {
+            None => Ok(Proxy::Direct),
+            Some(v) => {
+                let (url, creds) =
+                    split(v.expose(), "the proxy variable (HTTPS_PROXY or ALL_PROXY)")?;
+                let credentials = match creds {
+                    Some((u, p)) => Some((u, ProxyPassword::new(p))),
+                    None => file_credentials()?,
+                };
+                Ok(Proxy::Via {
+                    url,
+                    credentials,
+                    no_proxy: env.no_proxy.clone(),
+                })
+            }
+        },
+    }
+}
+
+pub fn http_options(raw: &RawConfig, env: &EnvSecrets) -> Result<HttpOptions, ConfigError> {
     let secs = |v: Option<u64>, d: u64, name: &str| match v.unwrap_or(d) {
         0 => err(format!("--{name} must be at least 1 second")),
         s => Ok(Duration::from_secs(s)),
@@ -259,6 +338,7 @@ pub fn http_options(raw: &RawConfig) -> Result<HttpOptions, ConfigError> {
         connect_timeout: secs(raw.http.connect_timeout, 10, "connect-timeout")?,
         timeout: secs(raw.http.timeout, 30, "timeout")?,
         server_cert_sha256: pin,
+        proxy: proxy(raw, env)?,
     })
 }
 
@@ -283,7 +363,7 @@ pub fn selector(raw: &RawConfig) -> Result<Selector, ConfigError> {
 }
 
 impl SignOptions {
-    pub fn from_raw(raw: &RawConfig) -> Result<Self, ConfigError> {
+    pub fn from_raw(raw: &RawConfig, env: &EnvSecrets) -> Result<Self, ConfigError> {
         let pin = match (&raw.pin.pin_env, raw.pin.pin_stdin.unwrap_or(false)) {
             (Some(_), true) => {
                 return err("give the PIN with either --pin-env or --pin-stdin, not both")
@@ -315,7 +395,7 @@ impl SignOptions {
             pin,
             algorithm,
             challenge,
-            http: http_options(raw)?,
+            http: http_options(raw, env)?,
         })
     }
 }
