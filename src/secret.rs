@@ -148,7 +148,11 @@ impl EnvSecrets {
         let proxy = ["HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"]
             .into_iter()
             .find_map(|name| {
-                let v = std::env::var(name).ok().filter(|v| !v.is_empty())?;
+                let mut v = std::env::var(name).ok().filter(|v| !v.is_empty())?;
+                // "host:port" and "user:pass@host:port" mean http://, as curl reads them.
+                if !v.contains("://") {
+                    v = format!("http://{v}");
+                }
                 // Credentials in it make it a secret: no child inherits it.
                 if url::Url::parse(&v)
                     .is_ok_and(|u| !u.username().is_empty() || u.password().is_some())

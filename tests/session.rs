@@ -192,5 +192,74 @@ fn a_session_that_ends_while_the_agent_runs_is_opened_again() {
     assert_eq!(expired.len(), 1, "one registration met the ended session");
     assert_eq!(logins(&sim).len(), 2, "logged in again once");
     assert!(agent.stop().success());
-    assert_eq!(logouts(&sim).len(), 1, "logged out at SIGTERM");
+    // The refused session was logged out first (the server had ended it already), then the
+    // fresh one at SIGTERM.
+    let out = logouts(&sim);
+    assert_eq!(out.len(), 2, "{out:?}");
+    assert_eq!(out[1]["answer_code"], 0, "logged out at SIGTERM");
+}
+
+/// `tokenroll session`: with a password login it logs in, checks, describes and logs out; with
+/// static secrets it checks them; with a wrong password it is exit 4. The cenToken in the
+/// check's URL appears nowhere.
+#[test]
+fn the_session_command_checks_and_describes_the_session() {
+    let mut env = TestEnv::new();
+    let sim = env.simulator(&[]);
+    let run = |login: &[&str], password: &str| {
+        env.cmd()
+            .args([
+                "session",
+                "--server",
+                &sim.origin,
+                "--admin",
+                ADMIN,
+                "--json",
+                "--ca-file",
+            ])
+            .arg(&sim.ca)
+            .args(login)
+            .env("TOKENROLL_APP_SECRET", APP_SECRET)
+            .env("TOKENROLL_ADMIN_PASSWORD", password)
+            .env("TOKENROLL_AUTH_TOKEN", AUTH_TOKEN)
+            .env("TOKENROLL_SECRET_CODE", SECRET_CODE)
+            .env("RUST_LOG", "trace")
+            .output()
+            .unwrap()
+    };
+    let password_login = ["--login", "password", "--app-key", APP_KEY];
+    let o = run(&password_login, ADMIN_PASSWORD);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    let j = json(&o);
+    assert_eq!(j["alive"], true, "{j}");
+    assert_eq!(
+        (j["role"].as_i64(), j["group"].as_str()),
+        (Some(2), Some("g-1"))
+    );
+    assert_eq!(j["session_timeout_ms"], 1_800_000);
+    assert_eq!(logouts(&sim).len(), 1);
+    let cen = cen_token();
+    assert!(!stderr(&o).contains(&cen) && !stdout(&o).contains(&cen));
+    // Static secrets: checked as they are; role and group unknown.
+    let o = run(&[], "");
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    let j = json(&o);
+    assert_eq!(
+        (j["alive"].as_bool(), j["role"].is_null()),
+        (Some(true), true)
+    );
+    assert!(
+        !stderr(&o).contains(&cen),
+        "the static cenToken stays out of the log"
+    );
+    let checks = sim
+        .all_records()
+        .into_iter()
+        .filter(|r| r["session_check"] == true)
+        .count();
+    assert_eq!(checks, 2);
+    // A refused password: exit 4.
+    let o = run(&password_login, "wrong");
+    assert_eq!(o.status.code(), Some(4), "{}", stdout(&o));
+    assert_no_secret_in(std::slice::from_ref(&sim.record), &[]);
 }

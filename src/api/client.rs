@@ -173,7 +173,9 @@ pub fn http_client(opts: &HttpOptions) -> Result<reqwest::Client, ApiError> {
         no_proxy,
     } = &opts.proxy
     {
-        let mut p = reqwest::Proxy::all(url.as_str())
+        // HTTPS only, always through CONNECT: plain http goes only to loopback, never to a
+        // proxy (which would see it in clear).
+        let mut p = reqwest::Proxy::https(url.as_str())
             .map_err(|e| ApiError::Config(format!("the proxy '{url}' cannot be used: {e}")))?;
         if let Some((user, password)) = credentials {
             p = p.basic_auth(user, password.expose());
@@ -269,7 +271,7 @@ pub async fn read_limited(
     // The server has started to answer: a failure now is not a failure "before any answer".
     let cut = |e: reqwest::Error| ApiError::Incomplete {
         url: url.to_string(),
-        reason: match classify(url, timeout, e) {
+        reason: match classify(url, timeout, e.without_url()) {
             ApiError::Timeout(s) => format!("no more data within {s} s"),
             ApiError::Network { reason, .. } => reason,
             other => other.to_string(),
@@ -359,6 +361,30 @@ impl CentagateClient {
         url: &str,
         body: Vec<u8>,
     ) -> Result<Answer, ApiError> {
+        self.call_shown(method, url, url, body, true).await
+    }
+
+    /// A login-side call: its answer may hold the session's secrets, so an answer that is not
+    /// the API's is never quoted.
+    pub(crate) async fn call_secret(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+        body: Vec<u8>,
+    ) -> Result<Answer, ApiError> {
+        self.call_shown(method, url, url, body, false).await
+    }
+
+    /// `call`, with `shown` in every message instead of `url` (a URL that carries a secret, as
+    /// the session check's does). Errors of the HTTP client lose their own copy of the URL.
+    pub(crate) async fn call_shown(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+        shown: &str,
+        body: Vec<u8>,
+        quote_body: bool,
+    ) -> Result<Answer, ApiError> {
         let owned = bytes::Bytes::from_owner(crate::secret::ZeroizingBytes(body));
         let resp = self
             .http
@@ -368,7 +394,8 @@ impl CentagateClient {
             .body(owned)
             .send()
             .await
-            .map_err(|e| classify(url, self.opts.timeout, e))?;
+            .map_err(|e| classify(shown, self.opts.timeout, e.without_url()))?;
+        let url = shown;
         let status = resp.status();
         let content_type = content_type(&resp);
         if status.is_redirection() {
@@ -396,14 +423,25 @@ impl CentagateClient {
                 code: answer.as_ref().map(|a| a.code),
                 message: answer.map(|a| a.message),
                 content_type,
-                snippet: snippet(&bytes, truncated),
+                snippet: quoted(&bytes, truncated, quote_body),
             });
         }
         answer.ok_or_else(|| ApiError::Protocol {
             status: status.as_u16(),
             content_type,
-            snippet: snippet(&bytes, truncated),
+            snippet: quoted(&bytes, truncated, quote_body),
         })
+    }
+}
+
+fn quoted(bytes: &[u8], truncated: bool, quote: bool) -> String {
+    if quote {
+        snippet(bytes, truncated)
+    } else {
+        format!(
+            "{} bytes, not quoted (a login answer may hold secrets)",
+            bytes.len()
+        )
     }
 }
 

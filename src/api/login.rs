@@ -60,6 +60,23 @@ impl AuthApi {
 /// Logout has no `/v2` in either document.
 pub const LOGOUT_PATH: &str = "/CentagateWS/webresources/auth/logout";
 
+impl AuthApi {
+    /// The session check's method and path prefix (the admin and the cenToken follow): `PUT
+    /// …/session/check/` in the current documents, `GET …/auth/sessioncheck/` in the 2018 manual.
+    pub fn session_check(self) -> (reqwest::Method, &'static str) {
+        match self {
+            Self::V2 => (
+                reqwest::Method::PUT,
+                "/CentagateWS/webresources/session/check/",
+            ),
+            Self::Y2018 => (
+                reqwest::Method::GET,
+                "/CentagateWS/webresources/auth/sessioncheck/",
+            ),
+        }
+    }
+}
+
 /// The App registered in CENTAGATE that authorises login calls.
 #[derive(Clone, Debug)]
 pub struct App {
@@ -97,7 +114,13 @@ fn text(v: &serde_json::Value) -> Option<String> {
 }
 
 /// A login's answer: code 0 with an authToken and a secretCode, else the refusal explained.
-fn logged_in(answer: super::Answer) -> Result<LoggedIn, ApiError> {
+fn logged_in(mut answer: super::Answer) -> Result<LoggedIn, ApiError> {
+    let result = read_login(&answer);
+    wipe(&mut answer.object);
+    result
+}
+
+fn read_login(answer: &super::Answer) -> Result<LoggedIn, ApiError> {
     if answer.code != super::CODE_SUCCESS {
         return Err(ApiError::LoginRefused {
             code: answer.code,
@@ -179,19 +202,55 @@ impl CentagateClient {
     ) -> Result<LoggedIn, ApiError> {
         let ts = unix_seconds.to_string();
         let mac = hmac(&app.secret, &[admin, password.expose(), &app.key, &ts]);
-        let body = serde_json::json!({
-            "username": admin, "password": password.expose(), "integrationKey": app.key,
-            "unixTimestamp": ts, "hmac": mac,
-        });
+        #[derive(serde::Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Body<'b> {
+            username: &'b str,
+            password: &'b str,
+            integration_key: &'b str,
+            unix_timestamp: &'b str,
+            hmac: &'b str,
+        }
+        // Serialised straight into the buffer `call` zeroizes: no other copy of the password.
+        let body = serde_json::to_vec(&Body {
+            username: admin,
+            password: password.expose(),
+            integration_key: &app.key,
+            unix_timestamp: &ts,
+            hmac: &mac,
+        })
+        .expect("a login body serializes");
         tracing::debug!(admin, "password login");
         let answer = self
-            .call(
+            .call_secret(
                 reqwest::Method::POST,
                 &self.login_url(&api.password_login()),
-                zeroizing_json(body),
+                body,
             )
             .await?;
         logged_in(answer)
+    }
+
+    /// Asks the server whether the session of `secrets` is alive. The cenToken is in the URL:
+    /// no message names that URL.
+    pub async fn session_check(
+        &self,
+        api: AuthApi,
+        admin: &str,
+        secrets: &AdminSecrets,
+    ) -> Result<super::Answer, ApiError> {
+        use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+        let (method, prefix) = api.session_check();
+        let admin_seg = utf8_percent_encode(admin, NON_ALPHANUMERIC).to_string();
+        let cen = super::cen_token(admin, secrets);
+        let url = zeroize::Zeroizing::new(format!(
+            "{}{prefix}{admin_seg}/{}",
+            self.origin(),
+            cen.expose()
+        ));
+        let shown = format!("{}{prefix}{admin_seg}/<cenToken>", self.origin());
+        self.call_shown(method, &url, &shown, Vec::new(), false)
+            .await
     }
 
     /// Ends the session (the 2018 manual's call; a server without it answers an error, which
@@ -205,16 +264,25 @@ impl CentagateClient {
     ) -> Result<(), ApiError> {
         let ts = unix_seconds.to_string();
         let mac = hmac(&app.secret, &[admin, &app.key, &ts, auth_token.expose()]);
-        let body = serde_json::json!({
-            "username": admin, "integrationKey": app.key, "unixTimestamp": ts,
-            "authToken": auth_token.expose(), "hmac": mac,
-        });
+        #[derive(serde::Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Body<'b> {
+            username: &'b str,
+            integration_key: &'b str,
+            unix_timestamp: &'b str,
+            auth_token: &'b str,
+            hmac: &'b str,
+        }
+        let body = serde_json::to_vec(&Body {
+            username: admin,
+            integration_key: &app.key,
+            unix_timestamp: &ts,
+            auth_token: auth_token.expose(),
+            hmac: &mac,
+        })
+        .expect("a logout body serializes");
         let answer = self
-            .call(
-                reqwest::Method::POST,
-                &self.login_url(LOGOUT_PATH),
-                zeroizing_json(body),
-            )
+            .call_secret(reqwest::Method::POST, &self.login_url(LOGOUT_PATH), body)
             .await?;
         match answer.code {
             super::CODE_SUCCESS => Ok(()),
@@ -226,10 +294,16 @@ impl CentagateClient {
     }
 }
 
-/// A JSON body that holds a secret, serialised for `call` (which zeroizes its buffer); the
-/// `Value` itself is dropped here.
-fn zeroizing_json(body: serde_json::Value) -> Vec<u8> {
-    serde_json::to_vec(&body).expect("a JSON value serializes")
+/// Overwrites every string in a JSON value (a login answer's `object` holds the session's
+/// secrets) before it is dropped.
+fn wipe(v: &mut serde_json::Value) {
+    use zeroize::Zeroize;
+    match v {
+        serde_json::Value::String(s) => s.zeroize(),
+        serde_json::Value::Array(a) => a.iter_mut().for_each(wipe),
+        serde_json::Value::Object(o) => o.values_mut().for_each(wipe),
+        _ => {}
+    }
 }
 
 #[cfg(test)]

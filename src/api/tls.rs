@@ -1,7 +1,7 @@
 //! How tokenroll trusts a CENTAGATE server: the system roots plus `--ca-file`, verified by
 //! rustls' WebPKI verifier — and, as curl, Java and Python do, a server certificate that is
 //! itself in `--ca-file` is trusted as that server's certificate even when it is marked CA:TRUE
-//! (what `openssl req -x509` makes by default) or is an X.509 v1 certificate. Its dates and host
+//! (what `openssl req -x509` makes by default). Its dates and host
 //! name are still checked (the subject alternative names; only for such a certificate trusted
 //! directly, a CN when it has none, with a warning naming the fix).
 //!

@@ -34,6 +34,8 @@ pub enum Command {
     Verify(VerifyArgs),
     /// List the enrollment journal: every registration sent, and what came of it.
     Journal(JournalArgs),
+    /// Log in (or take the static secrets), check the session with the server, log out.
+    Session(SessionArgs),
     /// Run the CENTAGATE simulator on loopback over TLS.
     Simulate(SimulateArgs),
     /// Run in the desktop session: notice tokens, ask for the PIN, enroll, tell the person.
@@ -114,6 +116,32 @@ impl SignArgs {
         RawConfig {
             sign_out: self.out.clone(),
             ..self.common.layer()
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct SessionArgs {
+    #[command(flatten)]
+    pub server: ServerKeys,
+    #[command(flatten)]
+    pub login: LoginKeys,
+    #[command(flatten)]
+    pub http: HttpKeys,
+    #[command(flatten)]
+    pub output: OutputKeys,
+    #[command(flatten)]
+    pub config: ConfigFlag,
+}
+
+impl SessionArgs {
+    pub fn layer(&self) -> RawConfig {
+        RawConfig {
+            server: self.server.clone(),
+            login: self.login.clone(),
+            http: self.http.clone(),
+            output: self.output.clone(),
+            ..Default::default()
         }
     }
 }

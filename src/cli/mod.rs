@@ -11,6 +11,7 @@ pub mod exit;
 mod journal;
 mod provision;
 pub mod render;
+mod session;
 mod simulate;
 mod tokens;
 mod verify;
@@ -27,6 +28,7 @@ pub fn run(cli: Cli, env: &crate::secret::EnvSecrets, paths: &crate::paths::Path
         Command::Tokens(a) => tokens::tokens_cmd(a, paths),
         Command::Verify(a) => verify::verify_cmd(a),
         Command::Journal(a) => journal::journal_cmd(a, paths),
+        Command::Session(a) => session::session_cmd(a, env, paths),
         Command::Simulate(a) => simulate::simulate_cmd(a, env, paths),
         Command::Agent(a) => agent::run(a, env, paths),
         Command::Demo => crate::demo::run(),

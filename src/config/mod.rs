@@ -236,7 +236,12 @@ pub struct RegisterOptions {
 fn proxy(raw: &RawConfig, env: &EnvSecrets) -> Result<Proxy, ConfigError> {
     type Split = (String, Option<(String, String)>);
     let split = |text: &str, what: &str| -> Result<Split, ConfigError> {
-        let mut u = url::Url::parse(text).map_err(|e| {
+        let text = if text.contains("://") {
+            text.to_string()
+        } else {
+            format!("http://{text}")
+        };
+        let mut u = url::Url::parse(&text).map_err(|e| {
             ConfigError(format!("{what} is not a URL ({e}); give http://host:port"))
         })?;
         let decode = |s: &str| {

@@ -114,8 +114,10 @@ pub trait Registrar {
     /// (called after the PKCS#7 is verified, just before the registration).
     async fn secrets(&self, on: &mut dyn FnMut(Step)) -> Result<AdminSecrets, ApiError>;
 
-    /// The server refused the session (10001): forget it. True when a fresh login can follow.
-    async fn session_refused(&self) -> bool {
+    /// The server refused the session `refused` (10001): forget it (if it is still the one
+    /// held). True when a fresh login can follow.
+    async fn session_refused(&self, refused: &AdminSecrets) -> bool {
+        let _ = refused;
         false
     }
 

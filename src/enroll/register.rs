@@ -138,7 +138,7 @@ pub async fn register(
             // credentials, log in once more and resend — same PKCS#7, fresh timestamp and
             // cenToken, one more attempt on the same journal intent.
             Ok(answer) if answer.code == crate::api::CODE_PERMISSION && !logged_in_again => {
-                if !registrar.session_refused().await {
+                if !registrar.session_refused(&secrets).await {
                     break Ok((answer, timestamp));
                 }
                 logged_in_again = true;

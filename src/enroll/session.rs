@@ -64,6 +64,17 @@ impl Session {
             .saturating_add(offset / 1000)
     }
 
+    /// What the server said of the session this process opened: role, group, idle timeout.
+    pub async fn described(&self) -> Option<(Option<i64>, Option<String>, Option<u64>)> {
+        self.held.lock().await.as_ref().map(|h| {
+            (
+                h.session.role,
+                h.session.group.clone(),
+                h.session.session_timeout_ms,
+            )
+        })
+    }
+
     /// Ends the session this process opened, if any (a one-shot command's last step, the
     /// agent's at exit). A refusal is only logged: the session then ends by its timeout.
     pub async fn logout(&self) {
@@ -134,14 +145,29 @@ impl Registrar for Session {
         Ok(secrets)
     }
 
-    async fn session_refused(&self) -> bool {
-        match &self.login {
-            LoginOptions::Static(_) => false,
-            LoginOptions::Password { .. } => {
-                *self.held.lock().await = None;
-                true
+    async fn session_refused(&self, refused: &AdminSecrets) -> bool {
+        let LoginOptions::Password { app, .. } = &self.login else {
+            return false;
+        };
+        // Only the refused session goes (another worker may already hold a fresh one), and it
+        // is logged out first: a 10001 can also be a real refusal of a live session.
+        let mut held = self.held.lock().await;
+        if held
+            .as_ref()
+            .is_some_and(|h| h.session.secrets.auth_token == refused.auth_token)
+        {
+            if let Some(h) = held.take() {
+                let ts = self.server_seconds().await;
+                if let Err(e) = self
+                    .client
+                    .logout(app, &self.admin, &h.session.secrets.auth_token, ts)
+                    .await
+                {
+                    tracing::debug!(error = %e, "the refused session's logout");
+                }
             }
         }
+        true
     }
 
     async fn register(&self, admin: &str, body: &RegisterBody) -> Result<Answer, ApiError> {

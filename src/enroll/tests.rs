@@ -125,7 +125,7 @@ impl Registrar for FakeRegistrar {
         Ok(secrets())
     }
 
-    async fn session_refused(&self) -> bool {
+    async fn session_refused(&self, _: &AdminSecrets) -> bool {
         self.can_log_in
     }
 

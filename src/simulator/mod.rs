@@ -315,6 +315,37 @@ async fn respond(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string();
+    // The session check: the cenToken is in the path, so the record names neither.
+    for api in [
+        crate::api::login::AuthApi::V2,
+        crate::api::login::AuthApi::Y2018,
+    ] {
+        let (m, prefix) = api.session_check();
+        let Some(rest) = path
+            .strip_prefix(prefix)
+            .filter(|_| method.as_str() == m.as_str())
+        else {
+            continue;
+        };
+        let (admin, cen) = rest.split_once('/').unwrap_or((rest, ""));
+        let admin = percent_encoding::percent_decode_str(admin)
+            .decode_utf8_lossy()
+            .into_owned();
+        let alive = state.rules().session_state(&admin, cen);
+        let (code, message) = match alive {
+            sessions::CenTokenIs::Live => (crate::api::CODE_SUCCESS, "Success"),
+            sessions::CenTokenIs::Expired => (crate::api::CODE_PERMISSION, "Session expired"),
+            sessions::CenTokenIs::Unknown => {
+                (crate::api::CODE_BAD_API_SIGNATURE, "Invalid API signature")
+            }
+        };
+        state.write_record(
+            serde_json::json!({"method": method.as_str(), "path": prefix,
+            "session_check": true, "admin": admin, "answer_code": code}),
+        );
+        let body = serde_json::json!({"code": code, "message": message, "object": ""});
+        return Ok(reply(StatusCode::OK, "application/json", body.to_string()));
+    }
     if method == hyper::Method::POST {
         let v2 = crate::api::login::AuthApi::V2;
         let y2018 = crate::api::login::AuthApi::Y2018;

@@ -85,6 +85,14 @@ impl Rules {
         hex::encode(mac.finalize().into_bytes())
     }
 
+    /// What `cen_token` is for `admin`: the static secrets' (always live), or a session's.
+    pub fn session_state(&mut self, admin: &str, cen_token: &str) -> super::sessions::CenTokenIs {
+        if admin == self.admin && cen_token == self.expected_cen_token(admin) {
+            return super::sessions::CenTokenIs::Live;
+        }
+        self.sessions.cen_token(admin, cen_token)
+    }
+
     /// Judges one registration. Returns the code, the message and a record (never a secret).
     pub fn judge(
         &mut self,
