@@ -432,10 +432,8 @@ async fn respond(
         )
     });
     let code = faults.force_code.unwrap_or(code);
-    if faults
-        .end_sessions_after
-        .is_some_and(|after| n + 1 >= after)
-    {
+    // Once, after the Nth registration (a restart of the server ends every session).
+    if faults.end_sessions_after == Some(n + 1) {
         state.rules().sessions.end_all();
     }
     let mut line = record;
