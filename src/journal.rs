@@ -33,6 +33,14 @@ pub struct Intent {
     pub token_serial: String,
     pub certificate_sha256: String,
     pub certificate_subject: String,
+    /// For matching the server's list of bound certificates (by SHA-1, or serial and issuer);
+    /// empty in entries written before these were recorded.
+    #[serde(default)]
+    pub certificate_sha1: String,
+    #[serde(default)]
+    pub certificate_serial: String,
+    #[serde(default)]
+    pub certificate_issuer: String,
     pub algorithm: String,
     pub status: String,
 }
@@ -53,7 +61,7 @@ pub struct Outcome {
 #[derive(Serialize, Deserialize)]
 #[serde(tag = "record", rename_all = "lowercase")]
 enum Line {
-    Intent(Intent),
+    Intent(Box<Intent>),
     Outcome(Outcome),
 }
 
@@ -140,7 +148,7 @@ impl Journal {
 
     /// Records what is about to be sent; on disk before this returns.
     pub fn intent(&self, intent: &Intent) -> Result<(), JournalError> {
-        self.append(&Line::Intent(intent.clone()))
+        self.append(&Line::Intent(Box::new(intent.clone())))
     }
 
     pub fn outcome(&self, outcome: &Outcome) -> Result<(), JournalError> {
@@ -170,6 +178,7 @@ pub fn parse(bytes: &[u8]) -> Contents {
     for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
         match serde_json::from_slice::<Line>(line) {
             Ok(Line::Intent(i)) => {
+                let i = *i;
                 index.insert(i.id.clone(), out.entries.len());
                 out.entries.push(Entry {
                     intent: i,
@@ -201,9 +210,21 @@ mod tests {
             token_serial: "1234".into(),
             certificate_sha256: "ab".repeat(32),
             certificate_subject: "CN=alice".into(),
+            certificate_sha1: "cd".repeat(20),
+            certificate_serial: "01".into(),
+            certificate_issuer: "CN=alice".into(),
             algorithm: "sha256".into(),
             status: "1".into(),
         }
+    }
+
+    /// Entries written before the SHA-1, serial and issuer were recorded still read.
+    #[test]
+    fn older_entries_without_the_matching_fields_read() {
+        let old = r#"{"record":"intent","id":"1","time":"t","server":"s","admin":"a","user":"u","token_label":"l","token_serial":"s","certificate_sha256":"h","certificate_subject":"CN=x","algorithm":"sha256","status":"1"}"#;
+        let c = parse(format!("{old}\n").as_bytes());
+        assert_eq!((c.entries.len(), c.skipped_lines), (1, 0));
+        assert!(c.entries[0].intent.certificate_sha1.is_empty());
     }
 
     #[test]
@@ -234,7 +255,7 @@ mod tests {
 
     #[test]
     fn a_torn_last_line_is_skipped_and_counted() {
-        let good = serde_json::to_string(&Line::Intent(intent("a"))).unwrap();
+        let good = serde_json::to_string(&Line::Intent(Box::new(intent("a")))).unwrap();
         let torn = format!("{good}\n{}", &good[..good.len() / 2]);
         let c = parse(torn.as_bytes());
         assert_eq!(c.entries.len(), 1);

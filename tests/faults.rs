@@ -140,8 +140,10 @@ fn a_dropped_connection_is_retried_with_the_same_signature() {
         "{}",
         message(&o)
     );
+    // The connection was made each time: the server may have had the request, so the journal
+    // says to check rather than "failed".
     let j = journal(&env);
-    assert_eq!(j["entries"][0]["state"], "failed");
+    assert_eq!(j["entries"][0]["state"], "unknown: check the server", "{j}");
     assert_eq!(j["entries"][0]["outcome"]["attempts"], 2);
 }
 

@@ -189,6 +189,9 @@ pub fn http_client(opts: &HttpOptions) -> Result<reqwest::Client, ApiError> {
 
 /// Turns a transport failure into the error a person can act on.
 pub fn classify(url: &str, timeout: Duration, e: reqwest::Error) -> ApiError {
+    // Refused, unresolvable, a failed handshake: the request never left. Anything later may
+    // have reached the server.
+    let maybe_sent = !e.is_connect();
     if e.is_timeout() {
         return ApiError::Timeout(timeout.as_secs());
     }
@@ -221,6 +224,7 @@ pub fn classify(url: &str, timeout: Duration, e: reqwest::Error) -> ApiError {
     ApiError::Network {
         url: url.to_string(),
         reason,
+        maybe_sent,
     }
 }
 

@@ -22,7 +22,12 @@ pub enum ApiError {
     #[error("{0}")]
     Config(String),
     #[error("could not reach the server at {url}: {reason}; check the address, the network and any proxy")]
-    Network { url: String, reason: String },
+    Network {
+        url: String,
+        reason: String,
+        /// The connection was made (the request may have been sent) before it failed.
+        maybe_sent: bool,
+    },
     /// The reason and its fix (see `client::with_advice`).
     #[error("the server's TLS certificate was refused: {0}")]
     Tls(String),
@@ -100,14 +105,19 @@ impl ApiError {
     /// An answer began, or a gateway answered, so the server may have acted on the request:
     /// never retried, and journaled as unknown rather than failed.
     pub fn may_have_gone_through(&self) -> bool {
-        matches!(self, ApiError::Incomplete { .. })
-            || matches!(
-                self,
-                ApiError::HttpStatus {
+        matches!(
+            self,
+            ApiError::Incomplete { .. }
+                | ApiError::HttpStatus {
                     status: 502 | 504,
                     ..
                 }
-            )
+                | ApiError::Timeout(_)
+                | ApiError::Network {
+                    maybe_sent: true,
+                    ..
+                }
+        )
     }
 
     /// The CENTAGATE code an error answer carried, if any (a 10001 here is a session expiry).

@@ -114,6 +114,12 @@ pub async fn register(
             token_serial: pair.token_serial.clone(),
             certificate_sha256: pair.certificate_info().sha256,
             certificate_subject: pair.subject.clone(),
+            certificate_sha1: {
+                use sha1::Digest;
+                hex::encode(sha1::Sha1::digest(&pair.cert_der))
+            },
+            certificate_serial: pair.certificate_info().serial,
+            certificate_issuer: pair.certificate_info().issuer,
             algorithm: digest.name().to_string(),
             status: reg.status.code().to_string(),
         })?;
