@@ -75,15 +75,33 @@ fn enrolls_and_sends_the_contract_shape() {
     assert_eq!(r["digest"], "sha384");
     assert_eq!(r["signed_content"], "verbatim challenge");
 
-    // The same user again: already bound.
+    // The same token for the same user again: 22027, but with this token's own certificate,
+    // which is success.
     let o = env.enroll(&sim, "alice", &["--json"]);
-    assert_eq!(o.status.code(), Some(4));
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    let j = json(&o);
+    assert_eq!(
+        (
+            j["outcome"].as_str(),
+            j["code"].as_i64(),
+            j["already_bound"].as_bool()
+        ),
+        (Some("registered"), Some(22027), Some(true))
+    );
+    // Another token for the same user: 22027 for another certificate, named.
+    env.provision("other", true, "p256", "01", "CN=Other Token", &[]);
+    let o = env.enroll(&sim, "alice", &["--json", "--token", "other"]);
+    assert_eq!(o.status.code(), Some(4), "{}", stdout(&o));
     let j = json(&o);
     assert_eq!(
         (j["outcome"].as_str(), j["code"].as_i64()),
         (Some("rejected"), Some(22027))
     );
-    assert!(j["message"].as_str().unwrap().contains("unbind"), "{j}");
+    let m = j["message"].as_str().unwrap();
+    assert!(
+        m.contains("another certificate") && m.contains("Alice Example") && m.contains("unbind"),
+        "{m}"
+    );
 }
 
 #[test]

@@ -5,6 +5,8 @@ use serde::Serialize;
 
 pub const WEB_ROOT: &str = "/CentagateWS/webresources";
 pub const REGISTER_PATH: &str = "/CentagateWS/webresources/cert/register/pkcs7/";
+/// What is bound to a user: `PUT …/user/auth/list/{admin}`.
+pub const BOUND_LIST_PATH: &str = "/CentagateWS/webresources/user/auth/list/";
 /// The server's tolerance around its own clock.
 pub const TIMESTAMP_WINDOW_MS: i64 = 5 * 60 * 1000;
 

@@ -95,6 +95,30 @@ pub fn hmac(secret: &AppSecret, values: &[&str]) -> String {
     hex::encode(mac.finalize().into_bytes())
 }
 
+/// A certificate the server has bound to a user.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BoundCert {
+    pub serial: String,
+    /// SHA-1 of the certificate, hex as the server prints it.
+    pub sha1: String,
+    pub subject: String,
+    pub issuer: String,
+}
+
+impl BoundCert {
+    /// Whether this is the certificate with SHA-1 `sha1` (hex, compared without separators or
+    /// case).
+    pub fn is(&self, sha1: &str) -> bool {
+        let norm = |s: &str| -> String {
+            s.chars()
+                .filter(|c| c.is_ascii_hexdigit())
+                .map(|c| c.to_ascii_lowercase())
+                .collect()
+        };
+        !sha1.is_empty() && norm(&self.sha1) == norm(sha1)
+    }
+}
+
 /// What a login gives: the session's secrets and what the server says about it.
 #[derive(Clone, Debug)]
 pub struct LoggedIn {
@@ -251,6 +275,60 @@ impl CentagateClient {
         let shown = format!("{}{prefix}{admin_seg}/<cenToken>", self.origin());
         self.call_shown(method, &url, &shown, Vec::new(), false)
             .await
+    }
+
+    /// The certificates bound to `user` (`user/auth/list`), for reconciling a lost answer and
+    /// telling our own binding from another's.
+    pub async fn bound_certificates(
+        &self,
+        admin: &str,
+        user: &str,
+        secrets: &AdminSecrets,
+    ) -> Result<Vec<BoundCert>, ApiError> {
+        use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+        let url = format!(
+            "{}{}{}",
+            self.origin(),
+            super::BOUND_LIST_PATH,
+            utf8_percent_encode(admin, NON_ALPHANUMERIC)
+        );
+        #[derive(serde::Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Body<'b> {
+            username: &'b str,
+            cen_token: &'b str,
+        }
+        let cen = super::cen_token(admin, secrets);
+        let body = serde_json::to_vec(&Body {
+            username: user,
+            cen_token: cen.expose(),
+        })
+        .expect("a list body serializes");
+        let answer = self.call(reqwest::Method::PUT, &url, body).await?;
+        if answer.code != super::CODE_SUCCESS {
+            return Err(ApiError::LoginRefused {
+                code: answer.code,
+                explanation: format!(
+                    "the server would not list what is bound to {user} (code {}): {}",
+                    answer.code, answer.message
+                ),
+            });
+        }
+        let list = answer
+            .object
+            .get("certList")
+            .and_then(|l| l.as_array())
+            .cloned()
+            .unwrap_or_default();
+        Ok(list
+            .iter()
+            .map(|c| BoundCert {
+                serial: c.get("sn").and_then(text).unwrap_or_default(),
+                sha1: c.get("fingerprint").and_then(text).unwrap_or_default(),
+                subject: c.get("subjectDn").and_then(text).unwrap_or_default(),
+                issuer: c.get("issuerDn").and_then(text).unwrap_or_default(),
+            })
+            .collect())
     }
 
     /// Ends the session (the 2018 manual's call; a server without it answers an error, which

@@ -43,6 +43,9 @@ pub enum ApiError {
         content_type: String,
         snippet: String,
     },
+    /// The answer was lost, and the server then confirmed that nothing was registered.
+    #[error("{0}")]
+    ConfirmedNotRegistered(String),
     /// An admin login (or logout) answered with a refusal.
     #[error("{explanation}")]
     LoginRefused { code: i64, explanation: String },

@@ -123,6 +123,19 @@ pub trait Registrar {
 
     async fn register(&self, admin: &str, body: &RegisterBody) -> Result<Answer, ApiError>;
 
+    /// The certificates bound to `user`, when the server can say.
+    async fn bound(
+        &self,
+        admin: &str,
+        user: &str,
+        secrets: &AdminSecrets,
+    ) -> Result<Vec<crate::api::login::BoundCert>, ApiError> {
+        let _ = (admin, user, secrets);
+        Err(ApiError::Config(
+            "this registrar cannot list bound certificates".into(),
+        ))
+    }
+
     /// The server's clock minus ours in milliseconds, if it can be learnt.
     async fn clock_offset_ms(&self) -> Option<i64> {
         None
@@ -232,9 +245,13 @@ pub struct Report {
     pub certificate: Option<CertificateInfo>,
     pub timestamp: Option<i64>,
     /// Set when the outcome is not a plain registration's: `login` for a refused admin login,
-    /// so its codes cannot be mistaken for a registration's.
+    /// so its codes cannot be mistaken for a registration's; `reconcile` when the outcome was
+    /// settled by asking the server after the answer was lost.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub step: Option<&'static str>,
+    /// True when a 22027 turned out to be this token's own certificate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub already_bound: Option<bool>,
 }
 
 /// Errors that end an enrollment before the server has said yes or no.

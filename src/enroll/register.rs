@@ -182,16 +182,55 @@ pub async fn register(
             }
         }
     };
+    let sha1 = {
+        use sha1::Digest;
+        hex::encode(sha1::Sha1::digest(&pair.cert_der))
+    };
+    let report = |outcome: OutcomeKind, code: Option<i64>, message: String, timestamp| Report {
+        outcome,
+        code,
+        message,
+        user: Some(user.to_string()),
+        admin: Some(reg.admin.to_string()),
+        algorithm: digest.name().to_string(),
+        token: Some(pair.token_ref()),
+        certificate: Some(pair.certificate_info()),
+        timestamp,
+        step: None,
+        already_bound: None,
+    };
     let (answer, timestamp) = match result {
         Ok(v) => v,
+        Err(e) if e.may_have_gone_through() => {
+            // The answer was lost: ask the server what is bound to the user before reporting.
+            match registrar.bound(reg.admin, user, &secrets).await {
+                Ok(list) if list.iter().any(|c| c.is(&sha1)) => {
+                    let message = format!(
+                        "registered — the answer was lost, but the server confirms this token's \
+                         certificate is bound to {user}"
+                    );
+                    record(outcome("registered", None, &message));
+                    let mut r = report(OutcomeKind::Registered, None, message, None);
+                    r.step = Some("reconcile");
+                    return Ok(r);
+                }
+                Ok(_) => {
+                    let message = format!(
+                        "not registered — {e}; the server confirms this token's certificate is \
+                         not bound to {user}, so enrolling again is safe"
+                    );
+                    record(outcome("failed", e.centagate_code(), &message));
+                    return Err(crate::api::ApiError::ConfirmedNotRegistered(message).into());
+                }
+                Err(_) => {
+                    // "unknown": the journal says to check the server.
+                    record(outcome("unknown", e.centagate_code(), &e.to_string()));
+                    return Err(e.into());
+                }
+            }
+        }
         Err(e) => {
-            // "unknown" when the server may have acted on it (the journal says: check the server).
-            let state = if e.may_have_gone_through() {
-                "unknown"
-            } else {
-                "failed"
-            };
-            record(outcome(state, e.centagate_code(), &e.to_string()));
+            record(outcome("failed", e.centagate_code(), &e.to_string()));
             return Err(e.into());
         }
     };
@@ -199,8 +238,38 @@ pub async fn register(
         code: answer.code,
         message: answer.message.clone(),
     });
+    // 22027: our own certificate already bound is success; another's names that certificate.
+    let bound_here = if answer.code == crate::api::CODE_USER_BOUND {
+        registrar.bound(reg.admin, user, &secrets).await.ok()
+    } else {
+        None
+    };
+    if let Some(list) = &bound_here {
+        if list.iter().any(|c| c.is(&sha1)) {
+            let message = format!(
+                "already registered: {user} is bound to this token's certificate (code {})",
+                answer.code
+            );
+            record(outcome("registered", Some(answer.code), &message));
+            let mut r = report(
+                OutcomeKind::Registered,
+                Some(answer.code),
+                message,
+                Some(timestamp),
+            );
+            r.already_bound = Some(true);
+            return Ok(r);
+        }
+    }
     let registered = answer.code == crate::api::CODE_SUCCESS;
-    let message = if answer.code == crate::api::CODE_USER_BOUND && attempts > 1 {
+    let other = bound_here.as_ref().and_then(|l| l.first());
+    let message = if let Some(c) = other {
+        format!(
+            "{} (code {}): {user} is bound to another certificate, {} (serial {}); unbind it in \
+             CENTAGATE first if this token is to replace it",
+            answer.message, answer.code, c.subject, c.serial
+        )
+    } else if answer.code == crate::api::CODE_USER_BOUND && attempts > 1 {
         // The usual advice (unbind first) would be wrong here: the binding is most likely ours.
         format!(
             "{} (code {}) — probably registered by the earlier attempt, whose answer was lost to \
@@ -221,18 +290,7 @@ pub async fn register(
         Some(answer.code),
         &message,
     ));
-    Ok(Report {
-        outcome: kind,
-        code: Some(answer.code),
-        message,
-        user: Some(user.to_string()),
-        admin: Some(reg.admin.to_string()),
-        algorithm: digest.name().to_string(),
-        token: Some(pair.token_ref()),
-        certificate: Some(pair.certificate_info()),
-        timestamp: Some(timestamp),
-        step: None,
-    })
+    Ok(report(kind, Some(answer.code), message, Some(timestamp)))
 }
 
 /// Now in `unit`, moved by `offset_ms` (the server's clock minus ours).
@@ -261,6 +319,7 @@ pub fn failure_report(
         token: pair.map(PairSummary::token_ref),
         certificate: pair.map(PairSummary::certificate_info),
         timestamp: None,
+        already_bound: None,
         step: matches!(
             err,
             EnrollError::Api(crate::api::ApiError::LoginRefused { .. })

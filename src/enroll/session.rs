@@ -174,6 +174,15 @@ impl Registrar for Session {
         self.client.register(admin, body).await
     }
 
+    async fn bound(
+        &self,
+        admin: &str,
+        user: &str,
+        secrets: &AdminSecrets,
+    ) -> Result<Vec<crate::api::login::BoundCert>, ApiError> {
+        self.client.bound_certificates(admin, user, secrets).await
+    }
+
     async fn clock_offset_ms(&self) -> Option<i64> {
         self.client.clock_offset_ms().await
     }

@@ -379,6 +379,20 @@ async fn respond(
         let r = rules::challenge_reply(&path);
         return Ok(reply(StatusCode::OK, r.0, r.1));
     }
+    if let Some(admin) = path.strip_prefix(crate::api::BOUND_LIST_PATH) {
+        let admin = percent_encoding::percent_decode_str(admin)
+            .decode_utf8_lossy()
+            .into_owned();
+        let body = match Limited::new(req.into_body(), 64 << 10).collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(_) => return Err(Dropped),
+        };
+        let (code, message, object) = state.rules().bound_list(&admin, &body);
+        state.write_record(serde_json::json!({"method": method.as_str(), "path": path,
+            "bound_list": true, "answer_code": code}));
+        let body = serde_json::json!({"code": code, "message": message, "object": object});
+        return Ok(reply(StatusCode::OK, "application/json", body.to_string()));
+    }
     let Some(admin) = path.strip_prefix(crate::api::REGISTER_PATH) else {
         return Ok(reply(
             StatusCode::NOT_FOUND,

@@ -62,6 +62,9 @@ pub struct Rules {
     pub clock_offset_ms: i64,
     /// Sessions opened by admin logins, besides the static secrets.
     pub sessions: super::sessions::Sessions,
+    /// The certificate each user was bound to here (users bound in the users file have one
+    /// the simulator never saw).
+    pub bound: BTreeMap<String, serde_json::Value>,
 }
 
 impl Rules {
@@ -74,6 +77,7 @@ impl Rules {
             trust: Vec::new(),
             clock_offset_ms: 0,
             sessions: super::sessions::Sessions::new(None, users.admin),
+            bound: BTreeMap::new(),
         }
     }
 
@@ -91,6 +95,54 @@ impl Rules {
             return super::sessions::CenTokenIs::Live;
         }
         self.sessions.cen_token(admin, cen_token)
+    }
+
+    /// `user/auth/list/{admin}`: the certificates bound to `username`, for a live session.
+    pub fn bound_list(&mut self, admin: &str, body: &[u8]) -> (i64, String, serde_json::Value) {
+        let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+        let (Some(user), Some(cen)) = (
+            v.get("username").and_then(|u| u.as_str()),
+            v.get("cenToken").and_then(|c| c.as_str()),
+        ) else {
+            return (
+                CODE_INVALID_INPUT,
+                "Invalid Input".into(),
+                serde_json::Value::Null,
+            );
+        };
+        match self.session_state(admin, cen) {
+            super::sessions::CenTokenIs::Live => {}
+            super::sessions::CenTokenIs::Expired => {
+                return (
+                    CODE_PERMISSION,
+                    "Permission not allowed".into(),
+                    serde_json::Value::Null,
+                )
+            }
+            super::sessions::CenTokenIs::Unknown => {
+                return (
+                    CODE_BAD_API_SIGNATURE,
+                    "Invalid API signature".into(),
+                    serde_json::Value::Null,
+                )
+            }
+        }
+        let certs: Vec<serde_json::Value> = match self.users.get(user) {
+            None => {
+                return (
+                    CODE_USER_NOT_FOUND,
+                    "User not found".into(),
+                    serde_json::Value::Null,
+                )
+            }
+            Some(UserState::Bound) => self.bound.get(user).cloned().into_iter().collect(),
+            Some(_) => vec![],
+        };
+        (
+            CODE_SUCCESS,
+            "Success".into(),
+            serde_json::json!({"certList": certs, "tokenList": []}),
+        )
     }
 
     /// Judges one registration. Returns the code, the message and a record (never a secret).
@@ -251,6 +303,20 @@ impl Rules {
             Some(UserState::Inactive) => (CODE_USER_INACTIVE, "User is not active".into()),
             Some(UserState::Bound) => (CODE_USER_BOUND, "User already bound with a token".into()),
             Some(UserState::Active) => {
+                let tbs = &judged.signer.tbs_certificate;
+                let der = der::Encode::to_der(&judged.signer).unwrap_or_default();
+                self.bound.insert(
+                    username.clone(),
+                    serde_json::json!({
+                        "sn": hex::encode(tbs.serial_number.as_bytes()),
+                        "fingerprint": hex::encode_upper(sha1::Sha1::digest(&der)),
+                        "subjectDn": tbs.subject.to_string(),
+                        "issuerDn": tbs.issuer.to_string(),
+                        "revoked": false,
+                        "validFrom": tbs.validity.not_before.to_unix_duration().as_millis() as u64,
+                        "validTo": tbs.validity.not_after.to_unix_duration().as_millis() as u64,
+                    }),
+                );
                 self.users.insert(username, UserState::Bound);
                 (CODE_SUCCESS, "Success".into())
             }

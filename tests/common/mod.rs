@@ -69,7 +69,7 @@ impl Sim {
     pub fn records(&self) -> Vec<serde_json::Value> {
         self.all_records()
             .into_iter()
-            .filter(|r| r["method"] == "PUT")
+            .filter(|r| r["method"] == "PUT" && r["bound_list"] != true)
             .collect()
     }
 }
