@@ -277,6 +277,39 @@ fn a_process_killed_mid_request_leaves_a_journal_that_reads_back() {
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(&path).unwrap().permissions().mode();
     assert_eq!(mode & 0o077, 0, "the journal is readable by its owner only");
+
+    // `journal --reconcile`: without credentials it says what is missing (exit 2); with them
+    // it asks the server, which had registered the token, and appends that answer.
+    let o = env.run(&["journal", "--reconcile", "--json"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stdout(&o));
+    let o = env
+        .cmd()
+        .args(["journal", "--reconcile", "--json", "--ca-file"])
+        .arg(&sim.ca)
+        .env("TOKENROLL_AUTH_TOKEN", AUTH_TOKEN)
+        .env("TOKENROLL_SECRET_CODE", SECRET_CODE)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    let r = json(&o);
+    assert_eq!(
+        (
+            r["reconciled"][0]["state"].as_str(),
+            r["still_unknown"].as_i64()
+        ),
+        (Some("registered"), Some(0)),
+        "{r}"
+    );
+    let j = journal(&env);
+    assert_eq!(j["entries"][0]["state"], "registered", "{j}");
+    assert_eq!(
+        j["entries"].as_array().unwrap().len(),
+        1,
+        "appended, not a new entry"
+    );
+    // Nothing left to reconcile.
+    let o = env.run(&["journal", "--reconcile"]);
+    assert_eq!(o.status.code(), Some(0));
 }
 
 /// A server that speaks only TLS 1.1 (openssl s_server): refused, with TLS 1.2 named.

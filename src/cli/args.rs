@@ -203,8 +203,15 @@ impl TokensArgs {
 
 #[derive(Args, Debug)]
 pub struct JournalArgs {
+    /// Ask each unknown entry's server what became of it, and record the answer.
+    #[arg(long)]
+    pub reconcile: bool,
     #[command(flatten)]
     pub journal: JournalKeys,
+    #[command(flatten)]
+    pub login: LoginKeys,
+    #[command(flatten)]
+    pub http: HttpKeys,
     #[command(flatten)]
     pub output: OutputKeys,
     #[command(flatten)]
@@ -215,6 +222,8 @@ impl JournalArgs {
     pub fn layer(&self) -> RawConfig {
         RawConfig {
             journal: self.journal.clone(),
+            login: self.login.clone(),
+            http: self.http.clone(),
             output: self.output.clone(),
             ..Default::default()
         }

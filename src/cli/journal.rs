@@ -25,7 +25,11 @@ struct EntryView<'a> {
     state: &'a str,
 }
 
-pub fn journal_cmd(args: JournalArgs, paths: &crate::paths::Paths) -> i32 {
+pub fn journal_cmd(
+    args: JournalArgs,
+    env: &crate::secret::EnvSecrets,
+    paths: &crate::paths::Paths,
+) -> i32 {
     let json = args.output.json.unwrap_or(false);
     let fail = |message: String| {
         if json {
@@ -42,7 +46,7 @@ pub fn journal_cmd(args: JournalArgs, paths: &crate::paths::Paths) -> i32 {
         }
     };
     let json = raw.output.json.unwrap_or(false);
-    let path = match raw.journal.journal {
+    let path = match raw.journal.journal.clone() {
         Some(p) => p,
         None => match crate::config::journal_path(paths) {
             Ok(p) => p,
@@ -52,6 +56,9 @@ pub fn journal_cmd(args: JournalArgs, paths: &crate::paths::Paths) -> i32 {
             }
         },
     };
+    if args.reconcile {
+        return super::reconcile::reconcile(&raw, env, &path, json);
+    }
     let contents = match crate::journal::read(&path) {
         Ok(c) => c,
         Err(e) => {

@@ -10,6 +10,7 @@ mod enroll;
 pub mod exit;
 mod journal;
 mod provision;
+mod reconcile;
 pub mod render;
 mod session;
 mod simulate;
@@ -27,7 +28,7 @@ pub fn run(cli: Cli, env: &crate::secret::EnvSecrets, paths: &crate::paths::Path
         Command::Sign(a) => enroll::sign_cmd(a, env, paths),
         Command::Tokens(a) => tokens::tokens_cmd(a, paths),
         Command::Verify(a) => verify::verify_cmd(a),
-        Command::Journal(a) => journal::journal_cmd(a, paths),
+        Command::Journal(a) => journal::journal_cmd(a, env, paths),
         Command::Session(a) => session::session_cmd(a, env, paths),
         Command::Simulate(a) => simulate::simulate_cmd(a, env, paths),
         Command::Agent(a) => agent::run(a, env, paths),

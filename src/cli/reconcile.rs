@@ -1,0 +1,185 @@
+//! `tokenroll journal --reconcile`: asks the server of every entry the journal leaves unknown
+//! (a killed process, an answer lost when the server could not be asked) what is bound to its
+//! user, and appends the answer — the journal stays append-only. Exit 0 when every entry is
+//! settled, 5 when some stay unknown (a server unreachable), 2 without credentials.
+//!
+//! Owns: the command. Does not own: the list call (see `api::login`) or the session (see
+//! `enroll::session`).
+
+use super::exit;
+use crate::config::RawConfig;
+use crate::enroll::{Registrar, Session};
+use crate::journal::{Entry, Outcome};
+use crate::text::{plain, plain_lines};
+use std::path::Path;
+
+/// What became of one entry.
+#[derive(serde::Serialize)]
+struct Settled {
+    id: String,
+    user: String,
+    /// registered, failed (confirmed not registered) or unknown.
+    state: &'static str,
+    message: String,
+}
+
+/// The origin and the admin of an entry's registration URL.
+fn server_of(e: &Entry) -> Option<(String, String)> {
+    let url = url::Url::parse(&e.intent.server).ok()?;
+    Some((url.origin().ascii_serialization(), e.intent.admin.clone()))
+}
+
+pub fn reconcile(raw: &RawConfig, env: &crate::secret::EnvSecrets, path: &Path, json: bool) -> i32 {
+    let fail = |code: i32, message: String| {
+        if json {
+            println!("{}", serde_json::json!({"error": message}));
+        } else {
+            eprintln!("tokenroll: {}", plain_lines(&message));
+        }
+        code
+    };
+    let contents = match crate::journal::read(path) {
+        Ok(c) => c,
+        Err(e) => return fail(exit::FAILURE, e.to_string()),
+    };
+    let unknown: Vec<&Entry> = contents
+        .entries
+        .iter()
+        .filter(|e| e.state().starts_with("unknown"))
+        .collect();
+    if unknown.is_empty() {
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({"journal": path.display().to_string(), "reconciled": [], "still_unknown": 0})
+            );
+        } else {
+            println!("nothing to reconcile: every entry is settled");
+        }
+        return exit::OK;
+    }
+    let (login, http) = match crate::config::login_options(raw, env)
+        .and_then(|l| Ok((l, crate::config::http_options(raw, env)?)))
+    {
+        Ok(v) => v,
+        Err(e) => {
+            return fail(
+                exit::USAGE,
+                format!("reconciling needs the admin's credentials: {e}"),
+            )
+        }
+    };
+    let journal = match crate::journal::Journal::open(path) {
+        Ok(j) => j,
+        Err(e) => return fail(exit::FAILURE, e.to_string()),
+    };
+    let rt = super::runtime();
+    let mut sessions: Vec<((String, String), Session)> = Vec::new();
+    let mut settled = Vec::new();
+    for e in unknown {
+        let Some(key) = server_of(e) else {
+            settled.push(Settled {
+                id: e.intent.id.clone(),
+                user: e.intent.user.clone(),
+                state: "unknown",
+                message: "the entry names no server that can be asked".into(),
+            });
+            continue;
+        };
+        if !sessions.iter().any(|(k, _)| *k == key) {
+            let client = match crate::api::CentagateClient::new(&key.0, http.clone()) {
+                Ok(c) => std::sync::Arc::new(c),
+                Err(err) => return fail(exit::USAGE, err.to_string()),
+            };
+            let ask: crate::enroll::AskPassword = Box::new(|admin: &str| {
+                rpassword::prompt_password(format!(
+                    "Password of the CENTAGATE admin '{}': ",
+                    plain(admin)
+                ))
+                .map(|p| (!p.is_empty()).then(|| crate::secret::AdminPassword::new(p)))
+                .map_err(|e| format!("no terminal to ask for the admin's password ({e})"))
+            });
+            sessions.push((
+                key.clone(),
+                Session::new(client, login.clone(), key.1.clone(), ask),
+            ));
+        }
+        let session = &sessions
+            .iter()
+            .find(|(k, _)| *k == key)
+            .expect("added above")
+            .1;
+        let answer = rt.block_on(async {
+            let secrets = session.secrets(&mut |_| {}).await?;
+            session.bound(&key.1, &e.intent.user, &secrets).await
+        });
+        let i = &e.intent;
+        let (state, message) = match answer {
+            Ok(list) => {
+                let ours = list.iter().any(|c| {
+                    c.is(&i.certificate_sha1)
+                        || (i.certificate_sha1.is_empty()
+                            && !i.certificate_serial.is_empty()
+                            && c.serial.eq_ignore_ascii_case(&i.certificate_serial)
+                            && c.issuer == i.certificate_issuer)
+                });
+                if ours {
+                    (
+                        "registered",
+                        format!(
+                            "confirmed by the server: {} is bound to this certificate",
+                            i.user
+                        ),
+                    )
+                } else {
+                    ("failed", format!("confirmed by the server: this certificate is not bound to {}; enrolling again is safe", i.user))
+                }
+            }
+            Err(err) => ("unknown", format!("the server could not be asked: {err}")),
+        };
+        if state != "unknown" {
+            let attempts = e.outcome.as_ref().map_or(1, |o| o.attempts);
+            if let Err(err) = journal.outcome(&Outcome {
+                id: i.id.clone(),
+                time: crate::journal::now(),
+                outcome: state.into(),
+                code: None,
+                message: message.clone(),
+                attempts,
+            }) {
+                return fail(exit::FAILURE, err.to_string());
+            }
+        }
+        settled.push(Settled {
+            id: i.id.clone(),
+            user: i.user.clone(),
+            state,
+            message,
+        });
+    }
+    for (_, s) in &sessions {
+        rt.block_on(s.logout());
+    }
+    let still = settled.iter().filter(|s| s.state == "unknown").count();
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"journal": path.display().to_string(), "reconciled": settled, "still_unknown": still})
+        );
+    } else {
+        for s in &settled {
+            println!(
+                "{}  {}: {} — {}",
+                plain(&s.id),
+                plain(&s.user),
+                s.state,
+                plain(&s.message)
+            );
+        }
+    }
+    if still > 0 {
+        exit::NETWORK
+    } else {
+        exit::OK
+    }
+}
