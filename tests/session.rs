@@ -263,3 +263,66 @@ fn the_session_command_checks_and_describes_the_session() {
     assert_eq!(o.status.code(), Some(4), "{}", stdout(&o));
     assert_no_secret_in(std::slice::from_ref(&sim.record), &[]);
 }
+
+/// `tokenroll status`: after an enrollment with status valid, the user's PKI token is valid and
+/// the bound certificate is this token's (its SHA-1 as openssl computes it); a user without a
+/// token has none.
+#[test]
+fn the_status_command_shows_the_token_and_its_certificate() {
+    let mut env = TestEnv::new();
+    let cert = env.alice();
+    let sim = env.simulator(&[]);
+    let o = env.enroll(&sim, "alice", &["--json", "--status", "valid"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    let status = |user: &str| {
+        env.cmd()
+            .args([
+                "status",
+                "--server",
+                &sim.origin,
+                "--admin",
+                ADMIN,
+                "--user",
+                user,
+            ])
+            .args(["--json", "--ca-file"])
+            .arg(&sim.ca)
+            .env("TOKENROLL_AUTH_TOKEN", AUTH_TOKEN)
+            .env("TOKENROLL_SECRET_CODE", SECRET_CODE)
+            .output()
+            .unwrap()
+    };
+    let o = status("alice");
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    let j = json(&o);
+    assert_eq!(j["token_status"], "valid", "{j}");
+    let fp = std::process::Command::new("openssl")
+        .args(["x509", "-noout", "-fingerprint", "-sha1", "-in"])
+        .arg(&cert)
+        .output()
+        .unwrap();
+    let fp: String = stdout(&fp)
+        .trim()
+        .rsplit('=')
+        .next()
+        .unwrap()
+        .replace(':', "");
+    assert!(
+        j["certificates"][0]["sha1"]
+            .as_str()
+            .unwrap()
+            .eq_ignore_ascii_case(&fp),
+        "{j}"
+    );
+    assert!(j["certificates"][0]["subject"]
+        .as_str()
+        .unwrap()
+        .contains("Alice Example"));
+    let o = status("bob");
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    let j = json(&o);
+    assert!(
+        j["token_status"].is_null() && j["certificates"].as_array().unwrap().is_empty(),
+        "{j}"
+    );
+}

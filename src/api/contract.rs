@@ -7,6 +7,8 @@ pub const WEB_ROOT: &str = "/CentagateWS/webresources";
 pub const REGISTER_PATH: &str = "/CentagateWS/webresources/cert/register/pkcs7/";
 /// What is bound to a user: `PUT …/user/auth/list/{admin}`.
 pub const BOUND_LIST_PATH: &str = "/CentagateWS/webresources/user/auth/list/";
+/// A user's PKI token status: `PUT …/token/getStatus/{admin}`.
+pub const TOKEN_STATUS_PATH: &str = "/CentagateWS/webresources/token/getStatus/";
 /// The server's tolerance around its own clock.
 pub const TIMESTAMP_WINDOW_MS: i64 = 5 * 60 * 1000;
 

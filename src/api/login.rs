@@ -103,6 +103,10 @@ pub struct BoundCert {
     pub sha1: String,
     pub subject: String,
     pub issuer: String,
+    pub revoked: bool,
+    /// Milliseconds since the epoch.
+    pub valid_from: Option<i64>,
+    pub valid_to: Option<i64>,
 }
 
 impl BoundCert {
@@ -327,8 +331,59 @@ impl CentagateClient {
                 sha1: c.get("fingerprint").and_then(text).unwrap_or_default(),
                 subject: c.get("subjectDn").and_then(text).unwrap_or_default(),
                 issuer: c.get("issuerDn").and_then(text).unwrap_or_default(),
+                revoked: c.get("revoked").is_some_and(|r| {
+                    r.as_bool() == Some(true) || text(r).as_deref() == Some("true")
+                }),
+                valid_from: c
+                    .get("validFrom")
+                    .and_then(text)
+                    .and_then(|t| t.parse().ok()),
+                valid_to: c.get("validTo").and_then(text).and_then(|t| t.parse().ok()),
             })
             .collect())
+    }
+
+    /// The user's PKI token status (`token/getStatus`, type 4): `None` when the user has none,
+    /// else 1 Pending, 2 Valid, 3 Temp Deactivated, 4 Deactivated, 5 Suspended.
+    pub async fn token_status(
+        &self,
+        admin: &str,
+        user: &str,
+        secrets: &AdminSecrets,
+    ) -> Result<Option<i64>, ApiError> {
+        use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+        let url = format!(
+            "{}{}{}",
+            self.origin(),
+            super::TOKEN_STATUS_PATH,
+            utf8_percent_encode(admin, NON_ALPHANUMERIC)
+        );
+        #[derive(serde::Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Body<'b> {
+            username: &'b str,
+            #[serde(rename = "type")]
+            kind: &'b str,
+            cen_token: &'b str,
+        }
+        let cen = super::cen_token(admin, secrets);
+        let body = serde_json::to_vec(&Body {
+            username: user,
+            kind: "4",
+            cen_token: cen.expose(),
+        })
+        .expect("a status body serializes");
+        let answer = self.call(reqwest::Method::PUT, &url, body).await?;
+        if answer.code != super::CODE_SUCCESS {
+            return Err(ApiError::LoginRefused {
+                code: answer.code,
+                explanation: format!(
+                    "the server would not tell {user}'s token status (code {}): {}",
+                    answer.code, answer.message
+                ),
+            });
+        }
+        Ok(text(&answer.object).and_then(|t| t.trim().parse().ok()))
     }
 
     /// Ends the session (the 2018 manual's call; a server without it answers an error, which

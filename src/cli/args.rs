@@ -36,6 +36,8 @@ pub enum Command {
     Journal(JournalArgs),
     /// Log in (or take the static secrets), check the session with the server, log out.
     Session(SessionArgs),
+    /// A user's PKI token status and the certificates bound to them.
+    Status(SessionArgs),
     /// Run the CENTAGATE simulator on loopback over TLS.
     Simulate(SimulateArgs),
     /// Run in the desktop session: notice tokens, ask for the PIN, enroll, tell the person.

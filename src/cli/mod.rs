@@ -14,6 +14,7 @@ mod reconcile;
 pub mod render;
 mod session;
 mod simulate;
+mod status;
 mod tokens;
 mod verify;
 
@@ -30,6 +31,7 @@ pub fn run(cli: Cli, env: &crate::secret::EnvSecrets, paths: &crate::paths::Path
         Command::Verify(a) => verify::verify_cmd(a),
         Command::Journal(a) => journal::journal_cmd(a, env, paths),
         Command::Session(a) => session::session_cmd(a, env, paths),
+        Command::Status(a) => status::status_cmd(a, env, paths),
         Command::Simulate(a) => simulate::simulate_cmd(a, env, paths),
         Command::Agent(a) => agent::run(a, env, paths),
         Command::Demo => crate::demo::run(),

@@ -379,7 +379,14 @@ async fn respond(
         let r = rules::challenge_reply(&path);
         return Ok(reply(StatusCode::OK, r.0, r.1));
     }
-    if let Some(admin) = path.strip_prefix(crate::api::BOUND_LIST_PATH) {
+    let listing = path.starts_with(crate::api::BOUND_LIST_PATH)
+        || path.starts_with(crate::api::TOKEN_STATUS_PATH);
+    if listing {
+        let status = path.starts_with(crate::api::TOKEN_STATUS_PATH);
+        let admin = path
+            .strip_prefix(crate::api::BOUND_LIST_PATH)
+            .or_else(|| path.strip_prefix(crate::api::TOKEN_STATUS_PATH))
+            .unwrap_or_default();
         let admin = percent_encoding::percent_decode_str(admin)
             .decode_utf8_lossy()
             .into_owned();
@@ -387,7 +394,11 @@ async fn respond(
             Ok(b) => b.to_bytes(),
             Err(_) => return Err(Dropped),
         };
-        let (code, message, object) = state.rules().bound_list(&admin, &body);
+        let (code, message, object) = if status {
+            state.rules().token_status(&admin, &body)
+        } else {
+            state.rules().bound_list(&admin, &body)
+        };
         state.write_record(serde_json::json!({"method": method.as_str(), "path": path,
             "bound_list": true, "answer_code": code}));
         let body = serde_json::json!({"code": code, "message": message, "object": object});

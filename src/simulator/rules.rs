@@ -145,6 +145,19 @@ impl Rules {
         )
     }
 
+    /// `token/getStatus/{admin}`: the user's PKI token status ("" when the user has none).
+    pub fn token_status(&mut self, admin: &str, body: &[u8]) -> (i64, String, serde_json::Value) {
+        let (code, message, object) = self.bound_list(admin, body);
+        if code != CODE_SUCCESS {
+            return (code, message, object);
+        }
+        let status = object["certList"]
+            .get(0)
+            .and_then(|c| c.get("status"))
+            .map_or(serde_json::json!(""), |s| serde_json::json!(s.to_string()));
+        (CODE_SUCCESS, "Success".into(), status)
+    }
+
     /// Judges one registration. Returns the code, the message and a record (never a secret).
     pub fn judge(
         &mut self,
@@ -315,6 +328,7 @@ impl Rules {
                         "revoked": false,
                         "validFrom": tbs.validity.not_before.to_unix_duration().as_millis() as u64,
                         "validTo": tbs.validity.not_after.to_unix_duration().as_millis() as u64,
+                        "status": status.parse::<i64>().unwrap_or(1),
                     }),
                 );
                 self.users.insert(username, UserState::Bound);

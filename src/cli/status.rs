@@ -1,0 +1,154 @@
+//! `tokenroll status --user NAME [--json]`: the user's PKI token status and the certificates
+//! bound to them, asked under the admin's session (logged out after).
+//!
+//! Owns: the command's output. Does not own: the calls (see `api::login`).
+
+use super::args::SessionArgs;
+use super::exit;
+use crate::enroll::Registrar;
+use crate::text::{plain, plain_lines};
+use serde::Serialize;
+
+#[derive(Serialize)]
+struct CertView {
+    serial: String,
+    sha1: String,
+    subject: String,
+    issuer: String,
+    revoked: bool,
+    valid_from: Option<i64>,
+    valid_to: Option<i64>,
+}
+
+#[derive(Serialize)]
+struct StatusView {
+    user: String,
+    /// pending, valid, temp-deactivated, deactivated, suspended, or null for none.
+    token_status: Option<&'static str>,
+    certificates: Vec<CertView>,
+}
+
+fn status_name(code: i64) -> &'static str {
+    match code {
+        1 => "pending",
+        2 => "valid",
+        3 => "temp-deactivated",
+        4 => "deactivated",
+        5 => "suspended",
+        _ => "unknown",
+    }
+}
+
+pub fn status_cmd(
+    args: SessionArgs,
+    env: &crate::secret::EnvSecrets,
+    paths: &crate::paths::Paths,
+) -> i32 {
+    let json = args.output.json.unwrap_or(false);
+    let fail = |code: i32, message: String| {
+        if json {
+            println!("{}", serde_json::json!({"error": message}));
+        } else {
+            eprintln!("tokenroll: {}", plain_lines(&message));
+        }
+        code
+    };
+    let resolved = crate::config::resolve(args.layer(), args.config.config.as_deref(), paths)
+        .and_then(|raw| {
+            let need = |v: &Option<String>, flag: &str| match v.as_deref().map(str::trim) {
+                Some(s) if !s.is_empty() => Ok(s.to_string()),
+                _ => Err(crate::config::ConfigError(format!(
+                    "{flag} is required (or its config key / TOKENROLL_ variable)"
+                ))),
+            };
+            Ok((
+                need(&raw.server.server, "--server")?,
+                need(&raw.server.admin, "--admin")?,
+                need(&raw.server.user, "--user")?,
+                crate::config::login_options(&raw, env)?,
+                crate::config::http_options(&raw, env)?,
+            ))
+        });
+    let (server, admin, user, login, http) = match resolved {
+        Ok(v) => v,
+        Err(e) => return fail(exit::USAGE, e.to_string()),
+    };
+    let client = match crate::api::CentagateClient::new(&server, http) {
+        Ok(c) => std::sync::Arc::new(c),
+        Err(e) => return fail(exit::USAGE, e.to_string()),
+    };
+    let session = crate::enroll::Session::new(
+        client.clone(),
+        login,
+        admin.clone(),
+        Box::new(|admin: &str| {
+            rpassword::prompt_password(format!(
+                "Password of the CENTAGATE admin '{}': ",
+                plain(admin)
+            ))
+            .map(|p| (!p.is_empty()).then(|| crate::secret::AdminPassword::new(p)))
+            .map_err(|e| format!("no terminal to ask for the admin's password ({e})"))
+        }),
+    );
+    let rt = super::runtime();
+    let result = rt.block_on(async {
+        let run = async {
+            let secrets = session.secrets(&mut |_| {}).await?;
+            let status = client.token_status(&admin, &user, &secrets).await?;
+            let certs = session.bound(&admin, &user, &secrets).await?;
+            Ok::<_, crate::api::ApiError>((status, certs))
+        };
+        let r = run.await;
+        session.logout().await;
+        r
+    });
+    let (status, certs) = match result {
+        Ok(v) => v,
+        Err(e) => {
+            let message = e.to_string();
+            return fail(
+                exit::for_error(&crate::enroll::EnrollError::Api(e)),
+                message,
+            );
+        }
+    };
+    let view = StatusView {
+        user,
+        token_status: status.map(status_name),
+        certificates: certs
+            .into_iter()
+            .map(|c| CertView {
+                serial: c.serial,
+                sha1: c.sha1,
+                subject: c.subject,
+                issuer: c.issuer,
+                revoked: c.revoked,
+                valid_from: c.valid_from,
+                valid_to: c.valid_to,
+            })
+            .collect(),
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string(&view).expect("the view serializes")
+        );
+    } else {
+        println!(
+            "{}: PKI token {}",
+            plain(&view.user),
+            view.token_status.unwrap_or("none")
+        );
+        for c in &view.certificates {
+            println!(
+                "  {} (serial {}, SHA-1 {}){}\n    issued by {}",
+                plain(&c.subject),
+                plain(&c.serial),
+                plain(&c.sha1),
+                if c.revoked { " REVOKED" } else { "" },
+                plain(&c.issuer)
+            );
+        }
+    }
+    exit::OK
+}
