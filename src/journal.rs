@@ -25,6 +25,9 @@ pub enum JournalError {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Intent {
     pub id: String,
+    /// register (the default, and all entries written before this field) or unbind.
+    #[serde(default = "register_action", skip_serializing_if = "is_register")]
+    pub action: String,
     pub time: String,
     pub server: String,
     pub admin: String,
@@ -43,6 +46,14 @@ pub struct Intent {
     pub certificate_issuer: String,
     pub algorithm: String,
     pub status: String,
+}
+
+fn register_action() -> String {
+    "register".into()
+}
+
+fn is_register(a: &str) -> bool {
+    a == "register"
 }
 
 /// What came of it.
@@ -202,6 +213,7 @@ mod tests {
     fn intent(id: &str) -> Intent {
         Intent {
             id: id.into(),
+            action: "register".into(),
             time: now(),
             server: "https://centagate.example".into(),
             admin: "helpdesk".into(),

@@ -326,3 +326,48 @@ fn the_status_command_shows_the_token_and_its_certificate() {
         "{j}"
     );
 }
+
+/// `enroll --replace`: the user is bound to another token's certificate; without a terminal
+/// and without --yes nothing is unbound (exit 4); with --yes the old token is unbound (its own
+/// journal entry) and this token registered.
+#[test]
+fn replace_unbinds_the_other_certificate_and_registers_this_one() {
+    let mut env = TestEnv::new();
+    env.alice();
+    env.provision("other", true, "p256", "01", "CN=Other Token", &[]);
+    let sim = env.simulator(&[]);
+    let o = env.enroll(&sim, "alice", &["--json", "--token", "alice"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    let o = env.enroll(&sim, "alice", &["--json", "--token", "other", "--replace"]);
+    assert_eq!(o.status.code(), Some(4), "{}", stdout(&o));
+    assert!(stderr(&o).contains("--yes"), "{}", stderr(&o));
+    let unbinds = |sim: &Sim| {
+        sim.all_records()
+            .into_iter()
+            .filter(|r| r["unbind"] == true)
+            .count()
+    };
+    assert_eq!(unbinds(&sim), 0, "nothing unbound without a yes");
+    let o = env.enroll(
+        &sim,
+        "alice",
+        &["--json", "--token", "other", "--replace", "--yes"],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    let j = json(&o);
+    assert_eq!(j["outcome"], "registered", "{j}");
+    assert_eq!(j["token"]["label"], "other");
+    assert_eq!(unbinds(&sim), 1);
+    let journal = json(&env.run(&["journal", "--json"]));
+    let entries = journal["entries"].as_array().unwrap();
+    let unbind = entries
+        .iter()
+        .find(|e| e["action"] == "unbind")
+        .expect("an unbind entry");
+    assert_eq!(unbind["state"], "unbound", "{journal}");
+    assert!(unbind["certificate_subject"]
+        .as_str()
+        .unwrap()
+        .contains("Alice Example"));
+    assert_eq!(entries.last().unwrap()["state"], "registered");
+}

@@ -9,6 +9,8 @@ pub const REGISTER_PATH: &str = "/CentagateWS/webresources/cert/register/pkcs7/"
 pub const BOUND_LIST_PATH: &str = "/CentagateWS/webresources/user/auth/list/";
 /// A user's PKI token status: `PUT …/token/getStatus/{admin}`.
 pub const TOKEN_STATUS_PATH: &str = "/CentagateWS/webresources/token/getStatus/";
+/// Unbind a user's PKI token: `PUT …/token/unregisterActiveToken/{admin}`.
+pub const UNBIND_PATH: &str = "/CentagateWS/webresources/token/unregisterActiveToken/";
 /// The server's tolerance around its own clock.
 pub const TIMESTAMP_WINDOW_MS: i64 = 5 * 60 * 1000;
 

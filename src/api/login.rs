@@ -386,6 +386,39 @@ impl CentagateClient {
         Ok(text(&answer.object).and_then(|t| t.trim().parse().ok()))
     }
 
+    /// Unbinds the user's PKI token (`token/unregisterActiveToken`, type 4). The answer as the
+    /// server gave it.
+    pub async fn unbind(
+        &self,
+        admin: &str,
+        user: &str,
+        secrets: &AdminSecrets,
+    ) -> Result<super::Answer, ApiError> {
+        use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+        let url = format!(
+            "{}{}{}",
+            self.origin(),
+            super::UNBIND_PATH,
+            utf8_percent_encode(admin, NON_ALPHANUMERIC)
+        );
+        #[derive(serde::Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Body<'b> {
+            username: &'b str,
+            #[serde(rename = "type")]
+            kind: &'b str,
+            cen_token: &'b str,
+        }
+        let cen = super::cen_token(admin, secrets);
+        let body = serde_json::to_vec(&Body {
+            username: user,
+            kind: "4",
+            cen_token: cen.expose(),
+        })
+        .expect("an unbind body serializes");
+        self.call(reqwest::Method::PUT, &url, body).await
+    }
+
     /// Ends the session (the 2018 manual's call; a server without it answers an error, which
     /// the caller only logs).
     pub async fn logout(

@@ -83,6 +83,13 @@ impl OneShotArgs {
 
 #[derive(Args, Debug)]
 pub struct EnrollArgs {
+    /// When the user is bound to another certificate (22027): unbind it and register this one
+    /// (asks first on a terminal).
+    #[arg(long)]
+    pub replace: bool,
+    /// With --replace: do not ask (for scripts).
+    #[arg(long, requires = "replace")]
+    pub yes: bool,
     #[command(flatten)]
     pub server: ServerKeys,
     #[command(flatten)]

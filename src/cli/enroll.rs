@@ -86,7 +86,45 @@ pub fn enroll_cmd(
     // Moved, not copied: no second copy of a --pin-env PIN stays behind in the options.
     let mut prompt = CliPin::new(std::mem::replace(&mut sign.pin, PinSource::Terminal));
     let rt = super::runtime();
-    let result = rt.block_on(enroll::run(&mut side, &mut prompt, &request, plan, &mut on));
+    let mut result = rt.block_on(enroll::run(&mut side, &mut prompt, &request, plan, &mut on));
+    // --replace: the user is bound to another certificate; with the person's yes, unbind it and
+    // register this PKCS#7 again (no second PIN).
+    if let Ok(done) = &mut result {
+        let other = done.report.as_ref().and_then(|r| r.bound_to_other.clone());
+        if let (true, Some(other), Some(user)) = (
+            args.replace,
+            other,
+            done.report.as_ref().and_then(|r| r.user.clone()),
+        ) {
+            if args.yes || confirm_replace(&user, &other) {
+                let replaced = rt.block_on(enroll::replace(
+                    &session,
+                    &registration,
+                    &user,
+                    &other,
+                    &done.pair,
+                    &done.pkcs7,
+                    sign.algorithm,
+                    &mut on,
+                ));
+                match replaced {
+                    Ok(r) => done.report = Some(r),
+                    Err(e) => {
+                        rt.block_on(session.logout());
+                        std::mem::forget(side);
+                        let r = enroll::failure_report(
+                            &e,
+                            Some(&done.pair),
+                            Some(&user),
+                            Some(&registration),
+                            sign.algorithm,
+                        );
+                        return emit_report(&r, Some(&e), json);
+                    }
+                }
+            }
+        }
+    }
     // A one-shot command logs out of the session it opened, whatever came of the registration.
     rt.block_on(session.logout());
     // A one-shot process leaves C_Finalize to the exit (see `sign_cmd`).
@@ -187,4 +225,26 @@ pub fn sign_cmd(
         println!("{v}");
     }
     exit::OK
+}
+
+/// Asks on the terminal whether to unbind `other` from `user`. No terminal: no (use --yes).
+fn confirm_replace(user: &str, other: &crate::api::login::BoundCert) -> bool {
+    use std::io::IsTerminal;
+    if !std::io::stdin().is_terminal() {
+        eprintln!(
+            "tokenroll: --replace would unbind {}'s token; there is no terminal to ask — add \
+             --yes to confirm in a script",
+            crate::text::plain(user)
+        );
+        return false;
+    }
+    eprint!(
+        "{} is bound to {} (serial {}). Unbind it and register this token instead? [y/N] ",
+        crate::text::plain(user),
+        crate::text::plain(&other.subject),
+        crate::text::plain(&other.serial)
+    );
+    let mut answer = String::new();
+    let _ = std::io::stdin().read_line(&mut answer);
+    matches!(answer.trim(), "y" | "Y" | "yes" | "YES")
 }

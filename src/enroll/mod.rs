@@ -9,6 +9,7 @@
 
 mod pkcs11;
 mod register;
+mod replace;
 mod session;
 #[cfg(test)]
 mod tests;
@@ -19,6 +20,7 @@ pub use register::{
     backoff, failure_report, now_timestamp, register, register_body, Registration,
     CLOCK_SKEW_LIMIT_MS,
 };
+pub use replace::replace;
 pub use session::{AskPassword, Session};
 pub use user::{MustMatch, UserFrom};
 
@@ -122,6 +124,17 @@ pub trait Registrar {
     }
 
     async fn register(&self, admin: &str, body: &RegisterBody) -> Result<Answer, ApiError>;
+
+    /// Unbinds `user`'s PKI token.
+    async fn unbind(
+        &self,
+        admin: &str,
+        user: &str,
+        secrets: &AdminSecrets,
+    ) -> Result<Answer, ApiError> {
+        let _ = (admin, user, secrets);
+        Err(ApiError::Config("this registrar cannot unbind".into()))
+    }
 
     /// The certificates bound to `user`, when the server can say.
     async fn bound(
@@ -252,6 +265,9 @@ pub struct Report {
     /// True when a 22027 turned out to be this token's own certificate.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub already_bound: Option<bool>,
+    /// With a 22027 for another certificate: that certificate (what `--replace` would unbind).
+    #[serde(skip)]
+    pub bound_to_other: Option<crate::api::login::BoundCert>,
 }
 
 /// Errors that end an enrollment before the server has said yes or no.

@@ -106,6 +106,7 @@ pub async fn register(
     if let Some(j) = reg.journal {
         j.intent(&Intent {
             id: id.clone(),
+            action: "register".into(),
             time: crate::journal::now(),
             server: reg.url_for_display.clone(),
             admin: reg.admin.to_string(),
@@ -198,6 +199,7 @@ pub async fn register(
         timestamp,
         step: None,
         already_bound: None,
+        bound_to_other: None,
     };
     let (answer, timestamp) = match result {
         Ok(v) => v,
@@ -290,7 +292,9 @@ pub async fn register(
         Some(answer.code),
         &message,
     ));
-    Ok(report(kind, Some(answer.code), message, Some(timestamp)))
+    let mut r = report(kind, Some(answer.code), message, Some(timestamp));
+    r.bound_to_other = other.cloned();
+    Ok(r)
 }
 
 /// Now in `unit`, moved by `offset_ms` (the server's clock minus ours).
@@ -320,6 +324,7 @@ pub fn failure_report(
         certificate: pair.map(PairSummary::certificate_info),
         timestamp: None,
         already_bound: None,
+        bound_to_other: None,
         step: matches!(
             err,
             EnrollError::Api(crate::api::ApiError::LoginRefused { .. })

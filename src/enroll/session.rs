@@ -174,6 +174,15 @@ impl Registrar for Session {
         self.client.register(admin, body).await
     }
 
+    async fn unbind(
+        &self,
+        admin: &str,
+        user: &str,
+        secrets: &AdminSecrets,
+    ) -> Result<Answer, ApiError> {
+        self.client.unbind(admin, user, secrets).await
+    }
+
     async fn bound(
         &self,
         admin: &str,

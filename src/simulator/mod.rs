@@ -380,12 +380,15 @@ async fn respond(
         return Ok(reply(StatusCode::OK, r.0, r.1));
     }
     let listing = path.starts_with(crate::api::BOUND_LIST_PATH)
-        || path.starts_with(crate::api::TOKEN_STATUS_PATH);
+        || path.starts_with(crate::api::TOKEN_STATUS_PATH)
+        || path.starts_with(crate::api::UNBIND_PATH);
     if listing {
         let status = path.starts_with(crate::api::TOKEN_STATUS_PATH);
+        let unbind = path.starts_with(crate::api::UNBIND_PATH);
         let admin = path
             .strip_prefix(crate::api::BOUND_LIST_PATH)
             .or_else(|| path.strip_prefix(crate::api::TOKEN_STATUS_PATH))
+            .or_else(|| path.strip_prefix(crate::api::UNBIND_PATH))
             .unwrap_or_default();
         let admin = percent_encoding::percent_decode_str(admin)
             .decode_utf8_lossy()
@@ -394,13 +397,15 @@ async fn respond(
             Ok(b) => b.to_bytes(),
             Err(_) => return Err(Dropped),
         };
-        let (code, message, object) = if status {
+        let (code, message, object) = if unbind {
+            state.rules().unbind(&admin, &body)
+        } else if status {
             state.rules().token_status(&admin, &body)
         } else {
             state.rules().bound_list(&admin, &body)
         };
         state.write_record(serde_json::json!({"method": method.as_str(), "path": path,
-            "bound_list": true, "answer_code": code}));
+            "bound_list": true, "unbind": unbind, "answer_code": code}));
         let body = serde_json::json!({"code": code, "message": message, "object": object});
         return Ok(reply(StatusCode::OK, "application/json", body.to_string()));
     }

@@ -145,6 +145,22 @@ impl Rules {
         )
     }
 
+    /// `token/unregisterActiveToken/{admin}`: unbinds the user's PKI token.
+    pub fn unbind(&mut self, admin: &str, body: &[u8]) -> (i64, String, serde_json::Value) {
+        let (code, message, object) = self.bound_list(admin, body);
+        if code != CODE_SUCCESS {
+            return (code, message, object);
+        }
+        let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+        let user = v["username"].as_str().unwrap_or_default().to_string();
+        if self.users.get(&user) != Some(&UserState::Bound) {
+            return (29001, "Token not found".into(), serde_json::Value::Null);
+        }
+        self.users.insert(user.clone(), UserState::Active);
+        self.bound.remove(&user);
+        (CODE_SUCCESS, "Success".into(), serde_json::json!(""))
+    }
+
     /// `token/getStatus/{admin}`: the user's PKI token status ("" when the user has none).
     pub fn token_status(&mut self, admin: &str, body: &[u8]) -> (i64, String, serde_json::Value) {
         let (code, message, object) = self.bound_list(admin, body);
