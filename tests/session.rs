@@ -371,3 +371,39 @@ fn replace_unbinds_the_other_certificate_and_registers_this_one() {
         .contains("Alice Example"));
     assert_eq!(entries.last().unwrap()["state"], "registered");
 }
+
+/// The agent with a password login and no password in a file or variable: after the token's PIN,
+/// the same pinentry asks for the admin's password, and the token is registered.
+#[test]
+fn the_agent_asks_for_the_admin_password_in_a_dialog() {
+    let mut env = TestEnv::new();
+    env.provision("alice", true, "p256", "01", "CN=alice", &[]);
+    let sim = env.simulator(&[]);
+    pins(&env, &[PIN, ADMIN_PASSWORD]);
+    let agent = start_agent_with(
+        &env,
+        &sim,
+        &[
+            "--user-from",
+            "cn",
+            "--login",
+            "password",
+            "--app-key",
+            APP_KEY,
+        ],
+        |c| {
+            c.env_remove("TOKENROLL_AUTH_TOKEN")
+                .env_remove("TOKENROLL_SECRET_CODE")
+                .env("TOKENROLL_APP_SECRET", APP_SECRET);
+        },
+    );
+    wait_for(&agent, "the registration", || {
+        sim.records().iter().any(|r| r["answer_code"] == 0)
+    });
+    let dialog = std::fs::read_to_string(env.path("pinentry.log")).unwrap();
+    assert!(dialog.contains("CENTAGATE admin login"), "{dialog}");
+    assert_eq!(logins(&sim).len(), 1);
+    assert!(agent.stop().success());
+    let log = std::fs::read_to_string(env.path("state/tokenroll/agent.log")).unwrap();
+    assert!(!log.contains(ADMIN_PASSWORD), "the password is in no log");
+}

@@ -51,7 +51,7 @@ struct Shared {
     client: Arc<CentagateClient>,
     /// The admin's session, kept while the agent runs (logged out at exit).
     session: crate::enroll::Session,
-    dialog: Box<dyn PinDialog>,
+    dialog: Arc<dyn PinDialog>,
     notifier: Box<dyn Notifier>,
     journal: crate::journal::Journal,
 }
@@ -143,19 +143,15 @@ pub async fn run(
     let client = Arc::new(
         CentagateClient::new(&cfg.register.server, cfg.http.clone()).map_err(|e| e.to_string())?,
     );
-    // Credentials from files or variables log in again silently; the agent has no password
-    // dialog yet, so a password that is not given is an error that says where to put it.
+    // Credentials from files or variables log in again silently; a password that is not given
+    // is asked in the dialog each time a login is needed, and never kept.
+    let dialog: Arc<dyn PinDialog> = Arc::from(dialog);
+    let asker = dialog.clone();
     let session = crate::enroll::Session::new(
         client.clone(),
         cfg.register.login.clone(),
         cfg.register.admin.clone(),
-        Box::new(|_: &str| {
-            Err(
-                "the agent logs in with a password only from TOKENROLL_ADMIN_PASSWORD or \
-                 admin_password_file; set one of them"
-                    .to_string(),
-            )
-        }),
+        Box::new(move |admin: &str| asker.ask_password(admin)),
     );
     let registry = registry::Registry::open(&cfg.state_dir).map_err(|e| e.to_string())?;
     let journal =

@@ -62,7 +62,7 @@ fn owner(dir: &std::path::Path) -> Owner {
             journal: crate::journal::Journal::open(&cfg.register.journal).unwrap(),
             cfg,
             module: Arc::new(Mutex::new(None)),
-            dialog: Box::new(NoDialog),
+            dialog: Arc::new(NoDialog),
             notifier: Box::new(Silent),
         }),
         machine: Machine::new(EnrollOnInsert::Never),

@@ -5,7 +5,7 @@
 //! protocol (see `pinentry`) or when a dialog is shown (see `agent`).
 
 use super::pinentry::{Answer, Session};
-use crate::secret::Pin;
+use crate::secret::{AdminPassword, Pin};
 
 pub use super::pinentry::Cancel;
 
@@ -32,6 +32,12 @@ pub trait PinDialog: Send + Sync + 'static {
         subject: &str,
         cancel: &Cancel,
     ) -> Result<Option<String>, String>;
+
+    /// The CENTAGATE admin's password for a login (hidden as typed); `Ok(None)`: declined.
+    fn ask_password(&self, admin: &str) -> Result<Option<AdminPassword>, String> {
+        let _ = admin;
+        Err("this dialog cannot ask for a password".into())
+    }
 }
 
 /// Shows a notification.
@@ -102,6 +108,27 @@ impl PinDialog for Pinentry {
         }
         let pin = self.run(cancel, &lines)?.map(|v| Pin::new(v.to_string()));
         Ok(pin.filter(|p| !p.is_empty()))
+    }
+
+    fn ask_password(&self, admin: &str) -> Result<Option<AdminPassword>, String> {
+        use crate::text::pinentry as safe;
+        let admin = safe(admin, FIELD);
+        let description = safe(
+            &format!(
+                "tokenroll logs in to CENTAGATE as the admin '{admin}' to register the token.\n\n\
+                 Enter that admin's password (it is used for this login only and not kept)."
+            ),
+            LINE,
+        );
+        let lines = [
+            ("SETTITLE", "tokenroll — CENTAGATE admin login"),
+            ("SETDESC", description.as_str()),
+            ("SETPROMPT", "Password:"),
+        ];
+        Ok(self
+            .run(&Cancel::default(), &lines)?
+            .map(|p| AdminPassword::new(p.to_string()))
+            .filter(|p| !p.is_empty()))
     }
 
     /// pinentry hides what is typed, as for a PIN; the description says so.
