@@ -407,3 +407,66 @@ fn the_agent_asks_for_the_admin_password_in_a_dialog() {
     let log = std::fs::read_to_string(env.path("state/tokenroll/agent.log")).unwrap();
     assert!(!log.contains(ADMIN_PASSWORD), "the password is in no log");
 }
+
+/// `--login token`: the admin's own pair, on a second SoftHSM token, signs the server's random
+/// string; the simulator checks the PKCS#7 against the admin account's certificate; registered.
+#[test]
+fn a_token_login_with_the_admins_own_pair_on_a_second_token() {
+    let mut env = TestEnv::new();
+    env.alice();
+    let admin_cert = env.provision("admintoken", true, "p256", "07", "CN=helpdesk admin", &[]);
+    let fp = std::process::Command::new("openssl")
+        .args(["x509", "-noout", "-fingerprint", "-sha256", "-in"])
+        .arg(&admin_cert)
+        .output()
+        .unwrap();
+    let fp: String = stdout(&fp)
+        .trim()
+        .rsplit('=')
+        .next()
+        .unwrap()
+        .replace(':', "");
+    let sim = env.simulator_with(
+        &[],
+        &format!("[[admin]]\nname = \"tokenadmin\"\ncert_sha256 = \"{fp}\"\n"),
+    );
+    let o = env
+        .cmd()
+        .args([
+            "enroll",
+            "--server",
+            &sim.origin,
+            "--admin",
+            "tokenadmin",
+            "--user",
+            "alice",
+        ])
+        .args(["--token", "alice", "--pin-env", "TOKENROLL_PIN", "--json"])
+        .args([
+            "--login",
+            "token",
+            "--app-key",
+            APP_KEY,
+            "--admin-key",
+            "pkcs11:token=admintoken;id=%07",
+        ])
+        .args(["--admin-pin-env", "ADMIN_TOKEN_PIN", "--ca-file"])
+        .arg(&sim.ca)
+        .env("TOKENROLL_APP_SECRET", APP_SECRET)
+        .env("ADMIN_TOKEN_PIN", PIN)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    let logins: Vec<_> = sim
+        .all_records()
+        .into_iter()
+        .filter(|r| r["login"] == "pkcs7")
+        .collect();
+    assert_eq!(
+        (logins.len(), logins[0]["answer_code"].as_i64()),
+        (1, Some(0))
+    );
+    assert_eq!(sim.records()[0]["answer_code"], 0);
+    // The one-shot command logged out of the session its token login opened.
+    assert_eq!(logouts(&sim).len(), 1);
+}

@@ -219,6 +219,78 @@ impl CentagateClient {
         format!("{}{path}", self.origin())
     }
 
+    /// The random string a PKI login signs (single-use, from the server).
+    pub async fn random_string(
+        &self,
+        api: AuthApi,
+        app: &App,
+        admin: &str,
+        unix_seconds: i64,
+    ) -> Result<String, ApiError> {
+        let ts = unix_seconds.to_string();
+        let mac = hmac(&app.secret, &[admin, &app.key, &ts]);
+        let body = serde_json::json!({
+            "username": admin, "integrationKey": app.key, "unixTimestamp": ts, "hmac": mac,
+        });
+        let answer = self
+            .call(
+                reqwest::Method::POST,
+                &self.login_url(&api.random_string()),
+                serde_json::to_vec(&body).expect("a JSON value serializes"),
+            )
+            .await?;
+        if answer.code != super::CODE_SUCCESS {
+            return Err(ApiError::LoginRefused {
+                code: answer.code,
+                explanation: explain_login(answer.code, &answer.message),
+            });
+        }
+        answer
+            .object
+            .get("randomString")
+            .and_then(text)
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| ApiError::LoginRefused {
+                code: answer.code,
+                explanation: "the server's random string answer holds no randomString".into(),
+            })
+    }
+
+    /// The PKCS#7 login: `pkcs7` signs `plain` (the random string) with the admin's own key.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn login_pkcs7(
+        &self,
+        api: AuthApi,
+        app: &App,
+        admin: &str,
+        pkcs7: &[u8],
+        algorithm: &str,
+        plain: &[u8],
+        unix_seconds: i64,
+    ) -> Result<LoggedIn, ApiError> {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let (signature, plain_text) = (b64.encode(pkcs7), b64.encode(plain));
+        let ts = unix_seconds.to_string();
+        let mac = hmac(
+            &app.secret,
+            &[admin, &signature, algorithm, &plain_text, &app.key, &ts],
+        );
+        let body = serde_json::json!({
+            "username": admin, "signature": signature, "algorithm": algorithm,
+            "plainText": plain_text, "integrationKey": app.key, "unixTimestamp": ts, "hmac": mac,
+        });
+        tracing::debug!(admin, "PKCS#7 login");
+        let answer = self
+            .call_secret(
+                reqwest::Method::POST,
+                &self.login_url(&api.pkcs7_login()),
+                serde_json::to_vec(&body).expect("a JSON value serializes"),
+            )
+            .await?;
+        logged_in(answer)
+    }
+
     /// The password login.
     pub async fn login_password(
         &self,

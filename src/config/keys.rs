@@ -137,7 +137,7 @@ pub struct ServerKeys {
 #[derive(Args, Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct LoginKeys {
-    /// static (authToken and secretCode given) or password (an admin login) [default: static].
+    /// static (authToken and secretCode given), password or token (an admin login) [default: static].
     #[arg(long, env = "TOKENROLL_LOGIN")]
     pub login: Option<String>,
     /// The App's integrationKey for logins (its secretKey from TOKENROLL_APP_SECRET or app_secret_file).
@@ -146,6 +146,12 @@ pub struct LoginKeys {
     /// The login calls' paths: v2 (current documents) or 2018 (the 2018 manual) [default: v2].
     #[arg(long, env = "TOKENROLL_AUTH_API")]
     pub auth_api: Option<String>,
+    /// For login = token: the admin's own signing pair, as a PKCS#11 URI (RFC 7512).
+    #[arg(long, env = "TOKENROLL_ADMIN_KEY")]
+    pub admin_key: Option<String>,
+    /// For login = token: read the admin token's PIN from this variable (its name).
+    #[arg(long, env = "TOKENROLL_ADMIN_PIN_ENV")]
+    pub admin_pin_env: Option<String>,
 }
 
 /// The enrollment journal.
@@ -187,6 +193,8 @@ pub struct SecretFileKeys {
     pub admin_password_file: Option<PathBuf>,
     /// `user:password` for the proxy, owner-only.
     pub proxy_credentials_file: Option<PathBuf>,
+    /// The admin token's PIN (login = token, for a service), owner-only.
+    pub admin_pin_file: Option<PathBuf>,
 }
 
 /// `--config`: which user config file to read. A flag about the files, not a key in them.

@@ -143,6 +143,14 @@ pub enum LoginOptions {
         app: App,
         password: Option<AdminPassword>,
     },
+    /// A PKCS#7 login: the admin's own pair signs the server's random string.
+    Token {
+        api: AuthApi,
+        app: App,
+        module: Option<PathBuf>,
+        key: Pkcs11Uri,
+        pin: crate::secret::Pin,
+    },
 }
 
 /// A secret from the environment (taken at start) or its owner-only file, if either is given.
@@ -197,8 +205,56 @@ pub fn login_options(raw: &RawConfig, env: &EnvSecrets) -> Result<LoginOptions, 
                 password: password.map(AdminPassword::new),
             })
         }
-        "token" => err("login = token (a PKCS#7 login with the admin's own token) is not available in this version of tokenroll; use login = password or static"),
-        other => err(format!("unknown login '{other}': use static or password")),
+        "token" => {
+            let key = match raw.login.app_key.as_deref().map(str::trim) {
+                Some(k) if !k.is_empty() => k.to_string(),
+                _ => return err("login = token needs the App's integrationKey: give --app-key (or app_key, TOKENROLL_APP_KEY)"),
+            };
+            let secret = optional_secret(
+                env.app_secret.as_ref().map(|s| s.expose()),
+                files.app_secret_file.as_ref(),
+                "app_secret_file",
+            )?
+            .ok_or_else(|| ConfigError("login = token needs the App's secretKey: export TOKENROLL_APP_SECRET or set app_secret_file".into()))?;
+            let uri = raw.login.admin_key.as_deref().ok_or_else(|| {
+                ConfigError(
+                    "login = token needs the admin's own signing pair: give --admin-key PKCS11-URI"
+                        .into(),
+                )
+            })?;
+            let uri =
+                Pkcs11Uri::parse(uri).map_err(|e| ConfigError(format!("--admin-key: {e}")))?;
+            if uri.carries_pin {
+                return err("--admin-key carries pin-value or pin-source; give the PIN with --admin-pin-env VAR or admin_pin_file");
+            }
+            // Read now, while the process has one thread, and taken out of the environment.
+            let pin = match &raw.login.admin_pin_env {
+                Some(var) => crate::secret::take_env(var).ok_or_else(|| {
+                    ConfigError(format!("the variable {var} named by --admin-pin-env is not set"))
+                })?,
+                None => optional_secret(None, files.admin_pin_file.as_ref(), "admin_pin_file")?
+                    .ok_or_else(|| ConfigError("login = token needs the admin token's PIN: give --admin-pin-env VAR or set admin_pin_file".into()))?,
+            };
+            Ok(LoginOptions::Token {
+                api: raw
+                    .login
+                    .auth_api
+                    .as_deref()
+                    .unwrap_or("v2")
+                    .parse()
+                    .map_err(ConfigError)?,
+                app: App {
+                    key,
+                    secret: AppSecret::new(secret),
+                },
+                module: raw.module.module.clone(),
+                key: uri,
+                pin: crate::secret::Pin::new(pin),
+            })
+        }
+        other => err(format!(
+            "unknown login '{other}': use static, password or token"
+        )),
     }
 }
 

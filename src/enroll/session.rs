@@ -81,8 +81,9 @@ impl Session {
         let Some(held) = self.held.lock().await.take() else {
             return;
         };
-        let LoginOptions::Password { app, .. } = &self.login else {
-            return;
+        let app = match &self.login {
+            LoginOptions::Static(_) => return,
+            LoginOptions::Password { app, .. } | LoginOptions::Token { app, .. } => app,
         };
         let ts = self.server_seconds().await;
         match self
@@ -100,10 +101,9 @@ impl Session {
 
 impl Registrar for Session {
     async fn secrets(&self, on: &mut dyn FnMut(Step)) -> Result<AdminSecrets, ApiError> {
-        let (api, app, given) = match &self.login {
-            LoginOptions::Static(s) => return Ok(s.clone()),
-            LoginOptions::Password { api, app, password } => (api, app, password),
-        };
+        if let LoginOptions::Static(s) = &self.login {
+            return Ok(s.clone());
+        }
         let mut held = self.held.lock().await;
         if let Some(h) = held.as_mut() {
             let timeout = h
@@ -117,22 +117,57 @@ impl Registrar for Session {
             tracing::info!(admin = %self.admin, "the admin session has passed its idle timeout: logging in again");
             *held = None;
         }
-        // A password from a file or variable is used as often as needed; one that is typed is
-        // asked for each login and dropped after it.
-        let password = match given {
-            Some(p) => p.clone(),
-            None => (self.ask)(&self.admin)
-                .map_err(ApiError::Config)?
-                .ok_or_else(|| {
-                    ApiError::Config("no password was given for the admin login".into())
-                })?,
+        let session = match &self.login {
+            LoginOptions::Static(_) => unreachable!("returned above"),
+            LoginOptions::Password { api, app, password } => {
+                // A password from a file or variable is used as often as needed; one that is
+                // typed is asked for each login and dropped after it.
+                let password = match password {
+                    Some(p) => p.clone(),
+                    None => (self.ask)(&self.admin)
+                        .map_err(ApiError::Config)?
+                        .ok_or_else(|| {
+                            ApiError::Config("no password was given for the admin login".into())
+                        })?,
+                };
+                let ts = self.server_seconds().await;
+                self.client
+                    .login_password(*api, app, &self.admin, &password, ts)
+                    .await?
+            }
+            LoginOptions::Token {
+                api,
+                app,
+                module,
+                key,
+                pin,
+            } => {
+                // The server's random string, signed by the admin's own pair through the same
+                // token → cms path as a registration, verified before it is sent.
+                let ts = self.server_seconds().await;
+                let random = self
+                    .client
+                    .random_string(*api, app, &self.admin, ts)
+                    .await?;
+                let pkcs7 = sign_with_admin_token(module.as_deref(), key, pin, random.as_bytes())
+                    .map_err(|e| ApiError::Config(format!("the admin's token: {e}")))?;
+                let ts = self.server_seconds().await;
+                self.client
+                    .login_pkcs7(
+                        *api,
+                        app,
+                        &self.admin,
+                        &pkcs7,
+                        crate::digest::DigestAlg::Sha256
+                            .centagate_code()
+                            .to_string()
+                            .as_str(),
+                        random.as_bytes(),
+                        ts,
+                    )
+                    .await?
+            }
         };
-        let ts = self.server_seconds().await;
-        let session = self
-            .client
-            .login_password(*api, app, &self.admin, &password, ts)
-            .await?;
-        drop(password);
         on(Step::LoggedIn {
             admin: self.admin.clone(),
             timeout_ms: session.session_timeout_ms,
@@ -146,8 +181,9 @@ impl Registrar for Session {
     }
 
     async fn session_refused(&self, refused: &AdminSecrets) -> bool {
-        let LoginOptions::Password { app, .. } = &self.login else {
-            return false;
+        let app = match &self.login {
+            LoginOptions::Static(_) => return false,
+            LoginOptions::Password { app, .. } | LoginOptions::Token { app, .. } => app,
         };
         // Only the refused session goes (another worker may already hold a fresh one), and it
         // is logged out first: a 10001 can also be a real refusal of a live session.
@@ -195,4 +231,28 @@ impl Registrar for Session {
     async fn clock_offset_ms(&self) -> Option<i64> {
         self.client.clock_offset_ms().await
     }
+}
+
+/// Signs `content` as an attached PKCS#7 (SHA-256) with the admin's own pair `key` — on any
+/// token of the module, not the one being enrolled — and verifies it.
+fn sign_with_admin_token(
+    module: Option<&std::path::Path>,
+    key: &crate::token::uri::Pkcs11Uri,
+    pin: &crate::secret::Pin,
+    content: &[u8],
+) -> Result<Vec<u8>, super::EnrollError> {
+    use super::{SelectedPair, TokenSide};
+    let digest = crate::digest::DigestAlg::Sha256;
+    let mut side = super::Pkcs11Side::load(
+        module,
+        crate::token::Selector {
+            uri: Some(key.clone()),
+            ..Default::default()
+        },
+    )?;
+    let mut pair = side.select()?;
+    let cert = pair.summary().cert.clone();
+    let der = pair.sign_cms(super::PinInput::Pin(pin.clone()), content, digest)?;
+    super::self_verify(&der, content, digest, &cert)?;
+    Ok(der)
 }

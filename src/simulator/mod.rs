@@ -350,7 +350,9 @@ async fn respond(
         let v2 = crate::api::login::AuthApi::V2;
         let y2018 = crate::api::login::AuthApi::Y2018;
         let login = [v2.password_login(), y2018.password_login()].contains(&path);
-        if login || path == crate::api::login::LOGOUT_PATH {
+        let pkcs7 = [v2.pkcs7_login(), y2018.pkcs7_login()].contains(&path);
+        let random = [v2.random_string(), y2018.random_string()].contains(&path);
+        if login || pkcs7 || random || path == crate::api::login::LOGOUT_PATH {
             let body = match Limited::new(req.into_body(), 64 << 10).collect().await {
                 Ok(b) => b.to_bytes(),
                 Err(_) => return Err(Dropped),
@@ -359,6 +361,10 @@ async fn respond(
                 let mut rules = state.rules();
                 if login {
                     rules.sessions.login_password(&body)
+                } else if pkcs7 {
+                    rules.sessions.login_pkcs7(&body)
+                } else if random {
+                    rules.sessions.random_string(&body)
                 } else {
                     rules.sessions.logout(&body)
                 }

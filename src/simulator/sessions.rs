@@ -23,6 +23,9 @@ pub struct AdminAccount {
     pub role: i64,
     #[serde(default)]
     pub group: Option<String>,
+    /// The SHA-256 (hex) of the certificate this admin logs in with (a PKCS#7 login).
+    #[serde(default)]
+    pub cert_sha256: Option<String>,
 }
 
 fn company_admin() -> i64 {
@@ -55,6 +58,8 @@ pub struct Sessions {
     pub force_login_code: Option<i64>,
     live: Vec<Session>,
     ended: Vec<(String, String, String)>,
+    /// Random strings issued for PKI logins and not used yet.
+    issued: Vec<String>,
 }
 
 fn hex_hmac(key: &str, parts: &[&str]) -> String {
@@ -82,6 +87,7 @@ impl Sessions {
             force_login_code: None,
             live: Vec::new(),
             ended: Vec::new(),
+            issued: Vec::new(),
         }
     }
 
@@ -219,6 +225,109 @@ impl Sessions {
                         )
                     }
                 }
+            }
+        };
+        record["answer_code"] = serde_json::json!(code);
+        (
+            code,
+            message,
+            serde_json::json!({"object": object, "record": record}),
+        )
+    }
+
+    /// `requestRandomString`: a single-use string for a PKI login.
+    pub fn random_string(&mut self, body: &[u8]) -> Judged {
+        let fields = self.fields(
+            body,
+            &["username"],
+            &["username", "integrationKey", "unixTimestamp"],
+        );
+        let (code, message, object) = match fields {
+            Err((code, m)) => (code, m, serde_json::Value::Null),
+            Ok(_) => {
+                let s = random_hex(16);
+                self.issued.push(s.clone());
+                (
+                    CODE_SUCCESS,
+                    "Success".into(),
+                    serde_json::json!({"randomString": s}),
+                )
+            }
+        };
+        let record = serde_json::json!({"random_string": true, "answer_code": code});
+        (
+            code,
+            message,
+            serde_json::json!({"object": object, "record": record}),
+        )
+    }
+
+    /// `authPkiPkcs7`: an attached PKCS#7 over an issued random string, by the certificate of
+    /// an admin account (judged with the simulator's own verifier).
+    pub fn login_pkcs7(&mut self, body: &[u8]) -> Judged {
+        use base64::Engine;
+        let mut record = serde_json::json!({"login": "pkcs7"});
+        let fields = self.fields(
+            body,
+            &["username", "signature", "plainText"],
+            &[
+                "username",
+                "signature",
+                "algorithm",
+                "plainText",
+                "integrationKey",
+                "unixTimestamp",
+            ],
+        );
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let outcome = fields.and_then(|f| {
+            record["admin"] = serde_json::json!(f[0]);
+            let bad = |m: &str| (CODE_INVALID_CREDENTIAL, m.to_string());
+            let der = b64
+                .decode(&f[1])
+                .map_err(|_| bad("signature is not base64"))?;
+            let plain = b64
+                .decode(&f[2])
+                .map_err(|_| bad("plainText is not base64"))?;
+            let judged = super::judge::judge(&der).map_err(|e| bad(&format!("PKCS#7: {e}")))?;
+            if judged.content != plain {
+                return Err(bad("the PKCS#7 does not sign plainText"));
+            }
+            let plain = String::from_utf8(plain).map_err(|_| bad("plainText"))?;
+            let Some(i) = self.issued.iter().position(|s| *s == plain) else {
+                return Err(bad("the random string was not issued, or was used already"));
+            };
+            self.issued.remove(i);
+            let cert = der::Encode::to_der(&judged.signer).unwrap_or_default();
+            let fp = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&cert));
+            self.admins
+                .iter()
+                .find(|a| {
+                    a.name == f[0]
+                        && a.cert_sha256
+                            .as_deref()
+                            .is_some_and(|c| c.eq_ignore_ascii_case(&fp))
+                })
+                .cloned()
+                .ok_or_else(|| bad("Invalid credential"))
+        });
+        let (code, message, object) = match outcome {
+            Err((code, m)) => (code, m, serde_json::Value::Null),
+            Ok(a) => {
+                let (auth_token, secret_code) = (random_hex(16), random_hex(16));
+                self.live.push(Session {
+                    admin: a.name.clone(),
+                    auth_token: auth_token.clone(),
+                    secret_code: secret_code.clone(),
+                    last_used: Instant::now(),
+                });
+                (
+                    CODE_SUCCESS,
+                    "Success".into(),
+                    serde_json::json!({"authToken": auth_token, "secretCode": secret_code,
+                        "sessionTimeout": self.timeout.as_millis() as u64,
+                        "role": a.role, "groupId": a.group.unwrap_or_default()}),
+                )
             }
         };
         record["answer_code"] = serde_json::json!(code);

@@ -198,10 +198,21 @@ impl TestEnv {
 
     /// Starts `tokenroll simulate` on a free loopback port with `extra` flags.
     pub fn simulator(&mut self, extra: &[&str]) -> Sim {
+        self.simulator_with(extra, "")
+    }
+
+    /// The same, with `more_users` (TOML tables) added to the users file.
+    pub fn simulator_with(&mut self, extra: &[&str], more_users: &str) -> Sim {
         let n = self.sims.len();
         let ca = self.path(&format!("sim{n}.pem"));
         let record = self.path(&format!("sim{n}.jsonl"));
         let users = self.users_file();
+        if !more_users.is_empty() {
+            let mut text = std::fs::read_to_string(&users).unwrap();
+            text.push('\n');
+            text.push_str(more_users);
+            std::fs::write(&users, text).unwrap();
+        }
         let mut child = self
             .cmd()
             .args([
