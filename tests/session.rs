@@ -470,3 +470,54 @@ fn a_token_login_with_the_admins_own_pair_on_a_second_token() {
     // The one-shot command logged out of the session its token login opened.
     assert_eq!(logouts(&sim).len(), 1);
 }
+
+/// The session's idle timeout passes while the agent waits: the next enrollment logs in again
+/// by itself (no 10001 needed) and registers.
+#[test]
+fn an_idle_session_is_opened_again_when_work_arrives() {
+    let mut env = TestEnv::new();
+    env.provision("alice", true, "p256", "01", "CN=alice", &[]);
+    let sim = env.simulator(&["--session-timeout-ms", "1500"]);
+    pins(&env, &[PIN, PIN]);
+    let agent = start_agent_with(
+        &env,
+        &sim,
+        &[
+            "--user-from",
+            "cn",
+            "--login",
+            "password",
+            "--app-key",
+            APP_KEY,
+        ],
+        |c| {
+            c.env_remove("TOKENROLL_AUTH_TOKEN")
+                .env_remove("TOKENROLL_SECRET_CODE")
+                .env("TOKENROLL_APP_SECRET", APP_SECRET)
+                .env("TOKENROLL_ADMIN_PASSWORD", ADMIN_PASSWORD);
+        },
+    );
+    wait_for(&agent, "alice's registration", || {
+        sim.records().iter().any(|r| r["answer_code"] == 0)
+    });
+    std::thread::sleep(std::time::Duration::from_millis(2000));
+    env.provision("bob", true, "p256", "01", "CN=bob", &[]);
+    wait_for(&agent, "bob's registration", || {
+        sim.records()
+            .iter()
+            .filter(|r| r["answer_code"] == 0)
+            .count()
+            == 2
+    });
+    assert_eq!(
+        logins(&sim).len(),
+        2,
+        "a second login after the idle timeout"
+    );
+    assert!(
+        !sim.records().iter().any(|r| r["session_expired"] == true),
+        "the agent did not wait for a 10001"
+    );
+    assert!(agent.log().contains("idle timeout"), "said in the log");
+    assert!(agent.stop().success());
+}
