@@ -361,26 +361,9 @@ impl CentagateClient {
         user: &str,
         secrets: &AdminSecrets,
     ) -> Result<Vec<BoundCert>, ApiError> {
-        use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
-        let url = format!(
-            "{}{}{}",
-            self.origin(),
-            super::BOUND_LIST_PATH,
-            utf8_percent_encode(admin, NON_ALPHANUMERIC)
-        );
-        #[derive(serde::Serialize)]
-        #[serde(rename_all = "camelCase")]
-        struct Body<'b> {
-            username: &'b str,
-            cen_token: &'b str,
-        }
-        let cen = super::cen_token(admin, secrets);
-        let body = serde_json::to_vec(&Body {
-            username: user,
-            cen_token: cen.expose(),
-        })
-        .expect("a list body serializes");
-        let answer = self.call(reqwest::Method::PUT, &url, body).await?;
+        let answer = self
+            .user_call(super::BOUND_LIST_PATH, admin, user, None, secrets)
+            .await?;
         if answer.code != super::CODE_SUCCESS {
             return Err(ApiError::LoginRefused {
                 code: answer.code,
@@ -423,29 +406,9 @@ impl CentagateClient {
         user: &str,
         secrets: &AdminSecrets,
     ) -> Result<Option<i64>, ApiError> {
-        use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
-        let url = format!(
-            "{}{}{}",
-            self.origin(),
-            super::TOKEN_STATUS_PATH,
-            utf8_percent_encode(admin, NON_ALPHANUMERIC)
-        );
-        #[derive(serde::Serialize)]
-        #[serde(rename_all = "camelCase")]
-        struct Body<'b> {
-            username: &'b str,
-            #[serde(rename = "type")]
-            kind: &'b str,
-            cen_token: &'b str,
-        }
-        let cen = super::cen_token(admin, secrets);
-        let body = serde_json::to_vec(&Body {
-            username: user,
-            kind: "4",
-            cen_token: cen.expose(),
-        })
-        .expect("a status body serializes");
-        let answer = self.call(reqwest::Method::PUT, &url, body).await?;
+        let answer = self
+            .user_call(super::TOKEN_STATUS_PATH, admin, user, Some("4"), secrets)
+            .await?;
         if answer.code != super::CODE_SUCCESS {
             return Err(ApiError::LoginRefused {
                 code: answer.code,
@@ -466,28 +429,40 @@ impl CentagateClient {
         user: &str,
         secrets: &AdminSecrets,
     ) -> Result<super::Answer, ApiError> {
+        self.user_call(super::UNBIND_PATH, admin, user, Some("4"), secrets)
+            .await
+    }
+
+    /// `PUT {path}{admin}` with `username`, the token `type` when given, and the cenToken.
+    async fn user_call(
+        &self,
+        path: &str,
+        admin: &str,
+        user: &str,
+        kind: Option<&str>,
+        secrets: &AdminSecrets,
+    ) -> Result<super::Answer, ApiError> {
         use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
         let url = format!(
-            "{}{}{}",
+            "{}{path}{}",
             self.origin(),
-            super::UNBIND_PATH,
             utf8_percent_encode(admin, NON_ALPHANUMERIC)
         );
         #[derive(serde::Serialize)]
         #[serde(rename_all = "camelCase")]
         struct Body<'b> {
             username: &'b str,
-            #[serde(rename = "type")]
-            kind: &'b str,
+            #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+            kind: Option<&'b str>,
             cen_token: &'b str,
         }
         let cen = super::cen_token(admin, secrets);
         let body = serde_json::to_vec(&Body {
             username: user,
-            kind: "4",
+            kind,
             cen_token: cen.expose(),
         })
-        .expect("an unbind body serializes");
+        .expect("a body of strings serializes");
         self.call(reqwest::Method::PUT, &url, body).await
     }
 

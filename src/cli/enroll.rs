@@ -44,19 +44,7 @@ pub fn enroll_cmd(
         Err(e) => return emit_error(e.into(), algorithm, json),
     };
     // A password not given in a file or variable is asked at the terminal, without echo.
-    let ask: enroll::AskPassword = Box::new(|admin: &str| {
-        rpassword::prompt_password(format!(
-            "Password of the CENTAGATE admin '{}': ",
-            crate::text::plain(admin)
-        ))
-        .map(|p| (!p.is_empty()).then(|| crate::secret::AdminPassword::new(p)))
-        .map_err(|e| {
-            format!(
-                "no terminal to ask for the admin's password ({e}); give it in \
-                 TOKENROLL_ADMIN_PASSWORD or admin_password_file"
-            )
-        })
-    });
+    let ask: enroll::AskPassword = super::terminal_password();
     let session = enroll::Session::new(client.clone(), reg.login.clone(), reg.admin.clone(), ask);
     let journal = match crate::journal::Journal::open(&reg.journal) {
         Ok(j) => j,

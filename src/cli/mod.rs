@@ -66,3 +66,21 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .build()
         .expect("tokio runtime")
 }
+
+/// The admin's password, asked at the terminal without echo (when no file or variable gives
+/// it), for the one-shot commands.
+pub(crate) fn terminal_password() -> crate::enroll::AskPassword {
+    Box::new(|admin: &str| {
+        rpassword::prompt_password(format!(
+            "Password of the CENTAGATE admin '{}': ",
+            crate::text::plain(admin)
+        ))
+        .map(|p| (!p.is_empty()).then(|| crate::secret::AdminPassword::new(p)))
+        .map_err(|e| {
+            format!(
+                "no terminal to ask for the admin's password ({e}); give it in \
+                 TOKENROLL_ADMIN_PASSWORD or admin_password_file"
+            )
+        })
+    })
+}

@@ -91,14 +91,7 @@ pub fn reconcile(raw: &RawConfig, env: &crate::secret::EnvSecrets, path: &Path, 
                 Ok(c) => std::sync::Arc::new(c),
                 Err(err) => return fail(exit::USAGE, err.to_string()),
             };
-            let ask: crate::enroll::AskPassword = Box::new(|admin: &str| {
-                rpassword::prompt_password(format!(
-                    "Password of the CENTAGATE admin '{}': ",
-                    plain(admin)
-                ))
-                .map(|p| (!p.is_empty()).then(|| crate::secret::AdminPassword::new(p)))
-                .map_err(|e| format!("no terminal to ask for the admin's password ({e})"))
-            });
+            let ask: crate::enroll::AskPassword = super::terminal_password();
             sessions.push((
                 key.clone(),
                 Session::new(client, login.clone(), key.1.clone(), ask),

@@ -81,14 +81,7 @@ pub fn status_cmd(
         client.clone(),
         login,
         admin.clone(),
-        Box::new(|admin: &str| {
-            rpassword::prompt_password(format!(
-                "Password of the CENTAGATE admin '{}': ",
-                plain(admin)
-            ))
-            .map(|p| (!p.is_empty()).then(|| crate::secret::AdminPassword::new(p)))
-            .map_err(|e| format!("no terminal to ask for the admin's password ({e})"))
-        }),
+        super::terminal_password(),
     );
     let rt = super::runtime();
     let result = rt.block_on(async {

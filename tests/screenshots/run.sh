@@ -44,6 +44,14 @@ wait_pixel() { # x y colour-to-leave
 }
 xfce4-panel --disable-wm-check >/dev/null 2>&1 &
 wait_pixel 400 10 "#000000"
+# The panel draws before its tray registers as the StatusNotifierWatcher; an agent started in
+# between finds no tray host. Wait for the watcher.
+for _ in \$(seq 100); do
+  dbus-send --session --print-reply --dest=org.freedesktop.DBus /org/freedesktop/DBus \
+    org.freedesktop.DBus.NameHasOwner string:org.kde.StatusNotifierWatcher 2>/dev/null \
+    | grep -q 'boolean true' && break
+  sleep 0.1
+done
 bg=\$(pixel 716 16)
 "$bin" agent --server "\$origin" --admin helpdesk --user alice --ca-file "$work/ca.pem" \
   --pinentry pinentry-gtk-2 --poll-ms 200 >/dev/null 2>&1 &
@@ -70,5 +78,8 @@ sleep 1.5
 import -window root -crop 800x40+0+0 "$out/tray-registered.png"
 INNER
 dbus-run-session -- bash "$work/session.sh" > "$work/session.log" 2>&1 || {
-  cat "$work/session.log" >&2 cp "$XDG_STATE_HOME/tokenroll/agent.log" "$out/agent.log" 2>/dev/null; exit 1; }
+  cat "$work/session.log" >&2
+  echo "--- the agent's log:" >&2
+  cat "$XDG_STATE_HOME/tokenroll/agent.log" >&2 2>/dev/null
+  cp "$XDG_STATE_HOME/tokenroll/agent.log" "$out/agent.log" 2>/dev/null; exit 1; }
 echo "screenshots written to $out"
