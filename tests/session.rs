@@ -355,7 +355,11 @@ fn replace_unbinds_the_other_certificate_and_registers_this_one() {
     );
     assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
     let j = json(&o);
-    assert_eq!(j["outcome"], "registered", "{j}");
+    assert_eq!(
+        (j["outcome"].as_str(), j["step"].as_str()),
+        (Some("registered"), Some("unbind")),
+        "{j}"
+    );
     assert_eq!(j["token"]["label"], "other");
     assert_eq!(unbinds(&sim), 1);
     let journal = json(&env.run(&["journal", "--json"]));

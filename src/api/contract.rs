@@ -11,6 +11,8 @@ pub const BOUND_LIST_PATH: &str = "/CentagateWS/webresources/user/auth/list/";
 pub const TOKEN_STATUS_PATH: &str = "/CentagateWS/webresources/token/getStatus/";
 /// Unbind a user's PKI token: `PUT …/token/unregisterActiveToken/{admin}`.
 pub const UNBIND_PATH: &str = "/CentagateWS/webresources/token/unregisterActiveToken/";
+/// Change a user's PKI token status: `PUT …/token/update/token/status/{admin}`.
+pub const STATUS_UPDATE_PATH: &str = "/CentagateWS/webresources/token/update/token/status/";
 /// The server's tolerance around its own clock.
 pub const TIMESTAMP_WINDOW_MS: i64 = 5 * 60 * 1000;
 

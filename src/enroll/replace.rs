@@ -94,6 +94,8 @@ pub async fn replace(
         Err(e) => return Err(e.into()),
     }
     let mut r = register(registrar, reg, user, pair, pkcs7, digest, on).await?;
+    // Not a plain registration: it followed an unbinding.
+    r.step = Some("unbind");
     if r.outcome != OutcomeKind::Registered {
         r.message = format!(
             "{} — AND {user} NOW HAS NO TOKEN BOUND: the old one ({}, serial {}) was unbound \

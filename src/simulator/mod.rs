@@ -387,14 +387,17 @@ async fn respond(
     }
     let listing = path.starts_with(crate::api::BOUND_LIST_PATH)
         || path.starts_with(crate::api::TOKEN_STATUS_PATH)
-        || path.starts_with(crate::api::UNBIND_PATH);
+        || path.starts_with(crate::api::UNBIND_PATH)
+        || path.starts_with(crate::api::STATUS_UPDATE_PATH);
     if listing {
+        let update = path.starts_with(crate::api::STATUS_UPDATE_PATH);
         let status = path.starts_with(crate::api::TOKEN_STATUS_PATH);
         let unbind = path.starts_with(crate::api::UNBIND_PATH);
         let admin = path
             .strip_prefix(crate::api::BOUND_LIST_PATH)
             .or_else(|| path.strip_prefix(crate::api::TOKEN_STATUS_PATH))
             .or_else(|| path.strip_prefix(crate::api::UNBIND_PATH))
+            .or_else(|| path.strip_prefix(crate::api::STATUS_UPDATE_PATH))
             .unwrap_or_default();
         let admin = percent_encoding::percent_decode_str(admin)
             .decode_utf8_lossy()
@@ -403,7 +406,9 @@ async fn respond(
             Ok(b) => b.to_bytes(),
             Err(_) => return Err(Dropped),
         };
-        let (code, message, object) = if unbind {
+        let (code, message, object) = if update {
+            state.rules().update_status(&admin, &body)
+        } else if unbind {
             state.rules().unbind(&admin, &body)
         } else if status {
             state.rules().token_status(&admin, &body)

@@ -161,6 +161,34 @@ impl Rules {
         (CODE_SUCCESS, "Success".into(), serde_json::json!(""))
     }
 
+    /// `token/update/token/status/{admin}`: sets the user's PKI token status (1-4).
+    pub fn update_status(&mut self, admin: &str, body: &[u8]) -> (i64, String, serde_json::Value) {
+        let (code, message, object) = self.bound_list(admin, body);
+        if code != CODE_SUCCESS {
+            return (code, message, object);
+        }
+        let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+        let user = v["username"].as_str().unwrap_or_default().to_string();
+        let status = v["status"]
+            .as_str()
+            .and_then(|s| s.parse::<i64>().ok())
+            .filter(|s| (1..=4).contains(s));
+        let Some(status) = status else {
+            return (
+                CODE_INVALID_INPUT,
+                "Invalid Input: status must be 1-4".into(),
+                serde_json::Value::Null,
+            );
+        };
+        match self.bound.get_mut(&user) {
+            Some(c) => {
+                c["status"] = serde_json::json!(status);
+                (CODE_SUCCESS, "Success".into(), serde_json::json!(""))
+            }
+            None => (29001, "Token not found".into(), serde_json::Value::Null),
+        }
+    }
+
     /// `token/getStatus/{admin}`: the user's PKI token status ("" when the user has none).
     pub fn token_status(&mut self, admin: &str, body: &[u8]) -> (i64, String, serde_json::Value) {
         let (code, message, object) = self.bound_list(admin, body);
@@ -443,6 +471,36 @@ mod tests {
                 assert!(message.contains("window"), "{message}");
             }
         }
+    }
+
+    /// A bound user's token status reads back, changes (token/update/token/status) and goes
+    /// with an unbinding.
+    #[test]
+    fn a_bound_users_status_can_be_read_changed_and_unbound() {
+        let p = pkcs7();
+        let mut r = rules();
+        assert_eq!(
+            r.judge("helpdesk", "application/json", &body(&p, "1", CEN))
+                .0,
+            CODE_SUCCESS
+        );
+        let q =
+            serde_json::json!({"username": "alice", "type": "4", "cenToken": CEN, "status": "3"})
+                .to_string();
+        let q = q.as_bytes();
+        assert_eq!(
+            r.token_status("helpdesk", q),
+            (CODE_SUCCESS, "Success".into(), serde_json::json!("1"))
+        );
+        assert_eq!(r.update_status("helpdesk", q).0, CODE_SUCCESS);
+        assert_eq!(r.token_status("helpdesk", q).2, serde_json::json!("3"));
+        assert_eq!(r.unbind("helpdesk", q).0, CODE_SUCCESS);
+        assert_eq!(r.token_status("helpdesk", q).2, serde_json::json!(""));
+        assert_eq!(
+            r.update_status("helpdesk", q).0,
+            29001,
+            "nothing bound any more"
+        );
     }
 
     #[test]
