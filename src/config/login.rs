@@ -49,21 +49,40 @@ fn optional_secret(
     }
 }
 
+/// The App that authorises `login = {kind}`: its integrationKey and its secretKey.
+fn app(raw: &RawConfig, env: &EnvSecrets, kind: &str) -> Result<App, ConfigError> {
+    let key = match raw.login.app_key.as_deref().map(str::trim) {
+        Some(k) if !k.is_empty() => k.to_string(),
+        _ => {
+            return err(format!(
+                "login = {kind} needs the App's integrationKey: give --app-key (or app_key, \
+                 TOKENROLL_APP_KEY)"
+            ))
+        }
+    };
+    let secret = optional_secret(
+        env.app_secret.as_ref().map(|s| s.expose()),
+        raw.secret_files.app_secret_file.as_ref(),
+        "app_secret_file",
+    )?
+    .ok_or_else(|| {
+        ConfigError(format!(
+            "login = {kind} needs the App's secretKey: export TOKENROLL_APP_SECRET or set \
+             app_secret_file"
+        ))
+    })?;
+    Ok(App {
+        key,
+        secret: AppSecret::new(secret),
+    })
+}
+
 pub fn login_options(raw: &RawConfig, env: &EnvSecrets) -> Result<LoginOptions, ConfigError> {
     let files = &raw.secret_files;
     match raw.login.login.as_deref().unwrap_or("static") {
         "static" => Ok(LoginOptions::Static(admin_secrets(raw, env)?)),
         "password" => {
-            let key = match raw.login.app_key.as_deref().map(str::trim) {
-                Some(k) if !k.is_empty() => k.to_string(),
-                _ => return err("login = password needs the App's integrationKey: give --app-key (or app_key, TOKENROLL_APP_KEY)"),
-            };
-            let secret = optional_secret(
-                env.app_secret.as_ref().map(|s| s.expose()),
-                files.app_secret_file.as_ref(),
-                "app_secret_file",
-            )?
-            .ok_or_else(|| ConfigError("login = password needs the App's secretKey: export TOKENROLL_APP_SECRET or set app_secret_file".into()))?;
+            let app = app(raw, env, "password")?;
             let password = optional_secret(
                 env.admin_password.as_ref().map(|s| s.expose()),
                 files.admin_password_file.as_ref(),
@@ -77,24 +96,12 @@ pub fn login_options(raw: &RawConfig, env: &EnvSecrets) -> Result<LoginOptions, 
                     .unwrap_or("v2")
                     .parse()
                     .map_err(ConfigError)?,
-                app: App {
-                    key,
-                    secret: AppSecret::new(secret),
-                },
+                app,
                 password: password.map(AdminPassword::new),
             })
         }
         "token" => {
-            let key = match raw.login.app_key.as_deref().map(str::trim) {
-                Some(k) if !k.is_empty() => k.to_string(),
-                _ => return err("login = token needs the App's integrationKey: give --app-key (or app_key, TOKENROLL_APP_KEY)"),
-            };
-            let secret = optional_secret(
-                env.app_secret.as_ref().map(|s| s.expose()),
-                files.app_secret_file.as_ref(),
-                "app_secret_file",
-            )?
-            .ok_or_else(|| ConfigError("login = token needs the App's secretKey: export TOKENROLL_APP_SECRET or set app_secret_file".into()))?;
+            let app = app(raw, env, "token")?;
             let uri = raw.login.admin_key.as_deref().ok_or_else(|| {
                 ConfigError(
                     "login = token needs the admin's own signing pair: give --admin-key PKCS11-URI"
@@ -122,10 +129,7 @@ pub fn login_options(raw: &RawConfig, env: &EnvSecrets) -> Result<LoginOptions, 
                     .unwrap_or("v2")
                     .parse()
                     .map_err(ConfigError)?,
-                app: App {
-                    key,
-                    secret: AppSecret::new(secret),
-                },
+                app,
                 module: raw.module.module.clone(),
                 key: uri,
                 pin: crate::secret::Pin::new(pin),
