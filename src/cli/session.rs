@@ -33,43 +33,11 @@ pub fn session_cmd(
         }
         code
     };
-    let resolved = crate::config::resolve(args.layer(), args.config.config.as_deref(), paths)
-        .and_then(|raw| {
-            let need = |v: &Option<String>, flag: &str| match v.as_deref().map(str::trim) {
-                Some(s) if !s.is_empty() => Ok(s.to_string()),
-                _ => Err(crate::config::ConfigError(format!(
-                    "{flag} is required (or its config key / TOKENROLL_ variable)"
-                ))),
-            };
-            let api: crate::api::login::AuthApi = raw
-                .login
-                .auth_api
-                .as_deref()
-                .unwrap_or("v2")
-                .parse()
-                .map_err(crate::config::ConfigError)?;
-            Ok((
-                need(&raw.server.server, "--server")?,
-                need(&raw.server.admin, "--admin")?,
-                crate::config::login_options(&raw, env)?,
-                crate::config::http_options(&raw, env)?,
-                api,
-            ))
-        });
-    let (server, admin, login, http, api) = match resolved {
+    let (admin, api, client, session) = match open_session(&args, env, paths) {
         Ok(v) => v,
-        Err(e) => return fail(exit::USAGE, e.to_string()),
+        Err(e) => return fail(exit::USAGE, e),
     };
-    let client = match crate::api::CentagateClient::new(&server, http) {
-        Ok(c) => std::sync::Arc::new(c),
-        Err(e) => return fail(exit::USAGE, e.to_string()),
-    };
-    let session = crate::enroll::Session::new(
-        client.clone(),
-        login,
-        admin.clone(),
-        super::terminal_password(),
-    );
+    let admin = admin.name;
     let rt = super::runtime();
     let result = rt.block_on(async {
         let mut stderr = std::io::stderr();
@@ -130,4 +98,50 @@ pub fn session_cmd(
             )
         }
     }
+}
+
+/// The server, the admin and their session as `session` and `status` resolve them.
+pub(super) struct Admin {
+    pub name: String,
+    /// `--user`, when given.
+    pub user: Option<String>,
+}
+
+pub(super) fn open_session(
+    args: &SessionArgs,
+    env: &crate::secret::EnvSecrets,
+    paths: &crate::paths::Paths,
+) -> Result<
+    (
+        Admin,
+        crate::api::login::AuthApi,
+        std::sync::Arc<crate::api::CentagateClient>,
+        crate::enroll::Session,
+    ),
+    String,
+> {
+    let raw = crate::config::resolve(args.layer(), args.config.config.as_deref(), paths)
+        .map_err(|e| e.to_string())?;
+    let need = |v: &Option<String>, flag: &str| match v.as_deref().map(str::trim) {
+        Some(s) if !s.is_empty() => Ok(s.to_string()),
+        _ => Err(format!(
+            "{flag} is required (or its config key / TOKENROLL_ variable)"
+        )),
+    };
+    let api: crate::api::login::AuthApi = raw.login.auth_api.as_deref().unwrap_or("v2").parse()?;
+    let server = need(&raw.server.server, "--server")?;
+    let admin = need(&raw.server.admin, "--admin")?;
+    let login = crate::config::login_options(&raw, env).map_err(|e| e.to_string())?;
+    let http = crate::config::http_options(&raw, env).map_err(|e| e.to_string())?;
+    let client = std::sync::Arc::new(
+        crate::api::CentagateClient::new(&server, http).map_err(|e| e.to_string())?,
+    );
+    let session = crate::enroll::Session::new(
+        client.clone(),
+        login,
+        admin.clone(),
+        super::terminal_password(),
+    );
+    let user = raw.server.user.clone().filter(|u| !u.trim().is_empty());
+    Ok((Admin { name: admin, user }, api, client, session))
 }

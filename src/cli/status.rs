@@ -53,36 +53,17 @@ pub fn status_cmd(
         }
         code
     };
-    let resolved = crate::config::resolve(args.layer(), args.config.config.as_deref(), paths)
-        .and_then(|raw| {
-            let need = |v: &Option<String>, flag: &str| match v.as_deref().map(str::trim) {
-                Some(s) if !s.is_empty() => Ok(s.to_string()),
-                _ => Err(crate::config::ConfigError(format!(
-                    "{flag} is required (or its config key / TOKENROLL_ variable)"
-                ))),
-            };
-            Ok((
-                need(&raw.server.server, "--server")?,
-                need(&raw.server.admin, "--admin")?,
-                need(&raw.server.user, "--user")?,
-                crate::config::login_options(&raw, env)?,
-                crate::config::http_options(&raw, env)?,
-            ))
-        });
-    let (server, admin, user, login, http) = match resolved {
+    let (admin, _, client, session) = match super::session::open_session(&args, env, paths) {
         Ok(v) => v,
-        Err(e) => return fail(exit::USAGE, e.to_string()),
+        Err(e) => return fail(exit::USAGE, e),
     };
-    let client = match crate::api::CentagateClient::new(&server, http) {
-        Ok(c) => std::sync::Arc::new(c),
-        Err(e) => return fail(exit::USAGE, e.to_string()),
+    let Some(user) = admin.user else {
+        return fail(
+            exit::USAGE,
+            "--user is required (or its config key / TOKENROLL_ variable)".into(),
+        );
     };
-    let session = crate::enroll::Session::new(
-        client.clone(),
-        login,
-        admin.clone(),
-        super::terminal_password(),
-    );
+    let admin = admin.name;
     let rt = super::runtime();
     let result = rt.block_on(async {
         let run = async {
