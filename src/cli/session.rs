@@ -128,7 +128,7 @@ pub(super) fn open_session(
             "{flag} is required (or its config key / TOKENROLL_ variable)"
         )),
     };
-    let api: crate::api::login::AuthApi = raw.login.auth_api.as_deref().unwrap_or("v2").parse()?;
+    let api = crate::config::auth_api(&raw).map_err(|e| e.to_string())?;
     let server = need(&raw.server.server, "--server")?;
     let admin = need(&raw.server.admin, "--admin")?;
     let login = crate::config::login_options(&raw, env).map_err(|e| e.to_string())?;

@@ -49,6 +49,16 @@ fn optional_secret(
     }
 }
 
+/// `auth_api`: which documents' paths the login-side calls take (default v2).
+pub fn auth_api(raw: &RawConfig) -> Result<AuthApi, ConfigError> {
+    raw.login
+        .auth_api
+        .as_deref()
+        .unwrap_or("v2")
+        .parse()
+        .map_err(ConfigError)
+}
+
 /// The App that authorises `login = {kind}`: its integrationKey and its secretKey.
 fn app(raw: &RawConfig, env: &EnvSecrets, kind: &str) -> Result<App, ConfigError> {
     let key = match raw.login.app_key.as_deref().map(str::trim) {
@@ -89,13 +99,7 @@ pub fn login_options(raw: &RawConfig, env: &EnvSecrets) -> Result<LoginOptions, 
                 "admin_password_file",
             )?;
             Ok(LoginOptions::Password {
-                api: raw
-                    .login
-                    .auth_api
-                    .as_deref()
-                    .unwrap_or("v2")
-                    .parse()
-                    .map_err(ConfigError)?,
+                api: auth_api(raw)?,
                 app,
                 password: password.map(AdminPassword::new),
             })
@@ -122,13 +126,7 @@ pub fn login_options(raw: &RawConfig, env: &EnvSecrets) -> Result<LoginOptions, 
                     .ok_or_else(|| ConfigError("login = token needs the admin token's PIN: give --admin-pin-env VAR or set admin_pin_file".into()))?,
             };
             Ok(LoginOptions::Token {
-                api: raw
-                    .login
-                    .auth_api
-                    .as_deref()
-                    .unwrap_or("v2")
-                    .parse()
-                    .map_err(ConfigError)?,
+                api: auth_api(raw)?,
                 app,
                 module: raw.module.module.clone(),
                 key: uri,

@@ -32,7 +32,7 @@ pub mod keys;
 mod login;
 pub use keys::RawConfig;
 use login::proxy;
-pub use login::{login_options, LoginOptions};
+pub use login::{auth_api, login_options, LoginOptions};
 
 pub const SYSTEM_CONFIG: &str = "/etc/tokenroll/config.toml";
 

@@ -102,6 +102,11 @@ pub async fn register(
     // registration the admin cannot make.
     let mut secrets = registrar.secrets(on).await?;
     let mut logged_in_again = false;
+    let cert = pair.certificate_info();
+    let sha1 = {
+        use sha1::Digest;
+        hex::encode(sha1::Sha1::digest(&pair.cert_der))
+    };
     let id = crate::journal::new_id();
     if let Some(j) = reg.journal {
         j.intent(&Intent {
@@ -113,14 +118,11 @@ pub async fn register(
             user: user.to_string(),
             token_label: pair.token_label.clone(),
             token_serial: pair.token_serial.clone(),
-            certificate_sha256: pair.certificate_info().sha256,
+            certificate_sha256: cert.sha256.clone(),
             certificate_subject: pair.subject.clone(),
-            certificate_sha1: {
-                use sha1::Digest;
-                hex::encode(sha1::Sha1::digest(&pair.cert_der))
-            },
-            certificate_serial: pair.certificate_info().serial,
-            certificate_issuer: pair.certificate_info().issuer,
+            certificate_sha1: sha1.clone(),
+            certificate_serial: cert.serial.clone(),
+            certificate_issuer: cert.issuer.clone(),
             algorithm: digest.name().to_string(),
             status: reg.status.code().to_string(),
         })?;
@@ -183,10 +185,6 @@ pub async fn register(
             }
         }
     };
-    let sha1 = {
-        use sha1::Digest;
-        hex::encode(sha1::Sha1::digest(&pair.cert_der))
-    };
     let report = |outcome: OutcomeKind, code: Option<i64>, message: String, timestamp| Report {
         outcome,
         code,
@@ -195,7 +193,7 @@ pub async fn register(
         admin: Some(reg.admin.to_string()),
         algorithm: digest.name().to_string(),
         token: Some(pair.token_ref()),
-        certificate: Some(pair.certificate_info()),
+        certificate: Some(cert.clone()),
         timestamp,
         step: None,
         already_bound: None,

@@ -103,6 +103,20 @@ impl Sessions {
         );
     }
 
+    /// Opens a session for `a` after a successful login; its answer's `object`.
+    fn open(&mut self, a: AdminAccount) -> serde_json::Value {
+        let (auth_token, secret_code) = (random_hex(16), random_hex(16));
+        self.live.push(Session {
+            admin: a.name,
+            auth_token: auth_token.clone(),
+            secret_code: secret_code.clone(),
+            last_used: Instant::now(),
+        });
+        serde_json::json!({"authToken": auth_token, "secretCode": secret_code,
+            "sessionTimeout": self.timeout.as_millis() as u64,
+            "role": a.role, "groupId": a.group.unwrap_or_default(), "multiStepAuth": false})
+    }
+
     /// Ends every session (a fault: the server restarted, or an operator logged everyone out).
     pub fn end_all(&mut self) {
         for s in std::mem::take(&mut self.live) {
@@ -207,23 +221,7 @@ impl Sessions {
                         "Invalid credential".into(),
                         serde_json::Value::Null,
                     ),
-                    (None, Some(a)) => {
-                        let (auth_token, secret_code) = (random_hex(16), random_hex(16));
-                        self.live.push(Session {
-                            admin: a.name.clone(),
-                            auth_token: auth_token.clone(),
-                            secret_code: secret_code.clone(),
-                            last_used: Instant::now(),
-                        });
-                        (
-                            CODE_SUCCESS,
-                            "Success".into(),
-                            serde_json::json!({"authToken": auth_token, "secretCode": secret_code,
-                                "sessionTimeout": self.timeout.as_millis() as u64,
-                                "role": a.role, "groupId": a.group.unwrap_or_default(),
-                                "multiStepAuth": false}),
-                        )
-                    }
+                    (None, Some(a)) => (CODE_SUCCESS, "Success".into(), self.open(a)),
                 }
             }
         };
@@ -313,22 +311,7 @@ impl Sessions {
         });
         let (code, message, object) = match outcome {
             Err((code, m)) => (code, m, serde_json::Value::Null),
-            Ok(a) => {
-                let (auth_token, secret_code) = (random_hex(16), random_hex(16));
-                self.live.push(Session {
-                    admin: a.name.clone(),
-                    auth_token: auth_token.clone(),
-                    secret_code: secret_code.clone(),
-                    last_used: Instant::now(),
-                });
-                (
-                    CODE_SUCCESS,
-                    "Success".into(),
-                    serde_json::json!({"authToken": auth_token, "secretCode": secret_code,
-                        "sessionTimeout": self.timeout.as_millis() as u64,
-                        "role": a.role, "groupId": a.group.unwrap_or_default()}),
-                )
-            }
+            Ok(a) => (CODE_SUCCESS, "Success".into(), self.open(a)),
         };
         record["answer_code"] = serde_json::json!(code);
         (
