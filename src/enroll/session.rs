@@ -101,9 +101,7 @@ impl Session {
 
 impl Registrar for Session {
     async fn secrets(&self, on: &mut dyn FnMut(Step)) -> Result<AdminSecrets, ApiError> {
-        if let LoginOptions::Static(s) = &self.login {
-            return Ok(s.clone());
-        }
+        // Static secrets are never held: the session below is only ever a login's.
         let mut held = self.held.lock().await;
         if let Some(h) = held.as_mut() {
             let timeout = h
@@ -118,7 +116,7 @@ impl Registrar for Session {
             *held = None;
         }
         let session = match &self.login {
-            LoginOptions::Static(_) => unreachable!("returned above"),
+            LoginOptions::Static(s) => return Ok(s.clone()),
             LoginOptions::Password { api, app, password } => {
                 // A password from a file or variable is used as often as needed; one that is
                 // typed is asked for each login and dropped after it.
