@@ -160,7 +160,7 @@ fn run_inner() -> Result<i32, String> {
         client.clone(),
         options.login.clone(),
         options.admin.clone(),
-        Box::new(|_: &str| Ok(None)),
+        std::sync::Arc::new(crate::enroll::NoOneToAsk),
     );
     let plan = Plan::Register {
         registrar: &session,

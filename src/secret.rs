@@ -107,6 +107,28 @@ impl Pin {
     }
 }
 
+/// A secret for one use: its clones share it, and the first `take` leaves it to none of them
+/// (the admin token's PIN from a variable opens a login that is then kept, so the PIN is not).
+#[derive(Clone)]
+pub struct OneUse<T>(std::sync::Arc<std::sync::Mutex<Option<T>>>);
+
+impl<T> OneUse<T> {
+    pub fn new(value: T) -> Self {
+        Self(std::sync::Arc::new(std::sync::Mutex::new(Some(value))))
+    }
+
+    /// The secret, the first time; `None` ever after (for every clone).
+    pub fn take(&self) -> Option<T> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
+impl<T> fmt::Debug for OneUse<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("OneUse(<redacted>)")
+    }
+}
+
 /// Takes a variable out of the process environment: returns its value (if set, non-empty and
 /// UTF-8) and removes it, so no child process inherits it.
 ///
@@ -194,6 +216,18 @@ pub struct AdminSecrets {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_one_use_secret_is_gone_for_every_clone_after_the_first_take() {
+        let once = OneUse::new(Pin::new("123456".into()));
+        let clone = once.clone();
+        assert_eq!(format!("{once:?}"), "OneUse(<redacted>)");
+        assert_eq!(
+            clone.take().map(|p| p.expose().to_string()).as_deref(),
+            Some("123456")
+        );
+        assert!(once.take().is_none() && clone.take().is_none());
+    }
 
     #[test]
     fn debug_and_display_are_redacted() {

@@ -131,6 +131,24 @@ struct Owner {
     reports: mpsc::UnboundedSender<Report>,
 }
 
+/// The session's questions, put to the person in the agent's dialog.
+struct DialogAsk(Arc<dyn PinDialog>);
+
+impl crate::enroll::AskAdmin for DialogAsk {
+    fn password(&self, admin: &str) -> Result<Option<crate::secret::AdminPassword>, String> {
+        self.0.ask_password(admin)
+    }
+
+    fn token_pin(
+        &self,
+        admin: &str,
+        token: &str,
+        note: Option<&str>,
+    ) -> Result<Option<crate::secret::Pin>, String> {
+        self.0.ask_admin_pin(admin, token, note)
+    }
+}
+
 /// Runs the agent until `stop` resolves. `view` receives every change of what the tray shows.
 pub async fn run(
     cfg: AgentConfig,
@@ -144,14 +162,14 @@ pub async fn run(
         CentagateClient::new(&cfg.register.server, cfg.http.clone()).map_err(|e| e.to_string())?,
     );
     // Credentials from files or variables log in again silently; a password that is not given
-    // is asked in the dialog each time a login is needed, and never kept.
+    // is asked in the dialog each time a login is needed, and never kept (nor is the admin
+    // token's PIN: its login is).
     let dialog: Arc<dyn PinDialog> = Arc::from(dialog);
-    let asker = dialog.clone();
     let session = crate::enroll::Session::new(
         client.clone(),
         cfg.register.login.clone(),
         cfg.register.admin.clone(),
-        Box::new(move |admin: &str| asker.ask_password(admin)),
+        Arc::new(DialogAsk(dialog.clone())),
     );
     let registry = registry::Registry::open(&cfg.state_dir).map_err(|e| e.to_string())?;
     let journal =
@@ -166,6 +184,13 @@ pub async fn run(
         interval: cfg.poll,
         shared: module.clone(),
         stopper: stopper.clone(),
+        admin_key: match &cfg.register.login {
+            crate::config::LoginOptions::Token { key, .. } => Some(crate::token::Selector {
+                uri: Some(key.uri.clone()),
+                ..Default::default()
+            }),
+            _ => None,
+        },
     };
     let watcher_thread = std::thread::Builder::new()
         .name("token-watcher".into())
@@ -257,6 +282,10 @@ impl Owner {
     /// A token came or went.
     fn change(&mut self, change: watcher::Change) -> Option<Event> {
         match change {
+            watcher::Change::Inserted(seen) if seen.admin_token => {
+                tracing::info!(token = %seen.key, "this token holds the admin's own signing pair (admin_key) for the CENTAGATE login: it is not offered for enrollment");
+                None
+            }
             watcher::Change::Inserted(seen) => {
                 let enrolled = self.registry.contains_any(&seen.certificates);
                 let has_pair = !seen.pairs.is_empty();

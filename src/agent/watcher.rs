@@ -25,6 +25,8 @@ pub struct Seen {
     pub pairs: Vec<PairRef>,
     /// A PIN pad: the PIN is entered on the reader, not in a dialog.
     pub pin_pad: bool,
+    /// The token holds the admin's own signing pair (`admin_key`): never enrolled.
+    pub admin_token: bool,
 }
 
 /// A usable signing pair, as the menu names it.
@@ -167,6 +169,7 @@ pub fn card_name(tokens: &[TokenDesc]) -> String {
 fn snapshot(
     module: &Module,
     known: &BTreeMap<TokenKey, Seen>,
+    admin_key: Option<&crate::token::Selector>,
 ) -> Result<BTreeMap<TokenKey, Seen>, String> {
     let mut out = BTreeMap::new();
     for card in cards(module.tokens().map_err(|e| e.to_string())?) {
@@ -183,7 +186,11 @@ fn snapshot(
         for t in &card {
             pairs.extend(module.pairs(t).unwrap_or_default());
         }
-        let pairs = crate::token::merge_card_copies(pairs);
+        let mut pairs = crate::token::merge_card_copies(pairs);
+        let admin_token = admin_key.is_some_and(|k| pairs.iter().any(|p| k.matches_pair(p)));
+        if admin_token {
+            pairs.clear();
+        }
         let certificates = pairs
             .iter()
             .map(|p| crate::certinfo::fingerprint(&p.cert_der))
@@ -203,6 +210,7 @@ fn snapshot(
                 certificates,
                 pairs: usable,
                 pin_pad: card.iter().any(|t| t.pin_pad),
+                admin_token,
             },
         );
     }
@@ -215,6 +223,8 @@ pub struct Watcher {
     pub shared: SharedModule,
     /// Shared with the agent, which ends the event threads at exit.
     pub stopper: Stopper,
+    /// The admin's own pair, for token logins: its token is never offered for enrollment.
+    pub admin_key: Option<crate::token::Selector>,
 }
 
 impl Watcher {
@@ -233,7 +243,11 @@ impl Watcher {
                         wake.arm(&m, token_dir.as_ref().map(|(d, _)| d.as_path()));
                     }
                     // After a reload every token's pairs are read again; otherwise known ones are kept.
-                    snapshot(&m, if reloaded { &empty } else { &known })
+                    snapshot(
+                        &m,
+                        if reloaded { &empty } else { &known },
+                        self.admin_key.as_ref(),
+                    )
                 });
             let now = match now {
                 Ok(now) => {

@@ -197,6 +197,7 @@ pub fn enroll(
             uri: Some(uri),
             // The card the person was asked about, in its reader: never a copy in another.
             reader: Some(key.reader.clone()),
+            ..Default::default()
         },
     );
     let mut on = |step: Step| match step {

@@ -43,15 +43,27 @@ pub fn enroll_cmd(
         Ok(c) => std::sync::Arc::new(c),
         Err(e) => return emit_error(e.into(), algorithm, json),
     };
-    // A password not given in a file or variable is asked at the terminal, without echo.
-    let ask: enroll::AskPassword = super::terminal_password();
-    let session = enroll::Session::new(client.clone(), reg.login.clone(), reg.admin.clone(), ask);
+    // A password or admin token PIN not given in a file or variable is asked at the terminal.
+    let session = enroll::Session::new(
+        client.clone(),
+        reg.login.clone(),
+        reg.admin.clone(),
+        std::sync::Arc::new(super::TerminalAsk),
+    );
     let journal = match crate::journal::Journal::open(&reg.journal) {
         Ok(j) => j,
         Err(e) => return emit_error(e.into(), algorithm, json),
     };
     let registration = Registration::new(&reg, client.origin(), Some(&journal));
-    let mut side = match Pkcs11Side::load(sign.module.as_deref(), sign.selector.clone()) {
+    // The admin's own pair signs the logins: it is never the one enrolled.
+    let selector = crate::token::Selector {
+        not: match &reg.login {
+            crate::config::LoginOptions::Token { key, .. } => Some(key.uri.clone()),
+            _ => None,
+        },
+        ..sign.selector.clone()
+    };
+    let mut side = match Pkcs11Side::load(sign.module.as_deref(), selector) {
         Ok(s) => s,
         Err(e) => return emit_error(e.into(), algorithm, json),
     };

@@ -19,6 +19,8 @@ pub fn for_error(e: &EnrollError) -> i32 {
         EnrollError::Usage(_) => USAGE,
         EnrollError::Token(TokenError::Ambiguous(_)) => USAGE,
         EnrollError::Token(_) => TOKEN,
+        EnrollError::AdminToken(TokenError::Ambiguous(_)) => USAGE,
+        EnrollError::AdminToken(_) => TOKEN,
         EnrollError::Api(ApiError::Config(_)) => USAGE,
         // The server answered the login: refused, like a registration it refuses.
         EnrollError::Api(ApiError::LoginRefused { .. }) => REFUSED,

@@ -67,10 +67,12 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .expect("tokio runtime")
 }
 
-/// The admin's password, asked at the terminal without echo (when no file or variable gives
-/// it), for the one-shot commands.
-pub(crate) fn terminal_password() -> crate::enroll::AskPassword {
-    Box::new(|admin: &str| {
+/// What no file or variable gives, asked at the terminal without echo, for the one-shot
+/// commands: the admin's password, the admin token's PIN.
+pub(crate) struct TerminalAsk;
+
+impl crate::enroll::AskAdmin for TerminalAsk {
+    fn password(&self, admin: &str) -> Result<Option<crate::secret::AdminPassword>, String> {
         rpassword::prompt_password(format!(
             "Password of the CENTAGATE admin '{}': ",
             crate::text::plain(admin)
@@ -82,5 +84,28 @@ pub(crate) fn terminal_password() -> crate::enroll::AskPassword {
                  TOKENROLL_ADMIN_PASSWORD or admin_password_file"
             )
         })
-    })
+    }
+
+    fn token_pin(
+        &self,
+        admin: &str,
+        token: &str,
+        note: Option<&str>,
+    ) -> Result<Option<crate::secret::Pin>, String> {
+        if let Some(n) = note {
+            eprintln!("tokenroll: {}", crate::text::plain(n));
+        }
+        rpassword::prompt_password(format!(
+            "PIN of token '{}', for the CENTAGATE login as '{}': ",
+            crate::text::plain(token),
+            crate::text::plain(admin)
+        ))
+        .map(|p| (!p.is_empty()).then(|| crate::secret::Pin::new(p)))
+        .map_err(|e| {
+            format!(
+                "no terminal to ask for the admin token's PIN ({e}); give --admin-pin-env VAR \
+                 or admin_pin_file"
+            )
+        })
+    }
 }

@@ -91,10 +91,14 @@ pub fn reconcile(raw: &RawConfig, env: &crate::secret::EnvSecrets, path: &Path, 
                 Ok(c) => std::sync::Arc::new(c),
                 Err(err) => return fail(exit::USAGE, err.to_string()),
             };
-            let ask: crate::enroll::AskPassword = super::terminal_password();
             sessions.push((
                 key.clone(),
-                Session::new(client, login.clone(), key.1.clone(), ask),
+                Session::new(
+                    client,
+                    login.clone(),
+                    key.1.clone(),
+                    std::sync::Arc::new(super::TerminalAsk),
+                ),
             ));
         }
         let session = &sessions
@@ -104,7 +108,9 @@ pub fn reconcile(raw: &RawConfig, env: &crate::secret::EnvSecrets, path: &Path, 
             .1;
         let answer = rt.block_on(async {
             let secrets = session.secrets(&mut |_| {}).await?;
-            session.bound(&key.1, &e.intent.user, &secrets).await
+            Ok::<_, crate::enroll::EnrollError>(
+                session.bound(&key.1, &e.intent.user, &secrets).await?,
+            )
         });
         let i = &e.intent;
         let (state, message) = match answer {

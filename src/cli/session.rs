@@ -46,7 +46,7 @@ pub fn session_cmd(
         let answer = client.session_check(api, &admin, &secrets).await;
         let described = session.described().await;
         session.logout().await;
-        answer.map(|a| (a, described))
+        Ok::<_, crate::enroll::EnrollError>((answer?, described))
     });
     match result {
         Ok((answer, described)) => {
@@ -90,13 +90,7 @@ pub fn session_cmd(
                 exit::REFUSED
             }
         }
-        Err(e) => {
-            let message = e.to_string();
-            fail(
-                exit::for_error(&crate::enroll::EnrollError::Api(e)),
-                message,
-            )
-        }
+        Err(e) => fail(exit::for_error(&e), e.to_string()),
     }
 }
 
@@ -140,7 +134,7 @@ pub(super) fn open_session(
         client.clone(),
         login,
         admin.clone(),
-        super::terminal_password(),
+        std::sync::Arc::new(super::TerminalAsk),
     );
     let user = raw.server.user.clone().filter(|u| !u.trim().is_empty());
     Ok((Admin { name: admin, user }, api, client, session))

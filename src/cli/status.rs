@@ -70,7 +70,7 @@ pub fn status_cmd(
             let secrets = session.secrets(&mut |_| {}).await?;
             let status = client.token_status(&admin, &user, &secrets).await?;
             let certs = session.bound(&admin, &user, &secrets).await?;
-            Ok::<_, crate::api::ApiError>((status, certs))
+            Ok::<_, crate::enroll::EnrollError>((status, certs))
         };
         let r = run.await;
         session.logout().await;
@@ -78,13 +78,7 @@ pub fn status_cmd(
     });
     let (status, certs) = match result {
         Ok(v) => v,
-        Err(e) => {
-            let message = e.to_string();
-            return fail(
-                exit::for_error(&crate::enroll::EnrollError::Api(e)),
-                message,
-            );
-        }
+        Err(e) => return fail(exit::for_error(&e), e.to_string()),
     };
     let view = StatusView {
         user,

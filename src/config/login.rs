@@ -26,10 +26,30 @@ pub enum LoginOptions {
     Token {
         api: AuthApi,
         app: App,
-        module: Option<PathBuf>,
-        key: Pkcs11Uri,
-        pin: crate::secret::Pin,
+        key: AdminKeyOptions,
     },
+}
+
+/// The admin's own signing pair, for `login = token`.
+#[derive(Clone, Debug)]
+pub struct AdminKeyOptions {
+    /// The module it is on (`--module`, else discovered).
+    pub module: Option<PathBuf>,
+    pub uri: Pkcs11Uri,
+    pub pin: AdminPin,
+}
+
+/// Where the admin token's PIN comes from when the token must be logged in. The login is kept
+/// for the life of the process, so the PIN is needed once — again only if the login is lost
+/// (the token removed, its module reloaded).
+#[derive(Clone, Debug)]
+pub enum AdminPin {
+    /// From `--admin-pin-env VAR`, taken at start: for the first login only, then asked.
+    Given(crate::secret::OneUse<crate::secret::Pin>),
+    /// `admin_pin_file` (a service's): read again for each login of the token.
+    File(PathBuf),
+    /// Asked (the terminal, the agent's dialog) for each login of the token.
+    Ask,
 }
 
 /// A secret from the environment (taken at start) or its owner-only file, if either is given.
@@ -117,20 +137,32 @@ pub fn login_options(raw: &RawConfig, env: &EnvSecrets) -> Result<LoginOptions, 
             if uri.carries_pin {
                 return err("--admin-key carries pin-value or pin-source; give the PIN with --admin-pin-env VAR or admin_pin_file");
             }
-            // Read now, while the process has one thread, and taken out of the environment.
-            let pin = match &raw.login.admin_pin_env {
-                Some(var) => crate::secret::take_env(var).ok_or_else(|| {
-                    ConfigError(format!("the variable {var} named by --admin-pin-env is not set"))
-                })?,
-                None => optional_secret(None, files.admin_pin_file.as_ref(), "admin_pin_file")?
-                    .ok_or_else(|| ConfigError("login = token needs the admin token's PIN: give --admin-pin-env VAR or set admin_pin_file".into()))?,
+            // A variable is read now, while the process has one thread, and taken out of the
+            // environment; a file is checked now (owner-only) and read when the PIN is needed.
+            let pin = match (&raw.login.admin_pin_env, &files.admin_pin_file) {
+                (Some(var), _) => crate::secret::take_env(var)
+                    .map(|p| {
+                        AdminPin::Given(crate::secret::OneUse::new(crate::secret::Pin::new(p)))
+                    })
+                    .ok_or_else(|| {
+                        ConfigError(format!(
+                            "the variable {var} named by --admin-pin-env is not set"
+                        ))
+                    })?,
+                (None, Some(file)) => {
+                    crate::paths::read_secret_file(file, "admin_pin_file").map_err(ConfigError)?;
+                    AdminPin::File(file.clone())
+                }
+                (None, None) => AdminPin::Ask,
             };
             Ok(LoginOptions::Token {
                 api: auth_api(raw)?,
                 app,
-                module: raw.module.module.clone(),
-                key: uri,
-                pin: crate::secret::Pin::new(pin),
+                key: AdminKeyOptions {
+                    module: raw.module.module.clone(),
+                    uri,
+                    pin,
+                },
             })
         }
         other => err(format!(

@@ -32,7 +32,7 @@ pub mod keys;
 mod login;
 pub use keys::RawConfig;
 use login::proxy;
-pub use login::{auth_api, login_options, LoginOptions};
+pub use login::{auth_api, login_options, AdminKeyOptions, AdminPin, LoginOptions};
 
 pub const SYSTEM_CONFIG: &str = "/etc/tokenroll/config.toml";
 
@@ -211,7 +211,7 @@ pub fn selector(raw: &RawConfig) -> Result<Selector, ConfigError> {
     Ok(Selector {
         token_label: raw.pin.token.clone(),
         uri,
-        reader: None,
+        ..Default::default()
     })
 }
 

@@ -7,6 +7,7 @@
 //! reached — those sit behind the traits below, so the same flow runs from every face and from
 //! tests with fakes — nor process exit codes (see `cli`).
 
+mod admin_key;
 mod pkcs11;
 mod register;
 mod replace;
@@ -15,13 +16,14 @@ mod session;
 mod tests;
 mod user;
 
+pub use admin_key::{AdminKey, AskAdmin, NoOneToAsk};
 pub use pkcs11::{Pkcs11Pair, Pkcs11Side};
 pub use register::{
     backoff, failure_report, now_timestamp, register, register_body, Registration,
     CLOCK_SKEW_LIMIT_MS,
 };
 pub use replace::replace;
-pub use session::{AskPassword, Session};
+pub use session::Session;
 pub use user::{MustMatch, UserFrom};
 
 use crate::api::{Answer, ApiError, HttpOptions, RegisterBody};
@@ -84,6 +86,9 @@ pub enum PinInput {
     Pin(Pin),
     /// The reader's PIN pad.
     ProtectedPath,
+    /// No PIN: the token is logged in already by a session kept open (`token::KeptLogin`).
+    /// Refused for a key that wants its PIN for every signature.
+    Kept,
 }
 
 /// The token side: finds the pair (no PIN). Selecting returns the pair that then signs, so there
@@ -114,7 +119,7 @@ pub trait PinPrompt {
 pub trait Registrar {
     /// The session's authToken and secretCode, logging in first when the session needs one
     /// (called after the PKCS#7 is verified, just before the registration).
-    async fn secrets(&self, on: &mut dyn FnMut(Step)) -> Result<AdminSecrets, ApiError>;
+    async fn secrets(&self, on: &mut dyn FnMut(Step)) -> Result<AdminSecrets, EnrollError>;
 
     /// The server refused the session `refused` (10001): forget it (if it is still the one
     /// held). True when a fresh login can follow.
@@ -160,7 +165,7 @@ pub trait Registrar {
 pub enum NoServer {}
 
 impl Registrar for NoServer {
-    async fn secrets(&self, _: &mut dyn FnMut(Step)) -> Result<AdminSecrets, ApiError> {
+    async fn secrets(&self, _: &mut dyn FnMut(Step)) -> Result<AdminSecrets, EnrollError> {
         match *self {}
     }
 
@@ -279,6 +284,9 @@ pub enum EnrollError {
     Usage(String),
     #[error(transparent)]
     Token(#[from] TokenError),
+    /// The admin's own token, for a token login (nothing of the registration was sent).
+    #[error("the admin's own token, for the CENTAGATE login: {0}")]
+    AdminToken(TokenError),
     #[error(transparent)]
     Api(#[from] ApiError),
     #[error(transparent)]

@@ -65,6 +65,13 @@ pub struct Pkcs11Pair {
     summary: PairSummary,
 }
 
+impl Pkcs11Pair {
+    /// A session on this pair's token that keeps its login, once one is made, until dropped.
+    pub fn keep_login(&self) -> Result<crate::token::KeptLogin, TokenError> {
+        self.module.keep_login(&self.pair.token)
+    }
+}
+
 impl SelectedPair for Pkcs11Pair {
     fn summary(&self) -> &PairSummary {
         &self.summary
@@ -81,8 +88,13 @@ impl SelectedPair for Pkcs11Pair {
         match &login {
             PinInput::Pin(pin) => session.login(crate::token::Login::Pin(pin))?,
             PinInput::ProtectedPath => session.login(crate::token::Login::ProtectedPath)?,
+            PinInput::Kept if !session.logged_in() => return Err(TokenError::LoggedOut),
+            PinInput::Kept => {}
         }
         let key = session.find_key(pair)?;
+        if matches!(login, PinInput::Kept) && key.wants_pin_every_signature() {
+            return Err(TokenError::PinEverySignature);
+        }
         let signer = crate::token::TokenSigner::new(
             &session,
             key,

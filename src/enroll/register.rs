@@ -166,7 +166,7 @@ pub async fn register(
                 });
                 tokio::time::sleep(after).await;
             }
-            Err(e) => break Err(e),
+            Err(e) => break Err(EnrollError::Api(e)),
         }
     };
     let outcome = |outcome: &str, code: Option<i64>, message: &str| Outcome {
@@ -201,7 +201,7 @@ pub async fn register(
     };
     let (answer, timestamp) = match result {
         Ok(v) => v,
-        Err(e) if e.may_have_gone_through() => {
+        Err(EnrollError::Api(e)) if e.may_have_gone_through() => {
             // The answer was lost: ask the server what is bound to the user before reporting.
             match registrar.bound(reg.admin, user, &secrets).await {
                 Ok(list) if list.iter().any(|c| c.is(&sha1)) => {
@@ -230,8 +230,12 @@ pub async fn register(
             }
         }
         Err(e) => {
-            record(outcome("failed", e.centagate_code(), &e.to_string()));
-            return Err(e.into());
+            let code = match &e {
+                EnrollError::Api(a) => a.centagate_code(),
+                _ => None,
+            };
+            record(outcome("failed", code, &e.to_string()));
+            return Err(e);
         }
     };
     on(Step::Answered {
@@ -326,6 +330,7 @@ pub fn failure_report(
         step: matches!(
             err,
             EnrollError::Api(crate::api::ApiError::LoginRefused { .. })
+                | EnrollError::AdminToken(_)
         )
         .then_some("login"),
     }

@@ -4,17 +4,17 @@
 //! ended by `logout`.
 //!
 //! Owns: when to log in, what is kept of a session, and logging out. Does not own: the login
-//! calls (see `api::login`) or where a password comes from (the face passes a way to ask).
+//! calls (see `api::login`), the admin's own pair (see `admin_key`) or how the person is asked
+//! (the face passes an `AskAdmin`).
 
-use super::{Registrar, Step};
+use super::admin_key::{AdminKey, AskAdmin};
+use super::{EnrollError, Registrar, Step};
 use crate::api::login::LoggedIn;
 use crate::api::{Answer, ApiError, CentagateClient, RegisterBody};
 use crate::config::LoginOptions;
-use crate::secret::{AdminPassword, AdminSecrets};
+use crate::secret::AdminSecrets;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-
-/// Asks the person for the admin's password (`Ok(None)`: they declined).
-pub type AskPassword = Box<dyn Fn(&str) -> Result<Option<AdminPassword>, String> + Send + Sync>;
 
 struct Held {
     session: LoggedIn,
@@ -23,11 +23,13 @@ struct Held {
 
 /// A server session for one admin, obtained as the options say.
 pub struct Session {
-    client: std::sync::Arc<CentagateClient>,
+    client: Arc<CentagateClient>,
     login: LoginOptions,
     admin: String,
-    ask: AskPassword,
+    ask: Arc<dyn AskAdmin>,
     held: tokio::sync::Mutex<Option<Held>>,
+    /// For `login = token`: the admin's pair, logged in for the life of the session's owner.
+    admin_key: Option<Arc<std::sync::Mutex<AdminKey>>>,
 }
 
 /// Without a `sessionTimeout` in the answer: the vendor's default, 30 minutes.
@@ -35,18 +37,35 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
 impl Session {
     pub fn new(
-        client: std::sync::Arc<CentagateClient>,
+        client: Arc<CentagateClient>,
         login: LoginOptions,
         admin: String,
-        ask: AskPassword,
+        ask: Arc<dyn AskAdmin>,
     ) -> Self {
+        let admin_key = match &login {
+            LoginOptions::Token { key, .. } => {
+                Some(Arc::new(std::sync::Mutex::new(AdminKey::new(key.clone()))))
+            }
+            _ => None,
+        };
         Self {
             client,
             login,
             admin,
             ask,
             held: tokio::sync::Mutex::new(None),
+            admin_key,
         }
+    }
+
+    /// Runs `f` (a dialog, the admin's token) off the runtime's thread, so the agent's other
+    /// tokens and its tray go on meanwhile.
+    async fn blocking<T: Send + 'static>(
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, EnrollError> {
+        tokio::task::spawn_blocking(f)
+            .await
+            .map_err(|e| EnrollError::Usage(format!("the login's worker ended: {e}")))
     }
 
     /// Now in Unix seconds by the server's clock (its `Date`, when it differs by over a minute).
@@ -100,7 +119,7 @@ impl Session {
 }
 
 impl Registrar for Session {
-    async fn secrets(&self, on: &mut dyn FnMut(Step)) -> Result<AdminSecrets, ApiError> {
+    async fn secrets(&self, on: &mut dyn FnMut(Step)) -> Result<AdminSecrets, EnrollError> {
         // Static secrets are never held: the session below is only ever a login's.
         let mut held = self.held.lock().await;
         if let Some(h) = held.as_mut() {
@@ -122,33 +141,40 @@ impl Registrar for Session {
                 // typed is asked for each login and dropped after it.
                 let password = match password {
                     Some(p) => p.clone(),
-                    None => (self.ask)(&self.admin)
-                        .map_err(ApiError::Config)?
-                        .ok_or_else(|| {
-                            ApiError::Config("no password was given for the admin login".into())
-                        })?,
+                    None => {
+                        let (ask, admin) = (self.ask.clone(), self.admin.clone());
+                        Self::blocking(move || ask.password(&admin))
+                            .await?
+                            .map_err(ApiError::Config)?
+                            .ok_or_else(|| {
+                                ApiError::Config("no password was given for the admin login".into())
+                            })?
+                    }
                 };
                 let ts = self.server_seconds().await;
                 self.client
                     .login_password(*api, app, &self.admin, &password, ts)
                     .await?
             }
-            LoginOptions::Token {
-                api,
-                app,
-                module,
-                key,
-                pin,
-            } => {
-                // The server's random string, signed by the admin's own pair through the same
-                // token → cms path as a registration, verified before it is sent.
+            LoginOptions::Token { api, app, .. } => {
+                // The server's random string, signed by the admin's own pair (kept logged in).
                 let ts = self.server_seconds().await;
                 let random = self
                     .client
                     .random_string(*api, app, &self.admin, ts)
                     .await?;
-                let pkcs7 = sign_with_admin_token(module.as_deref(), key, pin, random.as_bytes())
-                    .map_err(|e| ApiError::Config(format!("the admin's token: {e}")))?;
+                let key = self.admin_key.clone().expect("made for a token login");
+                let (ask, admin) = (self.ask.clone(), self.admin.clone());
+                let content = random.as_bytes().to_vec();
+                let pkcs7 = Self::blocking(move || {
+                    key.lock().unwrap_or_else(|p| p.into_inner()).sign(
+                        &admin,
+                        &content,
+                        ask.as_ref(),
+                    )
+                })
+                .await?
+                .map_err(EnrollError::AdminToken)?;
                 let ts = self.server_seconds().await;
                 self.client
                     .login_pkcs7(
@@ -229,28 +255,4 @@ impl Registrar for Session {
     async fn clock_offset_ms(&self) -> Option<i64> {
         self.client.clock_offset_ms().await
     }
-}
-
-/// Signs `content` as an attached PKCS#7 (SHA-256) with the admin's own pair `key` — on any
-/// token of the module, not the one being enrolled — and verifies it.
-fn sign_with_admin_token(
-    module: Option<&std::path::Path>,
-    key: &crate::token::uri::Pkcs11Uri,
-    pin: &crate::secret::Pin,
-    content: &[u8],
-) -> Result<Vec<u8>, super::EnrollError> {
-    use super::{SelectedPair, TokenSide};
-    let digest = crate::digest::DigestAlg::Sha256;
-    let mut side = super::Pkcs11Side::load(
-        module,
-        crate::token::Selector {
-            uri: Some(key.clone()),
-            ..Default::default()
-        },
-    )?;
-    let mut pair = side.select()?;
-    let cert = pair.summary().cert.clone();
-    let der = pair.sign_cms(super::PinInput::Pin(pin.clone()), content, digest)?;
-    super::self_verify(&der, content, digest, &cert)?;
-    Ok(der)
 }

@@ -120,7 +120,7 @@ impl FakeRegistrar {
 }
 
 impl Registrar for FakeRegistrar {
-    async fn secrets(&self, _: &mut dyn FnMut(Step)) -> Result<AdminSecrets, ApiError> {
+    async fn secrets(&self, _: &mut dyn FnMut(Step)) -> Result<AdminSecrets, super::EnrollError> {
         self.logins.set(self.logins.get() + 1);
         Ok(secrets())
     }

@@ -39,6 +39,8 @@ pub enum TokenError {
     TokenRemoved,
     #[error("this key wants its PIN again for every signature (CKA_ALWAYS_AUTHENTICATE), which tokenroll cannot do through the p11-kit proxy; name the token's own module with --module (for example opensc-pkcs11.so)")]
     AlwaysAuthenticateThroughProxy,
+    #[error("this key wants its PIN again for every signature (CKA_ALWAYS_AUTHENTICATE), and no PIN was given for this one")]
+    PinEverySignature,
     #[error("the token logged the session out (smart cards do after each signature, or when another program used them); retry, and enter the PIN again")]
     LoggedOut,
     #[error("the token has no user PIN yet; set one with the token's own tool (for example pkcs11-tool --init-pin), then retry")]

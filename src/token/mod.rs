@@ -24,7 +24,7 @@ pub use pair::{
     TokenDesc, Validity,
 };
 pub use select::{choose_pair, merge_card_copies, Selector};
-pub use session::{KeyHandle, Login, TokenSession};
+pub use session::{KeptLogin, KeyHandle, Login, TokenSession};
 pub use signer::{TokenSignature, TokenSigner};
 
 #[cfg(test)]

@@ -251,6 +251,14 @@ impl Module {
         })
     }
 
+    /// A session on `token` that keeps its login (once one is made) until dropped.
+    pub fn keep_login(&self, token: &TokenDesc) -> Result<super::KeptLogin, TokenError> {
+        self.ctx
+            .open_ro_session(token.slot)
+            .map(super::KeptLogin::new)
+            .map_err(|e| map_ck("opening a session", e))
+    }
+
     /// Blocks until a slot changes (a token inserted or removed) and returns it. `Ok(None)`: the
     /// module cannot wait (SoftHSM2 and the p11-kit proxy answer CKR_FUNCTION_NOT_SUPPORTED or
     /// CKR_NO_EVENT at once), so the caller must find another trigger. Only `finalize` from

@@ -14,6 +14,8 @@ pub struct Selector {
     pub uri: Option<Pkcs11Uri>,
     /// The slot description (the reader) the token must be in.
     pub reader: Option<String>,
+    /// A pair never chosen: the admin's own (`admin_key`), when it signs the logins.
+    pub not: Option<Pkcs11Uri>,
 }
 
 impl Selector {
@@ -29,7 +31,7 @@ impl Selector {
             })
     }
 
-    pub(super) fn matches_pair(&self, p: &SigningPair) -> bool {
+    pub fn matches_pair(&self, p: &SigningPair) -> bool {
         self.matches_token(&p.token)
             && self.uri.as_ref().is_none_or(|u| {
                 u.id.as_ref().is_none_or(|id| *id == p.id)
@@ -38,6 +40,17 @@ impl Selector {
                         .as_deref()
                         .is_none_or(|t| t == "private" || t == "cert")
             })
+    }
+
+    /// Whether `p` is the pair this selector never chooses.
+    pub fn is_not(&self, p: &SigningPair) -> bool {
+        self.not.as_ref().is_some_and(|u| {
+            Selector {
+                uri: Some(u.clone()),
+                ..Default::default()
+            }
+            .matches_pair(p)
+        })
     }
 
     pub fn describe(&self) -> String {
@@ -59,10 +72,17 @@ pub fn choose_pair(
     if matching_tokens.is_empty() {
         return Err(TokenError::NoToken(sel.describe()));
     }
-    let matching: Vec<SigningPair> = pairs.into_iter().filter(|p| sel.matches_pair(p)).collect();
+    let (matching, admins): (Vec<SigningPair>, Vec<SigningPair>) = pairs
+        .into_iter()
+        .filter(|p| sel.matches_pair(p))
+        .partition(|p| !sel.is_not(p));
     if matching.is_empty() {
         let names: Vec<String> = matching_tokens.iter().map(|t| t.display_name()).collect();
-        return Err(TokenError::NoSigningPair(names.join(", ")));
+        let mut names = names.join(", ");
+        if !admins.is_empty() {
+            names.push_str(" (besides the admin's own pair, admin_key, which is never enrolled)");
+        }
+        return Err(TokenError::NoSigningPair(names));
     }
     let (valid, invalid): (Vec<_>, Vec<_>) = matching
         .into_iter()

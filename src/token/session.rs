@@ -9,7 +9,7 @@ use crate::secret::Pin;
 use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
-use cryptoki::session::{Session, UserType};
+use cryptoki::session::{Session, SessionState, UserType};
 
 /// How the PIN for a login is supplied.
 pub enum Login<'p> {
@@ -34,7 +34,49 @@ pub struct KeyHandle {
     pub(super) always_authenticate: bool,
 }
 
+/// A session held open so that the token's login outlives the sessions that sign with it: a
+/// PKCS#11 login belongs to the application and lasts while any of its sessions on that token
+/// is open. For a pair one process signs with again and again (the admin's own, for token
+/// logins), so that its PIN need not be kept. Dropping it closes the session, and with the last
+/// one the login.
+pub struct KeptLogin {
+    session: Session,
+}
+
+impl KeptLogin {
+    pub(super) fn new(session: Session) -> Self {
+        Self { session }
+    }
+
+    /// Whether the token is still logged in: not once it was removed, its module finalised, or
+    /// the card logged itself out.
+    pub fn logged_in(&self) -> bool {
+        logged_in(&self.session)
+    }
+}
+
+fn logged_in(session: &Session) -> bool {
+    session.get_session_info().is_ok_and(|i| {
+        matches!(
+            i.session_state(),
+            SessionState::RoUser | SessionState::RwUser
+        )
+    })
+}
+
+impl KeyHandle {
+    /// CKA_ALWAYS_AUTHENTICATE: the key wants its PIN again for every signature.
+    pub fn wants_pin_every_signature(&self) -> bool {
+        self.always_authenticate
+    }
+}
+
 impl TokenSession<'_> {
+    /// Whether the token is logged in already (by a `KeptLogin`, or another session of ours).
+    pub fn logged_in(&self) -> bool {
+        logged_in(&self.session)
+    }
+
     /// The token's PIN state right now (count low, final try, locked).
     pub fn pin_state(&self) -> Result<TokenDesc, TokenError> {
         self.module.refresh(&self.token)

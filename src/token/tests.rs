@@ -74,7 +74,7 @@ fn by_uri(s: &str) -> Selector {
     Selector {
         token_label: None,
         uri: Some(Pkcs11Uri::parse(s).unwrap()),
-        reader: None,
+        ..Default::default()
     }
 }
 
@@ -114,6 +114,25 @@ fn several_valid_pairs_are_ambiguous_and_listed() {
 }
 
 #[test]
+fn the_admins_own_pair_is_never_chosen_for_enrollment() {
+    let (a, admin) = (token("alice"), token("admin"));
+    let tokens = [a.clone(), admin.clone()];
+    let not = Some(Pkcs11Uri::parse("pkcs11:token=admin;id=%07").unwrap());
+    let sel = Selector {
+        not: not.clone(),
+        ..Default::default()
+    };
+    // Without the exclusion these two would be ambiguous.
+    let got = choose_pair(&tokens, vec![pair(&a, 1, 30), pair(&admin, 7, 30)], &sel).unwrap();
+    assert_eq!(got.token.label, "alice");
+    let err = choose_pair(&tokens, vec![pair(&admin, 7, 30)], &sel).unwrap_err();
+    assert!(
+        matches!(err, TokenError::NoSigningPair(ref m) if m.contains("admin's own pair")),
+        "{err}"
+    );
+}
+
+#[test]
 fn only_expired_pairs_stop_with_the_reason() {
     let a = token("alice");
     let err = choose_pair(
@@ -143,7 +162,7 @@ fn token_attributes_narrow_the_choice() {
     let sel = Selector {
         token_label: Some("alice".into()),
         uri: None,
-        reader: None,
+        ..Default::default()
     };
     assert_eq!(
         choose_pair(&tokens, pairs(), &sel).unwrap().token.label,
@@ -262,6 +281,7 @@ fn an_impostor_with_a_copied_serial_and_certificate_is_its_own_token() {
         token_label: None,
         uri: Some(Pkcs11Uri::parse("pkcs11:token=card;serial=card-serial").unwrap()),
         reader: Some("Reader A".into()),
+        ..Default::default()
     };
     let chosen = choose_pair(&[real.clone(), impostor.clone()], both, &sel).unwrap();
     assert_eq!(chosen.token.slot_description, "Reader A");

@@ -38,6 +38,18 @@ pub trait PinDialog: Send + Sync + 'static {
         let _ = admin;
         Err("this dialog cannot ask for a password".into())
     }
+
+    /// The PIN of the admin's own token `token`, for a token login as `admin`; `note` says why
+    /// it is asked again. `Ok(None)`: declined.
+    fn ask_admin_pin(
+        &self,
+        admin: &str,
+        token: &str,
+        note: Option<&str>,
+    ) -> Result<Option<Pin>, String> {
+        let _ = (admin, token, note);
+        Err("this dialog cannot ask for the admin token's PIN".into())
+    }
 }
 
 /// Shows a notification.
@@ -128,6 +140,35 @@ impl PinDialog for Pinentry {
         Ok(self
             .run(&Cancel::default(), &lines)?
             .map(|p| AdminPassword::new(p.to_string()))
+            .filter(|p| !p.is_empty()))
+    }
+
+    fn ask_admin_pin(
+        &self,
+        admin: &str,
+        token: &str,
+        note: Option<&str>,
+    ) -> Result<Option<Pin>, String> {
+        use crate::text::pinentry as safe;
+        let (admin, token) = (safe(admin, FIELD), safe(token, FIELD));
+        let title = safe(&format!("tokenroll — admin token '{token}'"), TITLE);
+        let mut description = format!(
+            "tokenroll logs in to CENTAGATE as the admin '{admin}' with that admin's own token \
+             '{token}'.\n\nEnter the PIN of token '{token}'. The token stays logged in while \
+             tokenroll runs; the PIN is not kept."
+        );
+        if let Some(n) = note {
+            description = format!("{}\n\n{description}", safe(n, LINE));
+        }
+        let description = safe(&description, LINE);
+        let lines = [
+            ("SETTITLE", title.as_str()),
+            ("SETDESC", description.as_str()),
+            ("SETPROMPT", "PIN:"),
+        ];
+        Ok(self
+            .run(&Cancel::default(), &lines)?
+            .map(|p| Pin::new(p.to_string()))
             .filter(|p| !p.is_empty()))
     }
 

@@ -64,7 +64,18 @@ pub fn start_agent_with(
     extra: &[&str],
     wire: impl FnOnce(&mut Command),
 ) -> Agent {
-    let mut cmd = env.agent_cmd(sim);
+    start_agent_as(env, sim, ADMIN, extra, wire)
+}
+
+/// As `start_agent_with`, for the CENTAGATE admin `admin`.
+pub fn start_agent_as(
+    env: &TestEnv,
+    sim: &Sim,
+    admin: &str,
+    extra: &[&str],
+    wire: impl FnOnce(&mut Command),
+) -> Agent {
+    let mut cmd = env.agent_cmd_as(sim, admin);
     wire(&mut cmd);
     let child = cmd
         .arg("--headless")

@@ -259,6 +259,11 @@ impl TestEnv {
     /// logged to `pinentry.log`), its state and runtime folders in this environment, polling fast
     /// (`TOKENROLL_POLL_MS`, so a test may still pass `--poll-ms`).
     pub fn agent_cmd(&self, sim: &Sim) -> Command {
+        self.agent_cmd_as(sim, ADMIN)
+    }
+
+    /// As `agent_cmd`, for the CENTAGATE admin `admin`.
+    pub fn agent_cmd_as(&self, sim: &Sim, admin: &str) -> Command {
         std::fs::create_dir_all(self.path("run")).unwrap();
         let mut c = self.cmd();
         c.args([
@@ -266,7 +271,7 @@ impl TestEnv {
             "--server",
             &sim.origin,
             "--admin",
-            ADMIN,
+            admin,
             "--ca-file",
         ])
         .arg(&sim.ca)
