@@ -156,7 +156,8 @@ fn a_pinned_fingerprint_decides() {
 }
 
 /// `--proxy`: the registration goes through the proxy's CONNECT tunnel, even to loopback;
-/// credentials come from the owner-only file, never from the flag.
+/// credentials come from the owner-only file, never from the flag, or from the proxy variable;
+/// at trace level they appear in no output and no journal.
 #[test]
 fn a_registration_goes_through_a_connect_proxy() {
     let mut env = TestEnv::new();
@@ -192,7 +193,7 @@ fn a_registration_goes_through_a_connect_proxy() {
     assert_eq!(o.status.code(), Some(2), "{}", stdout(&o));
     assert!(!stdout(&o).contains("pw@"), "{}", stdout(&o));
     let creds = env.path("proxy-credentials");
-    std::fs::write(&creds, "user:pw\n").unwrap();
+    std::fs::write(&creds, format!("user:{PROXY_PASSWORD}\n")).unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&creds, std::fs::Permissions::from_mode(0o600)).unwrap();
     let conf = env.path("proxy.toml");
@@ -216,12 +217,60 @@ fn a_registration_goes_through_a_connect_proxy() {
         .arg(&conf)
         .arg("--ca-file")
         .arg(&sim.ca)
+        .env("RUST_LOG", "trace")
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    let basic = |user_pass: &str| {
+        use base64::Engine;
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(user_pass)
+        )
+    };
+    let from_file = basic(&format!("user:{PROXY_PASSWORD}"));
+    let t = proxy.tunnels();
     assert!(
-        proxy.tunnels().iter().any(|l| l.ends_with(" auth")),
-        "{:?}",
-        proxy.tunnels()
+        t.iter().any(|l| l.ends_with(&format!(" auth {from_file}"))),
+        "{t:?}"
+    );
+    // From the variable, as curl reads it: the credentials reach the proxy, and neither they
+    // nor the variable's URL reach a child, a log line or the journal.
+    let with_creds = proxy
+        .url
+        .replace("http://", &format!("http://carol:{PROXY_PASSWORD}@"));
+    let o2 = env
+        .enroll_base(&sim.origin, "user1")
+        .args(["--pin-env", "TOKENROLL_PIN", "--ca-file"])
+        .arg(&sim.ca)
+        .env("HTTPS_PROXY", &with_creds)
+        .env("RUST_LOG", "trace")
+        .output()
+        .unwrap();
+    assert_eq!(o2.status.code(), Some(0), "{}{}", stdout(&o2), stderr(&o2));
+    let from_variable = basic(&format!("carol:{PROXY_PASSWORD}"));
+    let t = proxy.tunnels();
+    assert!(
+        t.iter()
+            .any(|l| l.ends_with(&format!(" auth {from_variable}"))),
+        "{t:?}"
+    );
+    let dir = env.path("out");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (i, out) in [&o, &o2].iter().enumerate() {
+        std::fs::write(dir.join(format!("stdout{i}")), &out.stdout).unwrap();
+        std::fs::write(dir.join(format!("stderr{i}")), &out.stderr).unwrap();
+    }
+    let mut files = files_under(&dir);
+    files.extend(files_under(&env.path("home/.local/state")));
+    assert_no_secret_in(
+        &files,
+        &[
+            PROXY_PASSWORD,
+            from_file.trim_start_matches("Basic "),
+            from_variable.trim_start_matches("Basic "),
+        ],
     );
 }
+
+const PROXY_PASSWORD: &str = "pr0xy-S3cret";

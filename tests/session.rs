@@ -206,12 +206,12 @@ fn a_session_that_ends_while_the_agent_runs_is_opened_again() {
 fn the_session_command_checks_and_describes_the_session() {
     let mut env = TestEnv::new();
     let sim = env.simulator(&[]);
-    let run = |login: &[&str], password: &str| {
+    let run_at = |server: &str, login: &[&str], password: &str| {
         env.cmd()
             .args([
                 "session",
                 "--server",
-                &sim.origin,
+                server,
                 "--admin",
                 ADMIN,
                 "--json",
@@ -227,6 +227,7 @@ fn the_session_command_checks_and_describes_the_session() {
             .output()
             .unwrap()
     };
+    let run = |login: &[&str], password: &str| run_at(&sim.origin, login, password);
     let password_login = ["--login", "password", "--app-key", APP_KEY];
     let o = run(&password_login, ADMIN_PASSWORD);
     assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
@@ -262,6 +263,19 @@ fn the_session_command_checks_and_describes_the_session() {
     let o = run(&password_login, "wrong");
     assert_eq!(o.status.code(), Some(4), "{}", stdout(&o));
     assert_no_secret_in(std::slice::from_ref(&sim.record), &[]);
+    // A server that drops every connection: the HTTP client's error names the check's URL,
+    // which carries the cenToken; the message shows it without.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = dead.local_addr().unwrap().port();
+    std::thread::spawn(move || dead.incoming().for_each(drop));
+    let o = run_at(&format!("https://localhost:{port}"), &[], "");
+    assert_eq!(o.status.code(), Some(5), "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        json(&o)["error"].as_str().unwrap().contains("localhost"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(!stderr(&o).contains(&cen) && !stdout(&o).contains(&cen));
 }
 
 /// `tokenroll status`: after an enrollment with status valid, the user's PKI token is valid and

@@ -1,5 +1,5 @@
 //! A small HTTP CONNECT proxy on loopback that records every tunnel it carries (the target and
-//! whether the request carried Proxy-Authorization), for the proxy tests.
+//! the Proxy-Authorization it carried, if any), for the proxy tests.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 pub struct ConnectProxy {
     pub url: String,
-    /// One line per tunnel: "CONNECT host:port" and " auth" when Proxy-Authorization came.
+    /// One line per tunnel: "CONNECT host:port", and " auth VALUE" when Proxy-Authorization came.
     pub tunnels: Arc<Mutex<Vec<String>>>,
 }
 
@@ -37,15 +37,17 @@ fn tunnel(client: TcpStream, log: &Mutex<Vec<String>>) {
     if reader.read_line(&mut first).is_err() {
         return;
     }
-    let mut auth = false;
+    let mut auth = None;
     loop {
         let mut line = String::new();
         if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
             break;
         }
-        auth |= line
-            .to_ascii_lowercase()
-            .starts_with("proxy-authorization:");
+        if let Some((name, value)) = line.split_once(':') {
+            if name.eq_ignore_ascii_case("proxy-authorization") {
+                auth = Some(value.trim().to_string());
+            }
+        }
     }
     let target = first
         .split_whitespace()
@@ -54,7 +56,7 @@ fn tunnel(client: TcpStream, log: &Mutex<Vec<String>>) {
         .to_string();
     log.lock().unwrap().push(format!(
         "CONNECT {target}{}",
-        if auth { " auth" } else { "" }
+        auth.map(|a| format!(" auth {a}")).unwrap_or_default()
     ));
     let Ok(server) = TcpStream::connect(&target) else {
         let _ = (&client).write_all(b"HTTP/1.1 502 Bad Gateway\r\n\r\n");
