@@ -426,6 +426,46 @@ fn the_agent_asks_for_the_admin_password_in_a_dialog() {
     assert!(!log.contains(ADMIN_PASSWORD), "the password is in no log");
 }
 
+/// Quitting while the admin login's password dialog is open: the dialog's process ends with
+/// the agent, which stops cleanly; nothing is logged in or sent.
+#[test]
+fn quitting_with_the_admin_password_dialog_open_ends_the_dialog() {
+    let mut env = TestEnv::new();
+    env.provision("alice", true, "p256", "01", "CN=alice", &[]);
+    let sim = env.simulator(&[]);
+    let gate = env.path("gate");
+    pins(&env, &[PIN, &format!("WAIT {}", gate.display())]);
+    let agent = start_agent_with(
+        &env,
+        &sim,
+        &[
+            "--user-from",
+            "cn",
+            "--login",
+            "password",
+            "--app-key",
+            APP_KEY,
+        ],
+        |c| {
+            c.env_remove("TOKENROLL_AUTH_TOKEN")
+                .env_remove("TOKENROLL_SECRET_CODE")
+                .env("TOKENROLL_APP_SECRET", APP_SECRET);
+        },
+    );
+    wait_for(&agent, "the password dialog", || {
+        let log = std::fs::read_to_string(env.path("pinentry.log")).unwrap_or_default();
+        log.contains("CENTAGATE admin login") && log.matches("GETPIN").count() == 2
+    });
+    let pids = std::fs::read_to_string(env.path("pinentry.pids")).unwrap();
+    let pid: i32 = pids.lines().last().unwrap().trim().parse().unwrap();
+    assert!(agent.stop().success(), "SIGTERM ends the agent cleanly");
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "the dialog's process ended with the agent"
+    );
+    assert!(logins(&sim).is_empty() && sim.records().is_empty());
+}
+
 /// A second SoftHSM token "admintoken" holding the admin's own pair (CKA_ID 07), and the
 /// simulator's account "tokenadmin" that logs in with its certificate.
 fn token_admin(env: &TestEnv) -> String {

@@ -129,14 +129,20 @@ struct Owner {
     next_generation: u64,
     workers: tokio::task::JoinSet<()>,
     reports: mpsc::UnboundedSender<Report>,
+    /// Cancelled at exit: closes an admin login's dialog (password, admin token PIN).
+    quit: Arc<Cancel>,
 }
 
-/// The session's questions, put to the person in the agent's dialog.
-struct DialogAsk(Arc<dyn PinDialog>);
+/// The session's questions, put to the person in the agent's dialog; `quit` closes an open one
+/// when the agent ends.
+struct DialogAsk {
+    dialog: Arc<dyn PinDialog>,
+    quit: Arc<Cancel>,
+}
 
 impl crate::enroll::AskAdmin for DialogAsk {
     fn password(&self, admin: &str) -> Result<Option<crate::secret::AdminPassword>, String> {
-        self.0.ask_password(admin)
+        self.dialog.ask_password(admin, &self.quit)
     }
 
     fn token_pin(
@@ -145,7 +151,7 @@ impl crate::enroll::AskAdmin for DialogAsk {
         token: &str,
         note: Option<&str>,
     ) -> Result<Option<crate::secret::Pin>, String> {
-        self.0.ask_admin_pin(admin, token, note)
+        self.dialog.ask_admin_pin(admin, token, note, &self.quit)
     }
 }
 
@@ -165,11 +171,15 @@ pub async fn run(
     // is asked in the dialog each time a login is needed, and never kept (nor is the admin
     // token's PIN: its login is).
     let dialog: Arc<dyn PinDialog> = Arc::from(dialog);
+    let quit = Arc::new(Cancel::default());
     let session = crate::enroll::Session::new(
         client.clone(),
         cfg.register.login.clone(),
         cfg.register.admin.clone(),
-        Arc::new(DialogAsk(dialog.clone())),
+        Arc::new(DialogAsk {
+            dialog: dialog.clone(),
+            quit: quit.clone(),
+        }),
     );
     let registry = registry::Registry::open(&cfg.state_dir).map_err(|e| e.to_string())?;
     let journal =
@@ -214,6 +224,7 @@ pub async fn run(
         next_generation: 0,
         workers: tokio::task::JoinSet::new(),
         reports: report_tx,
+        quit,
     };
     tokio::pin!(stop);
     loop {
@@ -504,6 +515,7 @@ impl Owner {
         for r in self.records.values_mut() {
             r.withdraw();
         }
+        self.quit.cancel();
         let drained = tokio::time::timeout(DRAIN, async {
             while let Some(joined) = self.workers.join_next().await {
                 if let Err(e) = joined {

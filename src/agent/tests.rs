@@ -72,6 +72,7 @@ fn owner(dir: &std::path::Path) -> Owner {
         next_generation: 0,
         workers: tokio::task::JoinSet::new(),
         reports,
+        quit: Arc::new(Cancel::default()),
     }
 }
 

@@ -33,21 +33,23 @@ pub trait PinDialog: Send + Sync + 'static {
         cancel: &Cancel,
     ) -> Result<Option<String>, String>;
 
-    /// The CENTAGATE admin's password for a login (hidden as typed); `Ok(None)`: declined.
-    fn ask_password(&self, admin: &str) -> Result<Option<AdminPassword>, String> {
-        let _ = admin;
+    /// The CENTAGATE admin's password for a login (hidden as typed); `Ok(None)`: declined or
+    /// cancelled.
+    fn ask_password(&self, admin: &str, cancel: &Cancel) -> Result<Option<AdminPassword>, String> {
+        let _ = (admin, cancel);
         Err("this dialog cannot ask for a password".into())
     }
 
     /// The PIN of the admin's own token `token`, for a token login as `admin`; `note` says why
-    /// it is asked again. `Ok(None)`: declined.
+    /// it is asked again. `Ok(None)`: declined or cancelled.
     fn ask_admin_pin(
         &self,
         admin: &str,
         token: &str,
         note: Option<&str>,
+        cancel: &Cancel,
     ) -> Result<Option<Pin>, String> {
-        let _ = (admin, token, note);
+        let _ = (admin, token, note, cancel);
         Err("this dialog cannot ask for the admin token's PIN".into())
     }
 }
@@ -122,7 +124,7 @@ impl PinDialog for Pinentry {
         Ok(pin.filter(|p| !p.is_empty()))
     }
 
-    fn ask_password(&self, admin: &str) -> Result<Option<AdminPassword>, String> {
+    fn ask_password(&self, admin: &str, cancel: &Cancel) -> Result<Option<AdminPassword>, String> {
         use crate::text::pinentry as safe;
         let admin = safe(admin, FIELD);
         let description = safe(
@@ -138,7 +140,7 @@ impl PinDialog for Pinentry {
             ("SETPROMPT", "Password:"),
         ];
         Ok(self
-            .run(&Cancel::default(), &lines)?
+            .run(cancel, &lines)?
             .map(|p| AdminPassword::new(p.to_string()))
             .filter(|p| !p.is_empty()))
     }
@@ -148,6 +150,7 @@ impl PinDialog for Pinentry {
         admin: &str,
         token: &str,
         note: Option<&str>,
+        cancel: &Cancel,
     ) -> Result<Option<Pin>, String> {
         use crate::text::pinentry as safe;
         let (admin, token) = (safe(admin, FIELD), safe(token, FIELD));
@@ -167,7 +170,7 @@ impl PinDialog for Pinentry {
             ("SETPROMPT", "PIN:"),
         ];
         Ok(self
-            .run(&Cancel::default(), &lines)?
+            .run(cancel, &lines)?
             .map(|p| Pin::new(p.to_string()))
             .filter(|p| !p.is_empty()))
     }
