@@ -207,4 +207,3 @@ fn the_agent_keeps_the_admin_token_logged_in_and_never_enrolls_it() {
         "logged out at SIGTERM"
     );
 }
-
