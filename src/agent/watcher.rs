@@ -166,25 +166,63 @@ pub fn card_name(tokens: &[TokenDesc]) -> String {
 
 /// The cards present now. A card already in `known` keeps its pairs: reading certificates on
 /// every poll would cost the idle CPU the agent must not spend (a reload clears `known`).
+/// A card some of whose certificates could not be read (still being written, a read that failed)
+/// is read again on up to this many polls before what could be read is taken as the card.
+const REREADS: u8 = 10;
+
+/// Whether a reading of `key` with `unreadable` certificates that could not be read is taken as
+/// the card: at once when all could be read, else after `REREADS` tries in a row.
+fn read_settles(rereads: &mut BTreeMap<TokenKey, u8>, key: &TokenKey, unreadable: usize) -> bool {
+    if unreadable == 0 {
+        rereads.remove(key);
+        return true;
+    }
+    let n = rereads.entry(key.clone()).or_insert(0);
+    *n = n.saturating_add(1);
+    *n >= REREADS
+}
+
 fn snapshot(
     module: &Module,
     known: &BTreeMap<TokenKey, Seen>,
     admin_key: Option<&crate::token::Selector>,
+    rereads: &mut BTreeMap<TokenKey, u8>,
 ) -> Result<BTreeMap<TokenKey, Seen>, String> {
     let mut out = BTreeMap::new();
+    let mut present = std::collections::BTreeSet::new();
     for card in cards(module.tokens().map_err(|e| e.to_string())?) {
         let key = TokenKey {
             label: card_name(&card),
             serial: card[0].serial.clone(),
             reader: card[0].slot_description.clone(),
         };
-        if let Some(seen) = known.get(&key) {
+        present.insert(key.clone());
+        let settled = rereads.get(&key).is_none_or(|n| *n >= REREADS);
+        if let Some(seen) = known.get(&key).filter(|_| settled) {
             out.insert(key, seen.clone());
             continue;
         }
         let mut pairs = Vec::new();
+        let mut unreadable = 0;
         for t in &card {
-            pairs.extend(module.pairs(t).unwrap_or_default());
+            match module.pairs_read(t) {
+                Ok((p, n)) => {
+                    pairs.extend(p);
+                    unreadable += n;
+                }
+                Err(e) => {
+                    tracing::debug!(token = %t.label, error = %e, "reading the token's certificates");
+                    unreadable += 1;
+                }
+            }
+        }
+        if !read_settles(rereads, &key, unreadable) {
+            // Not announced half-read (as a card with nothing to enroll): read again on the
+            // next poll; a card announced before stays as it was.
+            if let Some(old) = known.get(&key) {
+                out.insert(key, old.clone());
+            }
+            continue;
         }
         let mut pairs = crate::token::merge_card_copies(pairs);
         let admin_token = admin_key.is_some_and(|k| pairs.iter().any(|p| k.matches_pair(p)));
@@ -214,6 +252,7 @@ fn snapshot(
             },
         );
     }
+    rereads.retain(|k, _| present.contains(k));
     Ok(out)
 }
 
@@ -231,6 +270,7 @@ impl Watcher {
     /// Runs until `changes` is closed. Sends the initial tokens as insertions.
     pub fn run(self, changes: Sender<Change>) {
         let mut known: BTreeMap<TokenKey, Seen> = BTreeMap::new();
+        let mut rereads: BTreeMap<TokenKey, u8> = BTreeMap::new();
         let mut token_dir: Option<(PathBuf, BTreeSet<String>)> = None;
         let mut reported_trouble = false;
         let mut wake = Wake::new(self.stopper.clone());
@@ -247,6 +287,7 @@ impl Watcher {
                         &m,
                         if reloaded { &empty } else { &known },
                         self.admin_key.as_ref(),
+                        &mut rereads,
                     )
                 });
             let now = match now {
@@ -340,6 +381,29 @@ mod tests {
 
     fn listed_first() -> TokenDesc {
         token("OpenPGP card (User PIN)", "ffb85cb07b84")
+    }
+
+    #[test]
+    fn a_half_read_card_is_read_again_before_it_is_announced() {
+        let mut rereads = BTreeMap::new();
+        let key = TokenKey {
+            label: "bob".into(),
+            serial: "1".into(),
+            reader: "r".into(),
+        };
+        for _ in 1..REREADS {
+            assert!(!read_settles(&mut rereads, &key, 1), "read again");
+        }
+        assert!(
+            read_settles(&mut rereads, &key, 1),
+            "then taken as it reads"
+        );
+        assert!(read_settles(&mut rereads, &key, 0));
+        assert!(rereads.is_empty(), "a whole reading ends the count");
+        assert!(
+            !read_settles(&mut rereads, &key, 2),
+            "and a later half reading starts it anew"
+        );
     }
 
     #[test]

@@ -167,6 +167,12 @@ impl Module {
     /// Signing pairs visible without logging in: certificates that allow signing, with a key type
     /// tokenroll supports. The private key itself is found after login (it is usually private).
     pub fn pairs(&self, token: &TokenDesc) -> Result<Vec<SigningPair>, TokenError> {
+        self.pairs_read(token).map(|(pairs, _)| pairs)
+    }
+
+    /// `pairs`, and how many certificate objects could not be read (a token still being
+    /// written, a broken object): a caller that caches the answer reads such a token again.
+    pub fn pairs_read(&self, token: &TokenDesc) -> Result<(Vec<SigningPair>, usize), TokenError> {
         let session = self
             .ctx
             .open_ro_session(token.slot)
@@ -179,6 +185,7 @@ impl Module {
             .map_err(|e| map_ck("finding certificates", e))?;
         let now = SystemTime::now();
         let mut out = Vec::new();
+        let mut unreadable = 0;
         for handle in certs {
             let attrs = session
                 .get_attributes(
@@ -200,10 +207,12 @@ impl Module {
                 }
             }
             let (Some(id), Some(der)) = (id, value) else {
+                unreadable += 1;
                 continue;
             };
             let Ok(cert) = Certificate::from_der(&der) else {
                 tracing::warn!(token = %token.label, "skipping a certificate that does not parse");
+                unreadable += 1;
                 continue;
             };
             if !key_usage_allows_signing(&cert) {
@@ -225,7 +234,7 @@ impl Module {
                 kind,
             });
         }
-        Ok(out)
+        Ok((out, unreadable))
     }
 
     /// All tokens' pairs, and the one the selector means.
