@@ -18,6 +18,7 @@ pub mod enroll;
 pub mod fuzzing;
 pub mod journal;
 pub mod paths;
+pub mod relay;
 pub mod secret;
 pub mod simulator;
 pub mod text;
