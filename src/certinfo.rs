@@ -13,22 +13,27 @@ const EMAIL_ADDRESS: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.11
 const MS_UPN: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.4.1.311.20.2.3");
 
 fn subject_attr(cert: &Certificate, oid: ObjectIdentifier) -> Option<String> {
+    subject_attrs(cert, oid).into_iter().next()
+}
+
+/// Every value of the subject's attribute `oid` that is a string.
+fn subject_attrs(cert: &Certificate, oid: ObjectIdentifier) -> Vec<String> {
     use der::{Tag, Tagged};
-    let atv = cert
-        .tbs_certificate
+    cert.tbs_certificate
         .subject
         .0
         .iter()
         .flat_map(|rdn| rdn.0.iter())
-        .find(|atv| atv.oid == oid)?;
-    match atv.value.tag() {
-        Tag::Utf8String | Tag::PrintableString | Tag::Ia5String | Tag::TeletexString => {
-            std::str::from_utf8(atv.value.value())
-                .ok()
-                .map(str::to_string)
-        }
-        _ => None,
-    }
+        .filter(|atv| atv.oid == oid)
+        .filter_map(|atv| match atv.value.tag() {
+            Tag::Utf8String | Tag::PrintableString | Tag::Ia5String | Tag::TeletexString => {
+                std::str::from_utf8(atv.value.value())
+                    .ok()
+                    .map(str::to_string)
+            }
+            _ => None,
+        })
+        .collect()
 }
 
 fn san(cert: &Certificate) -> Vec<GeneralName> {
@@ -52,24 +57,44 @@ pub fn common_name(cert: &Certificate) -> Option<String> {
     subject_attr(cert, const_oid::db::rfc4519::CN)
 }
 
-pub fn email(cert: &Certificate) -> Option<String> {
-    san(cert)
+/// Every common name of the subject, for a policy that refuses a certificate naming several.
+pub fn common_names(cert: &Certificate) -> Vec<String> {
+    subject_attrs(cert, const_oid::db::rfc4519::CN)
+}
+
+/// Every e-mail address: the subject alternative name's, then the subject's emailAddress.
+pub fn emails(cert: &Certificate) -> Vec<String> {
+    let mut out: Vec<String> = san(cert)
         .into_iter()
-        .find_map(|g| match g {
+        .filter_map(|g| match g {
             GeneralName::Rfc822Name(s) => Some(s.to_string()),
             _ => None,
         })
-        .or_else(|| subject_attr(cert, EMAIL_ADDRESS))
+        .collect();
+    out.extend(subject_attrs(cert, EMAIL_ADDRESS));
+    out
+}
+
+/// Every Microsoft UPN in the subject alternative name.
+pub fn upns(cert: &Certificate) -> Vec<String> {
+    san(cert)
+        .into_iter()
+        .filter_map(|g| match g {
+            GeneralName::OtherName(o) if o.type_id == MS_UPN => o
+                .value
+                .decode_as::<der::asn1::Utf8StringRef<'_>>()
+                .ok()
+                .map(|s| s.as_str().to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+pub fn email(cert: &Certificate) -> Option<String> {
+    emails(cert).into_iter().next()
 }
 
 /// The Microsoft UPN (otherName 1.3.6.1.4.1.311.20.2.3, a UTF8String).
 pub fn upn(cert: &Certificate) -> Option<String> {
-    san(cert).into_iter().find_map(|g| match g {
-        GeneralName::OtherName(o) if o.type_id == MS_UPN => o
-            .value
-            .decode_as::<der::asn1::Utf8StringRef<'_>>()
-            .ok()
-            .map(|s| s.as_str().to_string()),
-        _ => None,
-    })
+    upns(cert).into_iter().next()
 }

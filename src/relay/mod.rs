@@ -8,6 +8,7 @@
 //! `enroll`), CMS or path validation (see `cms`, `chain`), or the CENTAGATE calls (see `api`).
 
 pub mod challenge;
+pub mod identity;
 pub mod rules;
 pub mod statement;
 
