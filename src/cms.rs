@@ -29,6 +29,13 @@ pub enum CmsError {
     Malformed(String),
     #[error("the PKCS#7 {0}")]
     Invalid(String),
+    #[error("the PKCS#7 has {0} signers; exactly one is expected")]
+    SignerCount(usize),
+    #[error("the PKCS#7 is detached: the content is not attached")]
+    Detached,
+    /// The message digest or the signature does not verify with the signer's certificate.
+    #[error("the PKCS#7 {0}")]
+    BadSignature(String),
 }
 
 fn invalid(s: impl Into<String>) -> CmsError {
@@ -122,15 +129,12 @@ pub fn verify(der: &[u8]) -> Result<Verified, CmsError> {
         .encap_content_info
         .econtent
         .as_ref()
-        .ok_or_else(|| invalid("is detached: the content is not attached"))?
+        .ok_or(CmsError::Detached)?
         .decode_as::<der::asn1::OctetString>()
         .map_err(malformed)?
         .into_bytes();
     if sd.signer_infos.0.len() != 1 {
-        return Err(invalid(format!(
-            "has {} signers; exactly one is expected",
-            sd.signer_infos.0.len()
-        )));
+        return Err(CmsError::SignerCount(sd.signer_infos.0.len()));
     }
     let si = sd.signer_infos.0.get(0).expect("one signer");
     let digest = DigestAlg::from_oid(&si.digest_alg.oid)
@@ -171,8 +175,8 @@ pub fn verify(der: &[u8]) -> Result<Verified, CmsError> {
         .decode_as::<der::asn1::OctetString>()
         .map_err(malformed)?;
     if md.as_bytes() != digest.hash(&content).as_slice() {
-        return Err(invalid(
-            "message-digest attribute does not match the content",
+        return Err(CmsError::BadSignature(
+            "message-digest attribute does not match the content".into(),
         ));
     }
     let signed = attrs.to_der().map_err(malformed)?;
@@ -182,13 +186,28 @@ pub fn verify(der: &[u8]) -> Result<Verified, CmsError> {
         Some(digest),
         &signed,
         si.signature.as_bytes(),
-    )?;
+    )
+    .map_err(|e| match e {
+        CmsError::Invalid(m) => CmsError::BadSignature(m),
+        e => e,
+    })?;
     Ok(Verified {
         content,
         digest,
         signer,
         certificates,
     })
+}
+
+/// The digest of the one signer of `der`, read without verifying anything (for a policy that
+/// refuses a weak digest before a signature's failure is reported).
+pub fn signer_digest(der: &[u8]) -> Option<DigestAlg> {
+    let ci = ContentInfo::from_der(der).ok()?;
+    let sd: SignedData = ci.content.decode_as().ok()?;
+    match sd.signer_infos.0.as_slice() {
+        [si] => DigestAlg::from_oid(&si.digest_alg.oid),
+        _ => None,
+    }
 }
 
 fn subject_key_id(c: &Certificate) -> Option<Vec<u8>> {

@@ -9,6 +9,7 @@
 
 pub mod challenge;
 pub mod identity;
+pub mod policy;
 pub mod rules;
 pub mod statement;
 
