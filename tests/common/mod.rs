@@ -380,6 +380,23 @@ pub fn openssl_verify(p7: &Path, ca: &Path) -> Vec<u8> {
 }
 
 /// `openssl cms -cmsout -print`: the structure as openssl reads it.
+/// The certificate's fingerprint as `openssl x509 -fingerprint` computes it (`alg`: "-sha1",
+/// "-sha256"), hex without colons.
+pub fn openssl_fingerprint(cert: &Path, alg: &str) -> String {
+    let o = Command::new("openssl")
+        .args(["x509", "-noout", "-fingerprint", alg, "-in"])
+        .arg(cert)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "openssl x509: {}", stderr(&o));
+    stdout(&o)
+        .trim()
+        .rsplit('=')
+        .next()
+        .unwrap()
+        .replace(':', "")
+}
+
 pub fn openssl_print(p7: &Path) -> String {
     let out = Command::new("openssl")
         .args(["cms", "-cmsout", "-print", "-inform", "DER", "-in"])

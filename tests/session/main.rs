@@ -21,6 +21,31 @@ fn logouts(sim: &Sim) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// The headless agent with a password login through the App (no static secrets); the admin's
+/// password in the environment when `password` is given, else asked in the dialog.
+fn start_password_agent(env: &TestEnv, sim: &Sim, password: Option<&str>) -> Agent {
+    start_agent_with(
+        env,
+        sim,
+        &[
+            "--user-from",
+            "cn",
+            "--login",
+            "password",
+            "--app-key",
+            APP_KEY,
+        ],
+        |c| {
+            c.env_remove("TOKENROLL_AUTH_TOKEN")
+                .env_remove("TOKENROLL_SECRET_CODE")
+                .env("TOKENROLL_APP_SECRET", APP_SECRET);
+            if let Some(p) = password {
+                c.env("TOKENROLL_ADMIN_PASSWORD", p);
+            }
+        },
+    )
+}
+
 /// `tokenroll enroll --login password` with the App and the admin's password in the
 /// environment, and no static secrets at all.
 fn enroll_with_login(
@@ -29,6 +54,10 @@ fn enroll_with_login(
     password: &str,
     extra: &[&str],
 ) -> std::process::Output {
+    login_cmd(env, sim, password, extra).output().unwrap()
+}
+
+fn login_cmd(env: &TestEnv, sim: &Sim, password: &str, extra: &[&str]) -> std::process::Command {
     let mut c = env.cmd();
     c.args([
         "enroll",
@@ -52,7 +81,7 @@ fn enroll_with_login(
     .env("TOKENROLL_APP_SECRET", APP_SECRET)
     .env("TOKENROLL_ADMIN_PASSWORD", password)
     .env("RUST_LOG", "trace");
-    c.output().unwrap()
+    c
 }
 
 #[test]
@@ -116,30 +145,10 @@ fn a_refused_password_is_exit_4_with_one_login_and_nothing_sent() {
     assert_eq!(logins(&sim).len(), 1, "never retried automatically");
     assert!(sim.records().is_empty(), "no registration was sent");
     // A wrong App secret is its own message.
-    let o = {
-        let mut c = env.cmd();
-        c.args([
-            "enroll",
-            "--server",
-            &sim.origin,
-            "--admin",
-            ADMIN,
-            "--user",
-            "alice",
-        ])
-        .args([
-            "--pin-env",
-            "TOKENROLL_PIN",
-            "--json",
-            "--login",
-            "password",
-        ])
-        .args(["--app-key", APP_KEY, "--ca-file"])
-        .arg(&sim.ca)
+    let o = login_cmd(&env, &sim, ADMIN_PASSWORD, &[])
         .env("TOKENROLL_APP_SECRET", "SK-wrong")
-        .env("TOKENROLL_ADMIN_PASSWORD", ADMIN_PASSWORD);
-        c.output().unwrap()
-    };
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(4), "{}", stdout(&o));
     assert!(
         json(&o)["message"]
@@ -161,24 +170,7 @@ fn a_session_that_ends_while_the_agent_runs_is_opened_again() {
     env.provision("bob", true, "p256", "01", "CN=bob", &[]);
     let sim = env.simulator(&["--end-sessions-after", "1"]);
     pins(&env, &[PIN, PIN]);
-    let agent = start_agent_with(
-        &env,
-        &sim,
-        &[
-            "--user-from",
-            "cn",
-            "--login",
-            "password",
-            "--app-key",
-            APP_KEY,
-        ],
-        |c| {
-            c.env_remove("TOKENROLL_AUTH_TOKEN")
-                .env_remove("TOKENROLL_SECRET_CODE")
-                .env("TOKENROLL_APP_SECRET", APP_SECRET)
-                .env("TOKENROLL_ADMIN_PASSWORD", ADMIN_PASSWORD);
-        },
-    );
+    let agent = start_password_agent(&env, &sim, Some(ADMIN_PASSWORD));
     wait_for(&agent, "both registrations", || {
         sim.records()
             .iter()
@@ -312,17 +304,7 @@ fn the_status_command_shows_the_token_and_its_certificate() {
     assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
     let j = json(&o);
     assert_eq!(j["token_status"], "valid", "{j}");
-    let fp = std::process::Command::new("openssl")
-        .args(["x509", "-noout", "-fingerprint", "-sha1", "-in"])
-        .arg(&cert)
-        .output()
-        .unwrap();
-    let fp: String = stdout(&fp)
-        .trim()
-        .rsplit('=')
-        .next()
-        .unwrap()
-        .replace(':', "");
+    let fp = openssl_fingerprint(&cert, "-sha1");
     assert!(
         j["certificates"][0]["sha1"]
             .as_str()
@@ -400,23 +382,7 @@ fn the_agent_asks_for_the_admin_password_in_a_dialog() {
     env.provision("alice", true, "p256", "01", "CN=alice", &[]);
     let sim = env.simulator(&[]);
     pins(&env, &[PIN, ADMIN_PASSWORD]);
-    let agent = start_agent_with(
-        &env,
-        &sim,
-        &[
-            "--user-from",
-            "cn",
-            "--login",
-            "password",
-            "--app-key",
-            APP_KEY,
-        ],
-        |c| {
-            c.env_remove("TOKENROLL_AUTH_TOKEN")
-                .env_remove("TOKENROLL_SECRET_CODE")
-                .env("TOKENROLL_APP_SECRET", APP_SECRET);
-        },
-    );
+    let agent = start_password_agent(&env, &sim, None);
     wait_for(&agent, "the registration", || {
         sim.records().iter().any(|r| r["answer_code"] == 0)
     });
@@ -437,23 +403,7 @@ fn quitting_with_the_admin_password_dialog_open_ends_the_dialog() {
     let sim = env.simulator(&[]);
     let gate = env.path("gate");
     pins(&env, &[PIN, &format!("WAIT {}", gate.display())]);
-    let agent = start_agent_with(
-        &env,
-        &sim,
-        &[
-            "--user-from",
-            "cn",
-            "--login",
-            "password",
-            "--app-key",
-            APP_KEY,
-        ],
-        |c| {
-            c.env_remove("TOKENROLL_AUTH_TOKEN")
-                .env_remove("TOKENROLL_SECRET_CODE")
-                .env("TOKENROLL_APP_SECRET", APP_SECRET);
-        },
-    );
+    let agent = start_password_agent(&env, &sim, None);
     wait_for(&agent, "the password dialog", || {
         let log = std::fs::read_to_string(env.path("pinentry.log")).unwrap_or_default();
         log.contains("CENTAGATE admin login") && log.matches("GETPIN").count() == 2
@@ -476,24 +426,7 @@ fn an_idle_session_is_opened_again_when_work_arrives() {
     env.provision("alice", true, "p256", "01", "CN=alice", &[]);
     let sim = env.simulator(&["--session-timeout-ms", "1500"]);
     pins(&env, &[PIN, PIN]);
-    let agent = start_agent_with(
-        &env,
-        &sim,
-        &[
-            "--user-from",
-            "cn",
-            "--login",
-            "password",
-            "--app-key",
-            APP_KEY,
-        ],
-        |c| {
-            c.env_remove("TOKENROLL_AUTH_TOKEN")
-                .env_remove("TOKENROLL_SECRET_CODE")
-                .env("TOKENROLL_APP_SECRET", APP_SECRET)
-                .env("TOKENROLL_ADMIN_PASSWORD", ADMIN_PASSWORD);
-        },
-    );
+    let agent = start_password_agent(&env, &sim, Some(ADMIN_PASSWORD));
     wait_for(&agent, "alice's registration", || {
         sim.records().iter().any(|r| r["answer_code"] == 0)
     });

@@ -9,17 +9,7 @@ use crate::common::*;
 /// simulator's account "tokenadmin" that logs in with its certificate.
 fn token_admin(env: &TestEnv) -> String {
     let admin_cert = env.provision("admintoken", true, "p256", "07", "CN=helpdesk admin", &[]);
-    let fp = std::process::Command::new("openssl")
-        .args(["x509", "-noout", "-fingerprint", "-sha256", "-in"])
-        .arg(&admin_cert)
-        .output()
-        .unwrap();
-    let fp: String = stdout(&fp)
-        .trim()
-        .rsplit('=')
-        .next()
-        .unwrap()
-        .replace(':', "");
+    let fp = openssl_fingerprint(&admin_cert, "-sha256");
     format!("[[admin]]\nname = \"tokenadmin\"\ncert_sha256 = \"{fp}\"\n")
 }
 
