@@ -12,5 +12,6 @@ pub mod identity;
 pub mod policy;
 pub mod rules;
 pub mod statement;
+pub mod store;
 
 pub use rules::Rule;

@@ -1,0 +1,429 @@
+//! The relay's state, in one database the replicas share: SQLite (`sqlite:PATH`, WAL, for one
+//! relay) or PostgreSQL (`postgres://...`, for several). Issued-challenge keys, the claims that
+//! make challenges single-use, request records, rate counters and the audit trail live here;
+//! replicas hold nothing of their own. One schema and one set of queries serve both (sqlx's Any
+//! driver, `$N` placeholders, plain TEXT and BIGINT columns), checked at run time so builds need
+//! no database.
+//!
+//! Owns: the schema and its migrations, and every query. Does not own: what is decided with them
+//! (see `policy` and the HTTP front).
+
+use super::challenge::ChallengeKey;
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Row};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the relay's database {url}: {reason}")]
+    Open { url: String, reason: String },
+    #[error("the relay's database: {0}")]
+    Query(String),
+}
+
+fn query_err(e: sqlx::Error) -> StoreError {
+    StoreError::Query(e.to_string())
+}
+
+/// The schema, in order. Each entry is applied once and recorded (sqlx's migrator).
+const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "relay state",
+    "CREATE TABLE challenge_keys (id BIGINT PRIMARY KEY, key_hex TEXT NOT NULL, created_ms BIGINT NOT NULL);
+     CREATE TABLE claims (challenge_id TEXT PRIMARY KEY, request_sha256 TEXT NOT NULL,
+                          claimed_ms BIGINT NOT NULL, expires_ms BIGINT NOT NULL);
+     CREATE TABLE requests (sha256 TEXT PRIMARY KEY, state TEXT NOT NULL, username TEXT NOT NULL,
+                            outcome TEXT, code BIGINT, message TEXT, updated_ms BIGINT NOT NULL);
+     CREATE TABLE rate_counts (bucket TEXT NOT NULL, window_start BIGINT NOT NULL, hits BIGINT NOT NULL,
+                               PRIMARY KEY (bucket, window_start));
+     CREATE TABLE audit (request_id TEXT PRIMARY KEY, time_ms BIGINT NOT NULL, client TEXT NOT NULL,
+                         username TEXT NOT NULL, subject TEXT NOT NULL, issuer TEXT NOT NULL,
+                         serial TEXT NOT NULL, sha256 TEXT NOT NULL, challenge_id TEXT NOT NULL,
+                         decision TEXT NOT NULL, rule TEXT NOT NULL, code BIGINT, latency_ms BIGINT NOT NULL);",
+)];
+
+#[derive(Debug)]
+struct Embedded;
+
+impl<'s> sqlx::migrate::MigrationSource<'s> for Embedded {
+    fn resolve(
+        self,
+    ) -> std::pin::Pin<
+        Box<
+            dyn std::future::Future<
+                    Output = Result<Vec<sqlx::migrate::Migration>, sqlx::error::BoxDynError>,
+                > + Send
+                + 's,
+        >,
+    > {
+        Box::pin(async {
+            Ok(MIGRATIONS
+                .iter()
+                .map(|(v, d, sql)| {
+                    sqlx::migrate::Migration::new(
+                        *v,
+                        (*d).into(),
+                        sqlx::migrate::MigrationType::Simple,
+                        (*sql).into(),
+                        false,
+                    )
+                })
+                .collect())
+        })
+    }
+}
+
+/// A request's record: in progress (claimed, not answered yet) or final.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestRecord {
+    pub state: String,
+    pub username: String,
+    pub outcome: Option<String>,
+    pub code: Option<i64>,
+    pub message: Option<String>,
+}
+
+pub struct Store {
+    pool: AnyPool,
+}
+
+impl Store {
+    /// Opens (creating, for SQLite) the database at `url` and brings its schema up to date.
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        sqlx::any::install_default_drivers();
+        let open_err = |reason: String| StoreError::Open {
+            url: shown(url),
+            reason,
+        };
+        let sqlite = url.starts_with("sqlite:");
+        if !sqlite && !url.starts_with("postgres://") && !url.starts_with("postgresql://") {
+            return Err(open_err(
+                "give sqlite:PATH or postgres://USER@HOST:PORT/DATABASE".into(),
+            ));
+        }
+        let url_opened = if sqlite && !url.contains('?') {
+            format!("{url}?mode=rwc")
+        } else {
+            url.to_string()
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(if sqlite { 4 } else { 16 })
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if sqlite {
+                        // Durable and concurrent: WAL, a full sync per commit, and waiting for
+                        // a writer instead of failing at once.
+                        for pragma in [
+                            "PRAGMA journal_mode = WAL",
+                            "PRAGMA synchronous = FULL",
+                            "PRAGMA busy_timeout = 5000",
+                        ] {
+                            sqlx::query(pragma).execute(&mut *conn).await?;
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .connect(&url_opened)
+            .await
+            .map_err(|e| open_err(e.to_string()))?;
+        let migrator = sqlx::migrate::Migrator::new(Embedded)
+            .await
+            .map_err(|e| open_err(e.to_string()))?;
+        migrator
+            .run(&pool)
+            .await
+            .map_err(|e| open_err(format!("bringing the schema up to date: {e}")))?;
+        Ok(Self { pool })
+    }
+
+    /// The challenge keys (the newest first), made on first use. Replicas racing to make the
+    /// first key agree on one: the insert of key 1 happens once.
+    pub async fn challenge_keys(&self, now_ms: i64) -> Result<Vec<ChallengeKey>, StoreError> {
+        let fresh = ChallengeKey::generate(1);
+        sqlx::query(
+            "INSERT INTO challenge_keys (id, key_hex, created_ms) VALUES ($1, $2, $3) \
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(1i64)
+        .bind(hex::encode(fresh.expose()))
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await
+        .map_err(query_err)?;
+        let rows = sqlx::query("SELECT id, key_hex FROM challenge_keys ORDER BY id DESC")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(query_err)?;
+        rows.iter()
+            .map(|r| {
+                let id: i64 = r.try_get(0).map_err(query_err)?;
+                let text: String = r.try_get(1).map_err(query_err)?;
+                let bytes = zeroize::Zeroizing::new(
+                    hex::decode(&text).map_err(|e| StoreError::Query(e.to_string()))?,
+                );
+                let arr: [u8; 32] = bytes
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| StoreError::Query("a challenge key is not 32 bytes".into()))?;
+                let id = u8::try_from(id)
+                    .map_err(|_| StoreError::Query("a challenge key id over 255".into()))?;
+                Ok(ChallengeKey::new(id, arr))
+            })
+            .collect()
+    }
+
+    /// Claims the challenge `id` for the request `sha256`: true for exactly one caller, however
+    /// many replicas race for it.
+    pub async fn claim(
+        &self,
+        id: &str,
+        sha256: &str,
+        now_ms: i64,
+        expires_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "INSERT INTO claims (challenge_id, request_sha256, claimed_ms, expires_ms) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (challenge_id) DO NOTHING",
+        )
+        .bind(id)
+        .bind(sha256)
+        .bind(now_ms)
+        .bind(expires_ms)
+        .execute(&self.pool)
+        .await
+        .map_err(query_err)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Gives a claim back (the relay answered 503 before anything reached CENTAGATE), so the
+    /// client may retry with the same challenge.
+    pub async fn release(&self, id: &str, sha256: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM claims WHERE challenge_id = $1 AND request_sha256 = $2")
+            .bind(id)
+            .bind(sha256)
+            .execute(&self.pool)
+            .await
+            .map_err(query_err)?;
+        Ok(())
+    }
+
+    /// Claims older than their challenges' lifetime say nothing any more: a challenge that old
+    /// is refused as expired before its claim is looked at.
+    pub async fn forget_claims_before(&self, now_ms: i64) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM claims WHERE expires_ms < $1")
+            .bind(now_ms)
+            .execute(&self.pool)
+            .await
+            .map_err(query_err)?;
+        Ok(done.rows_affected())
+    }
+
+    /// Counts one hit in `bucket`'s window starting at `window_start`; the count after it.
+    pub async fn hit(&self, bucket: &str, window_start: i64) -> Result<i64, StoreError> {
+        let row = sqlx::query(
+            "INSERT INTO rate_counts (bucket, window_start, hits) VALUES ($1, $2, 1) \
+             ON CONFLICT (bucket, window_start) DO UPDATE SET hits = rate_counts.hits + 1 \
+             RETURNING hits",
+        )
+        .bind(bucket)
+        .bind(window_start)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(query_err)?;
+        row.try_get(0).map_err(query_err)
+    }
+
+    /// Starts the record of request `sha256`: `None` when it is new (now in progress), else
+    /// the record already there (in progress elsewhere, or final).
+    pub async fn begin_request(
+        &self,
+        sha256: &str,
+        username: &str,
+        now_ms: i64,
+    ) -> Result<Option<RequestRecord>, StoreError> {
+        let done = sqlx::query(
+            "INSERT INTO requests (sha256, state, username, updated_ms) \
+             VALUES ($1, 'in_progress', $2, $3) ON CONFLICT (sha256) DO NOTHING",
+        )
+        .bind(sha256)
+        .bind(username)
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await
+        .map_err(query_err)?;
+        if done.rows_affected() == 1 {
+            return Ok(None);
+        }
+        self.request(sha256).await
+    }
+
+    /// Records the final (or unknown) outcome of request `sha256`.
+    pub async fn finish_request(
+        &self,
+        sha256: &str,
+        state: &str,
+        outcome: &str,
+        code: Option<i64>,
+        message: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE requests SET state = $2, outcome = $3, code = $4, message = $5, \
+             updated_ms = $6 WHERE sha256 = $1",
+        )
+        .bind(sha256)
+        .bind(state)
+        .bind(outcome)
+        .bind(code)
+        .bind(message)
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await
+        .map_err(query_err)?;
+        Ok(())
+    }
+
+    /// Forgets an in-progress record (nothing reached CENTAGATE), so the same request may come
+    /// again.
+    pub async fn drop_request(&self, sha256: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM requests WHERE sha256 = $1 AND state = 'in_progress'")
+            .bind(sha256)
+            .execute(&self.pool)
+            .await
+            .map_err(query_err)?;
+        Ok(())
+    }
+
+    pub async fn request(&self, sha256: &str) -> Result<Option<RequestRecord>, StoreError> {
+        let row: Option<AnyRow> = sqlx::query(
+            "SELECT state, username, outcome, code, message FROM requests WHERE sha256 = $1",
+        )
+        .bind(sha256)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(query_err)?;
+        row.map(|r| {
+            Ok(RequestRecord {
+                state: r.try_get(0).map_err(query_err)?,
+                username: r.try_get(1).map_err(query_err)?,
+                outcome: r.try_get(2).map_err(query_err)?,
+                code: r.try_get(3).map_err(query_err)?,
+                message: r.try_get(4).map_err(query_err)?,
+            })
+        })
+        .transpose()
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// A database URL for messages: without a password.
+fn shown(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("REDACTED"));
+            u.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    async fn sqlite(dir: &tempfile::TempDir) -> Store {
+        Store::open(&format!("sqlite:{}", dir.path().join("relay.db").display()))
+            .await
+            .unwrap()
+    }
+
+    #[test]
+    fn the_schema_is_made_once_and_the_first_key_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        rt().block_on(async {
+            let s = sqlite(&dir).await;
+            let k1 = s.challenge_keys(1).await.unwrap();
+            assert_eq!(k1.len(), 1);
+            s.close().await;
+            // Opened again: the migration is not run twice, the key is the same.
+            let s = sqlite(&dir).await;
+            let k2 = s.challenge_keys(2).await.unwrap();
+            assert_eq!(k2[0].expose(), k1[0].expose());
+        });
+    }
+
+    #[test]
+    fn a_challenge_is_claimed_once_and_a_released_claim_can_be_made_again() {
+        let dir = tempfile::tempdir().unwrap();
+        rt().block_on(async {
+            let s = sqlite(&dir).await;
+            assert!(s.claim("c1", "r1", 0, 10).await.unwrap());
+            assert!(!s.claim("c1", "r2", 1, 10).await.unwrap(), "used");
+            s.release("c1", "r2").await.unwrap();
+            assert!(
+                !s.claim("c1", "r3", 1, 10).await.unwrap(),
+                "only its own claimant releases"
+            );
+            s.release("c1", "r1").await.unwrap();
+            assert!(s.claim("c1", "r3", 2, 10).await.unwrap());
+            assert_eq!(s.forget_claims_before(11).await.unwrap(), 1);
+        });
+    }
+
+    #[test]
+    fn rate_counts_and_request_records_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        rt().block_on(async {
+            let s = sqlite(&dir).await;
+            for n in 1..=3 {
+                assert_eq!(s.hit("addr:127.0.0.1", 60_000).await.unwrap(), n);
+            }
+            assert_eq!(
+                s.hit("addr:127.0.0.1", 120_000).await.unwrap(),
+                1,
+                "a new window"
+            );
+            assert_eq!(s.begin_request("h1", "alice", 5).await.unwrap(), None);
+            let again = s.begin_request("h1", "alice", 6).await.unwrap().unwrap();
+            assert_eq!(again.state, "in_progress");
+            s.finish_request("h1", "final", "registered", Some(0), "ok", 7)
+                .await
+                .unwrap();
+            let r = s.request("h1").await.unwrap().unwrap();
+            assert_eq!(
+                (r.state.as_str(), r.outcome.as_deref(), r.code),
+                ("final", Some("registered"), Some(0))
+            );
+            s.drop_request("h1").await.unwrap();
+            assert!(
+                s.request("h1").await.unwrap().is_some(),
+                "a final record stays"
+            );
+            assert_eq!(s.request("h2").await.unwrap(), None);
+        });
+    }
+
+    #[test]
+    fn a_url_that_is_neither_is_refused_and_passwords_are_not_shown() {
+        let e = rt()
+            .block_on(Store::open("mysql://x"))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("sqlite:PATH or postgres://"), "{e}");
+        assert_eq!(
+            shown("postgres://relay:hunter2@db:5432/relay"),
+            "postgres://relay:REDACTED@db:5432/relay"
+        );
+    }
+}
