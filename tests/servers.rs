@@ -157,7 +157,7 @@ fn a_pinned_fingerprint_decides() {
 
 /// `--proxy`: the registration goes through the proxy's CONNECT tunnel, even to loopback;
 /// credentials come from the owner-only file, never from the flag, or from the proxy variable;
-/// at trace level they appear in no output and no journal.
+/// at trace level they appear in no output and no journal; NO_PROXY and `--proxy none` go direct.
 #[test]
 fn a_registration_goes_through_a_connect_proxy() {
     let mut env = TestEnv::new();
@@ -255,6 +255,30 @@ fn a_registration_goes_through_a_connect_proxy() {
             .any(|l| l.ends_with(&format!(" auth {from_variable}"))),
         "{t:?}"
     );
+    // NO_PROXY, and `--proxy none`, go direct: no new tunnel.
+    let before = proxy.tunnels().len();
+    for (user, extra, no_proxy) in [
+        ("user2", &[][..], Some("localhost")),
+        ("user3", &["--proxy", "none"][..], None),
+    ] {
+        let mut c = env.enroll_base(&sim.origin, user);
+        c.args(["--pin-env", "TOKENROLL_PIN", "--ca-file"])
+            .arg(&sim.ca)
+            .args(extra)
+            .env("HTTPS_PROXY", &with_creds);
+        if let Some(n) = no_proxy {
+            c.env("NO_PROXY", n);
+        }
+        let o = c.output().unwrap();
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{user}: {}{}",
+            stdout(&o),
+            stderr(&o)
+        );
+    }
+    assert_eq!(proxy.tunnels().len(), before, "{:?}", proxy.tunnels());
     let dir = env.path("out");
     std::fs::create_dir_all(&dir).unwrap();
     for (i, out) in [&o, &o2].iter().enumerate() {
