@@ -5,6 +5,7 @@
 mod agent;
 #[allow(unused_imports)] // not every test binary runs the agent
 pub use agent::*;
+pub mod postgres;
 pub mod proxy;
 
 use std::io::{BufRead, BufReader};
