@@ -126,6 +126,29 @@ fn a_good_request_is_accepted_under_the_certificates_username() {
     assert_eq!(a.challenge.id.len(), 32);
     let p = parse(&b).unwrap();
     assert_eq!(p.sha256, crate::certinfo::fingerprint(&p.pkcs7));
+    // openssl agrees: the PKCS#7 verifies against the organisation's CA, content attached.
+    let dir = tempfile::tempdir().unwrap();
+    let (p7, ca) = (dir.path().join("req.p7"), dir.path().join("ca.pem"));
+    std::fs::write(&p7, &p.pkcs7).unwrap();
+    use der::EncodePem;
+    std::fs::write(&ca, w.org.cert.to_pem(der::pem::LineEnding::LF).unwrap()).unwrap();
+    let out = std::process::Command::new("openssl")
+        .args(["cms", "-verify", "-inform", "DER", "-purpose", "any", "-in"])
+        .arg(&p7)
+        .arg("-CAfile")
+        .arg(&ca)
+        .output()
+        .expect("openssl is installed (packaging/deps.sh)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let signed = Statement::parse(&out.stdout).unwrap();
+    assert_eq!(
+        (signed.relay.as_str(), signed.username.as_str()),
+        (RELAY, "alice")
+    );
 }
 
 #[test]
