@@ -102,6 +102,8 @@ pub async fn register(
     // registration the admin cannot make.
     let mut secrets = registrar.secrets(on).await?;
     let mut logged_in_again = false;
+    // Static secrets: a 10001 cannot be answered with a fresh login.
+    let mut cannot_log_in = false;
     let cert = pair.certificate_info();
     let sha1 = {
         use sha1::Digest;
@@ -148,6 +150,7 @@ pub async fn register(
             // cenToken, one more attempt on the same journal intent.
             Ok(answer) if answer.code == crate::api::CODE_PERMISSION && !logged_in_again => {
                 if !registrar.session_refused(&secrets).await {
+                    cannot_log_in = true;
                     break Ok((answer, timestamp));
                 }
                 logged_in_again = true;
@@ -280,6 +283,16 @@ pub async fn register(
              a transport failure: check in CENTAGATE that this token is the one bound to {}; do \
              not unbind it or enroll again before that",
             answer.message, answer.code, user
+        )
+    } else if answer.code == crate::api::CODE_PERMISSION && cannot_log_in {
+        // CENTAGATE answers an ended session as it answers a missing right.
+        format!(
+            "{} (code {}): the admin session has probably expired (CENTAGATE ends a session \
+             after its idle timeout, and then answers 10001); get a fresh authToken and \
+             secretCode for {} (TOKENROLL_AUTH_TOKEN / TOKENROLL_SECRET_CODE), or let tokenroll \
+             log in itself with --login password or --login token. If a fresh session is \
+             refused too, the account may not register tokens",
+            answer.message, answer.code, reg.admin
         )
     } else {
         answer.explain()

@@ -422,9 +422,15 @@ fn a_refused_session_logs_in_once_more_and_resends() {
         &mut vec![],
     )
     .unwrap();
-    assert_eq!(done.report.unwrap().code, Some(crate::api::CODE_PERMISSION));
+    let report = done.report.unwrap();
+    assert_eq!(report.code, Some(crate::api::CODE_PERMISSION));
+    assert!(
+        !report.message.contains("probably expired"),
+        "a fresh session refused: {}",
+        report.message
+    );
     assert_eq!(r.bodies.borrow().len(), 2);
-    // Static secrets: the 10001 is the answer.
+    // Static secrets: the 10001 is the answer, and says the session has probably expired.
     let r = FakeRegistrar::answering(crate::api::CODE_PERMISSION);
     let done = enroll_with(
         &mut FakeToken::new(),
@@ -436,6 +442,14 @@ fn a_refused_session_logs_in_once_more_and_resends() {
         &mut vec![],
     )
     .unwrap();
-    assert_eq!(done.report.unwrap().code, Some(crate::api::CODE_PERMISSION));
+    let report = done.report.unwrap();
+    assert_eq!(report.code, Some(crate::api::CODE_PERMISSION));
+    assert!(
+        report.message.contains("probably expired")
+            && report.message.contains("TOKENROLL_AUTH_TOKEN")
+            && report.message.contains("--login password"),
+        "{}",
+        report.message
+    );
     assert_eq!((r.logins.get(), r.bodies.borrow().len()), (1, 1));
 }
