@@ -87,6 +87,35 @@ fn a_reset_mid_answer_is_reconciled_with_the_server_and_not_retried() {
     assert_eq!(j["entries"][0]["state"], "registered", "{j}");
 }
 
+/// The answer is lost and the server's list cannot be asked either: the journal keeps the entry
+/// unknown — without retries (exit 5), and with them (the resent request meets 22027, exit 4:
+/// "probably registered by the earlier attempt"); `journal --reconcile` later asks the list,
+/// which confirms the registration.
+#[test]
+fn a_lost_answer_the_list_cannot_settle_is_reconciled_later_from_the_journal() {
+    for (retries, exit) in [("0", 5), ("2", 4)] {
+        let (env, sim, o) = enroll_with(
+            &["--lose-answers", "1", "--lists-unavailable", "1"],
+            &["--retries", retries],
+        );
+        assert_eq!(o.status.code(), Some(exit), "{}", stdout(&o));
+        let j = journal(&env);
+        assert_eq!(j["entries"][0]["state"], "unknown: check the server", "{j}");
+        let o = env
+            .cmd()
+            .args(["journal", "--reconcile", "--json", "--ca-file"])
+            .arg(&sim.ca)
+            .env("TOKENROLL_AUTH_TOKEN", AUTH_TOKEN)
+            .env("TOKENROLL_SECRET_CODE", SECRET_CODE)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+        let r = json(&o);
+        assert_eq!(r["reconciled"][0]["state"], "registered", "{r}");
+        assert_eq!(journal(&env)["entries"][0]["state"], "registered");
+    }
+}
+
 #[test]
 fn a_slow_server_times_out_and_a_huge_answer_is_not_read() {
     let (_env, sim, o) = enroll_with(

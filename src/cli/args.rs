@@ -328,6 +328,9 @@ pub struct SimulateArgs {
     /// Fault: register, then close without answering, for the first N registrations.
     #[arg(long, default_value_t = 0)]
     pub lose_answers: u32,
+    /// Fault: answer the first N user/auth/list calls with HTTP 503.
+    #[arg(long, default_value_t = 0)]
+    pub lists_unavailable: u32,
     /// Fault: the server's clock is this many seconds ahead (negative: behind).
     #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     pub clock_offset_secs: i64,

@@ -65,6 +65,7 @@ pub fn simulate_cmd(
                 end_sessions_after: args.end_sessions_after,
                 drop_first: args.drop_first,
                 lose_answers: args.lose_answers,
+                lists_unavailable: args.lists_unavailable,
                 clock_offset_secs: args.clock_offset_secs,
             },
             bad_tls: match args.bad_tls.as_deref() {

@@ -302,8 +302,19 @@ pub async fn register(
     } else {
         OutcomeKind::Rejected
     };
+    // A 22027 after a retried attempt, when the list could not say whose binding it is: the
+    // earlier attempt may have registered this token, so the journal keeps it unknown (for
+    // `journal --reconcile`) rather than refused.
+    let maybe_ours =
+        answer.code == crate::api::CODE_USER_BOUND && attempts > 1 && bound_here.is_none();
     record(outcome(
-        if registered { "registered" } else { "rejected" },
+        if registered {
+            "registered"
+        } else if maybe_ours {
+            "unknown"
+        } else {
+            "rejected"
+        },
         Some(answer.code),
         &message,
     ));

@@ -59,6 +59,8 @@ pub struct Faults {
     pub clock_offset_secs: i64,
     /// End every admin session after this many registrations (a server restart, say).
     pub end_sessions_after: Option<u32>,
+    /// Answer the first N `user/auth/list` calls with HTTP 503 (the list is unavailable).
+    pub lists_unavailable: u32,
 }
 
 pub struct SimConfig {
@@ -115,6 +117,8 @@ struct State {
     record: Option<Mutex<std::fs::File>>,
     /// Registrations seen so far, for the faults that apply to the first N.
     registrations: std::sync::atomic::AtomicU32,
+    /// `user/auth/list` calls seen so far.
+    lists: std::sync::atomic::AtomicU32,
 }
 
 impl State {
@@ -169,6 +173,7 @@ pub async fn start(cfg: SimConfig) -> std::io::Result<Running> {
         faults: cfg.faults,
         record,
         registrations: Default::default(),
+        lists: Default::default(),
     });
     let task = tokio::spawn(async move {
         loop {
@@ -406,6 +411,21 @@ async fn respond(
             Ok(b) => b.to_bytes(),
             Err(_) => return Err(Dropped),
         };
+        let list = !(update || unbind || status);
+        if list
+            && state
+                .lists
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+                < state.faults.lists_unavailable
+        {
+            state.write_record(serde_json::json!({"method": method.as_str(), "path": path,
+                "bound_list": true, "unavailable": true}));
+            return Ok(reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                "unavailable".into(),
+            ));
+        }
         let (code, message, object) = if update {
             state.rules().update_status(&admin, &body)
         } else if unbind {
@@ -557,6 +577,8 @@ mod tests {
             faults: Faults::default(),
             record: None,
             registrations: Default::default(),
+            lists: Default::default(),
+            lists: Default::default(),
         });
         let s = state.clone();
         let panicked = std::thread::spawn(move || {
