@@ -578,7 +578,6 @@ mod tests {
             record: None,
             registrations: Default::default(),
             lists: Default::default(),
-            lists: Default::default(),
         });
         let s = state.clone();
         let panicked = std::thread::spawn(move || {
