@@ -71,6 +71,27 @@ def shim_algorithm_information():
     OpenPGP._getAlgorithmInformation = guarded
 
 
+def shim_key_generation():
+    """The emulator makes keys ahead of time in a background thread and answers GENERATE
+    ASYMMETRIC KEY PAIR with an error ("key not ready yet", 6F00, CKR_GENERAL_ERROR through
+    OpenSC) when the key is not made yet — which happens on a loaded machine right after the
+    card starts. A real card takes its time instead: wait for the key, up to a minute."""
+    original = OpenPGP.generateAsymmetricKeyPair
+
+    def waiting(self, channel, p1, p2, command_data):
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                return original(self, channel, p1, p2, command_data)
+            except ValueError as e:
+                # Raised before anything on the card changed, so the command can run again.
+                if "not ready" not in str(e) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    OpenPGP.generateAsymmetricKeyPair = waiting
+
+
 def answer(card, apdu):
     if len(apdu) >= 2 and apdu[1] == INS_SELECT_DATA:
         # OpenSC 0.23 selects a key slot's certificate with SELECT DATA, which the
@@ -177,6 +198,7 @@ def main():
     logging.basicConfig(stream=sys.stderr, level=logging.DEBUG if args.verbose else logging.ERROR)
 
     shim_algorithm_information()
+    shim_key_generation()
     db, card = open_card(os.path.abspath(args.store))
     reader = Reader(card, args.host, args.port)
 
