@@ -137,6 +137,9 @@ pub async fn register(
         _ => 0,
     };
     let mut attempts = 0u32;
+    // An earlier attempt that may have reached the server keeps the outcome unknown, whatever
+    // the later attempts meet (a retry that cannot even connect proves nothing).
+    let mut maybe_sent_before = false;
     let result = loop {
         attempts += 1;
         let timestamp = corrected_timestamp(reg.timestamp_unit, offset_ms);
@@ -162,6 +165,7 @@ pub async fn register(
             }
             Ok(answer) => break Ok((answer, timestamp)),
             Err(e) if e.before_any_answer() && attempts <= reg.retries => {
+                maybe_sent_before |= e.may_have_gone_through();
                 let after = backoff(attempts);
                 on(Step::Retrying {
                     after,
@@ -204,7 +208,7 @@ pub async fn register(
     };
     let (answer, timestamp) = match result {
         Ok(v) => v,
-        Err(EnrollError::Api(e)) if e.may_have_gone_through() => {
+        Err(EnrollError::Api(e)) if e.may_have_gone_through() || maybe_sent_before => {
             // The answer was lost: ask the server what is bound to the user before reporting.
             match registrar.bound(reg.admin, user, &secrets).await {
                 Ok(list) if list.iter().any(|c| c.is(&sha1)) => {

@@ -105,6 +105,10 @@ struct FakeRegistrar {
     /// Whether a refused session can be replaced by a fresh login.
     can_log_in: bool,
     logins: std::cell::Cell<u32>,
+    /// Transport failures met before any answer, one per registration.
+    errors: RefCell<Vec<ApiError>>,
+    /// How often the server was asked what is bound (it cannot say here).
+    asked_bound: std::cell::Cell<u32>,
 }
 
 impl FakeRegistrar {
@@ -115,6 +119,8 @@ impl FakeRegistrar {
             first: RefCell::new(vec![]),
             can_log_in: false,
             logins: Default::default(),
+            errors: RefCell::new(vec![]),
+            asked_bound: Default::default(),
         }
     }
 }
@@ -129,8 +135,21 @@ impl Registrar for FakeRegistrar {
         self.can_log_in
     }
 
+    async fn bound(
+        &self,
+        _: &str,
+        _: &str,
+        _: &AdminSecrets,
+    ) -> Result<Vec<crate::api::login::BoundCert>, ApiError> {
+        self.asked_bound.set(self.asked_bound.get() + 1);
+        Err(ApiError::Config("the list cannot be asked here".into()))
+    }
+
     async fn register(&self, _: &str, body: &RegisterBody) -> Result<Answer, ApiError> {
         self.bodies.borrow_mut().push(body.clone());
+        if !self.errors.borrow().is_empty() {
+            return Err(self.errors.borrow_mut().remove(0));
+        }
         let mut first = self.first.borrow_mut();
         let code = if first.is_empty() {
             self.code
@@ -154,6 +173,7 @@ fn secrets() -> AdminSecrets {
 
 fn block_on<F: std::future::Future>(f: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()
+        .enable_time()
         .build()
         .unwrap()
         .block_on(f)
@@ -243,8 +263,55 @@ fn registration() -> Registration<'static> {
         timestamp_unit: TimestampUnit::Millis,
         url_for_display: "u".into(),
         journal: None,
-        retries: 0,
+        retries: 1,
     }
+}
+
+/// A first attempt that may have reached the server, then a retry that cannot even connect:
+/// the outcome stays unknown (the server is asked), not failed.
+#[test]
+fn an_attempt_that_may_have_gone_through_keeps_the_outcome_unknown() {
+    let network = |maybe_sent| ApiError::Network {
+        url: "u".into(),
+        reason: "r".into(),
+        maybe_sent,
+    };
+    let r = FakeRegistrar {
+        errors: RefCell::new(vec![network(true), network(false)]),
+        ..FakeRegistrar::answering(0)
+    };
+    let err = enroll_with(
+        &mut FakeToken::new(),
+        &mut CountingPrompt(0),
+        &r,
+        &UserFrom::Fixed("alice".into()),
+        MustMatch::None,
+        &ChallengeSource::Given("c".into()),
+        &mut vec![],
+    )
+    .err()
+    .expect("no answer");
+    assert!(
+        matches!(err.error, EnrollError::Api(ApiError::Network { .. })),
+        "{}",
+        err.error
+    );
+    assert_eq!((r.bodies.borrow().len(), r.asked_bound.get()), (2, 1));
+    // Two attempts that never connected: failed, nothing to ask.
+    let r = FakeRegistrar {
+        errors: RefCell::new(vec![network(false), network(false)]),
+        ..FakeRegistrar::answering(0)
+    };
+    let _ = enroll_with(
+        &mut FakeToken::new(),
+        &mut CountingPrompt(0),
+        &r,
+        &UserFrom::Fixed("alice".into()),
+        MustMatch::None,
+        &ChallengeSource::Given("c".into()),
+        &mut vec![],
+    );
+    assert_eq!((r.bodies.borrow().len(), r.asked_bound.get()), (2, 0));
 }
 
 fn enroll_with(
