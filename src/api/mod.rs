@@ -46,6 +46,10 @@ pub enum ApiError {
     /// The answer was lost, and the server then confirmed that nothing was registered.
     #[error("{0}")]
     ConfirmedNotRegistered(String),
+    /// The answer was lost (or may have been) and the server could not be asked what is bound:
+    /// the registration may or may not have gone through.
+    #[error("{0} — the outcome is unknown (the server could not be asked what is bound): `tokenroll journal --reconcile` settles it once the server answers")]
+    Unsettled(Box<ApiError>),
     /// An admin login (or logout) answered with a refusal.
     #[error("{explanation}")]
     LoginRefused { code: i64, explanation: String },
@@ -111,6 +115,7 @@ impl ApiError {
         matches!(
             self,
             ApiError::Incomplete { .. }
+                | ApiError::Unsettled(_)
                 | ApiError::HttpStatus {
                     status: 502 | 504,
                     ..
@@ -127,6 +132,7 @@ impl ApiError {
     pub fn centagate_code(&self) -> Option<i64> {
         match self {
             ApiError::HttpStatus { code, .. } => *code,
+            ApiError::Unsettled(e) => e.centagate_code(),
             _ => None,
         }
     }

@@ -19,7 +19,7 @@ mod user;
 pub use admin_key::{AdminKey, AskAdmin, NoOneToAsk};
 pub use pkcs11::{Pkcs11Pair, Pkcs11Side};
 pub use register::{
-    backoff, failure_report, now_timestamp, register, register_body, Registration,
+    backoff, failure_report, now_timestamp, register, register_body, Registration, Signer,
     CLOCK_SKEW_LIMIT_MS,
 };
 pub use replace::replace;
@@ -425,7 +425,7 @@ pub async fn run<T: TokenSide, R: Registrar>(
                 registrar,
                 registration,
                 &user,
-                &pair,
+                &Signer::from(&pair),
                 &pkcs7,
                 request.digest,
                 on,

@@ -4,7 +4,9 @@
 //! Owns: the body builder (the one place a registration body is made) and the report. Does not
 //! own: HTTP (see `api`) or the order of the enrollment (see the parent module).
 
-use super::{EnrollError, OutcomeKind, PairSummary, Registrar, Report, Step};
+use super::{
+    CertificateInfo, EnrollError, OutcomeKind, PairSummary, Registrar, Report, Step, TokenRef,
+};
 use crate::api::{cen_token, RegisterBody, TimestampUnit, TokenStatus};
 use crate::config::RegisterOptions;
 use crate::digest::DigestAlg;
@@ -38,6 +40,43 @@ impl<'a> Registration<'a> {
             url_for_display: crate::api::client::register_url(origin, &opts.admin),
             journal,
             retries: opts.retries,
+        }
+    }
+}
+
+/// What a registration binds, as the journal and the report name it: the signer's certificate,
+/// and the token it is on when the registering side knows it (a relay does not).
+#[derive(Clone, Debug)]
+pub struct Signer {
+    pub token: Option<TokenRef>,
+    pub certificate: CertificateInfo,
+    /// The certificate's SHA-1, hex: how CENTAGATE's list names bound certificates.
+    pub sha1: String,
+}
+
+impl Signer {
+    /// The certificate `der` (decoded as `cert`), on no known token.
+    pub fn of_certificate(cert: &x509_cert::Certificate, der: &[u8]) -> Self {
+        use sha1::Digest;
+        let tbs = &cert.tbs_certificate;
+        Self {
+            token: None,
+            certificate: CertificateInfo {
+                subject: tbs.subject.to_string(),
+                issuer: tbs.issuer.to_string(),
+                serial: hex::encode(tbs.serial_number.as_bytes()),
+                sha256: crate::certinfo::fingerprint(der),
+            },
+            sha1: hex::encode(sha1::Sha1::digest(der)),
+        }
+    }
+}
+
+impl From<&PairSummary> for Signer {
+    fn from(pair: &PairSummary) -> Self {
+        Self {
+            token: Some(pair.token_ref()),
+            ..Self::of_certificate(&pair.cert, &pair.cert_der)
         }
     }
 }
@@ -92,7 +131,7 @@ pub async fn register(
     registrar: &impl Registrar,
     reg: &Registration<'_>,
     user: &str,
-    pair: &PairSummary,
+    signer: &Signer,
     pkcs7: &[u8],
     digest: DigestAlg,
     on: &mut dyn FnMut(Step),
@@ -104,11 +143,8 @@ pub async fn register(
     let mut logged_in_again = false;
     // Static secrets: a 10001 cannot be answered with a fresh login.
     let mut cannot_log_in = false;
-    let cert = pair.certificate_info();
-    let sha1 = {
-        use sha1::Digest;
-        hex::encode(sha1::Sha1::digest(&pair.cert_der))
-    };
+    let cert = &signer.certificate;
+    let sha1 = &signer.sha1;
     let id = crate::journal::new_id();
     if let Some(j) = reg.journal {
         j.intent(&Intent {
@@ -118,10 +154,10 @@ pub async fn register(
             server: reg.url_for_display.clone(),
             admin: reg.admin.to_string(),
             user: user.to_string(),
-            token_label: pair.token_label.clone(),
-            token_serial: pair.token_serial.clone(),
+            token_label: signer.token.as_ref().map_or("", |t| &t.label).to_string(),
+            token_serial: signer.token.as_ref().map_or("", |t| &t.serial).to_string(),
             certificate_sha256: cert.sha256.clone(),
-            certificate_subject: pair.subject.clone(),
+            certificate_subject: cert.subject.clone(),
             certificate_sha1: sha1.clone(),
             certificate_serial: cert.serial.clone(),
             certificate_issuer: cert.issuer.clone(),
@@ -199,7 +235,7 @@ pub async fn register(
         user: Some(user.to_string()),
         admin: Some(reg.admin.to_string()),
         algorithm: digest.name().to_string(),
-        token: Some(pair.token_ref()),
+        token: signer.token.clone(),
         certificate: Some(cert.clone()),
         timestamp,
         step: None,
@@ -211,7 +247,7 @@ pub async fn register(
         Err(EnrollError::Api(e)) if e.may_have_gone_through() || maybe_sent_before => {
             // The answer was lost: ask the server what is bound to the user before reporting.
             match registrar.bound(reg.admin, user, &secrets).await {
-                Ok(list) if list.iter().any(|c| c.is(&sha1)) => {
+                Ok(list) if list.iter().any(|c| c.is(sha1)) => {
                     let message = format!(
                         "registered — the answer was lost, but the server confirms this token's \
                          certificate is bound to {user}"
@@ -232,7 +268,7 @@ pub async fn register(
                 Err(_) => {
                     // "unknown": the journal says to check the server.
                     record(outcome("unknown", e.centagate_code(), &e.to_string()));
-                    return Err(e.into());
+                    return Err(crate::api::ApiError::Unsettled(Box::new(e)).into());
                 }
             }
         }
@@ -256,7 +292,7 @@ pub async fn register(
         None
     };
     if let Some(list) = &bound_here {
-        if list.iter().any(|c| c.is(&sha1)) {
+        if list.iter().any(|c| c.is(sha1)) {
             let message = format!(
                 "already registered: {user} is bound to this token's certificate (code {})",
                 answer.code

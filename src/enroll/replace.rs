@@ -93,7 +93,8 @@ pub async fn replace(
         }
         Err(e) => return Err(e.into()),
     }
-    let mut r = register(registrar, reg, user, pair, pkcs7, digest, on).await?;
+    let signer = super::Signer::from(pair);
+    let mut r = register(registrar, reg, user, &signer, pkcs7, digest, on).await?;
     // Not a plain registration: it followed an unbinding.
     r.step = Some("unbind");
     if r.outcome != OutcomeKind::Registered {

@@ -292,7 +292,7 @@ fn an_attempt_that_may_have_gone_through_keeps_the_outcome_unknown() {
     .err()
     .expect("no answer");
     assert!(
-        matches!(err.error, EnrollError::Api(ApiError::Network { .. })),
+        matches!(&err.error, EnrollError::Api(ApiError::Unsettled(e)) if matches!(**e, ApiError::Network { .. })),
         "{}",
         err.error
     );
