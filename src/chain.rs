@@ -139,6 +139,10 @@ fn explain(e: &webpki::Error) -> String {
             "the chain is longer than an issuer's pathLenConstraint allows".into()
         }
         E::NameConstraintViolation => "an issuer's name constraints exclude it".into(),
+        E::CertRevoked => "it is revoked (listed in a CRL of org_crl)".into(),
+        E::InvalidCrlSignatureForPublicKey | E::UnsupportedCrlSignatureAlgorithmContext(_) => {
+            "a CRL of its issuer does not verify: check org_crl".into()
+        }
         E::UnsupportedSignatureAlgorithmContext(_)
         | E::UnsupportedSignatureAlgorithmForPublicKeyContext(_) => {
             "a certificate in its chain is signed with an algorithm tokenroll does not accept \
@@ -152,6 +156,34 @@ fn explain(e: &webpki::Error) -> String {
     }
 }
 
+/// A certificate revocation list, checked (signature, issuer) when a path is validated with it.
+pub type Crl = webpki::CertRevocationList<'static>;
+
+/// Reads CRLs from a file's bytes: PEM (`-----BEGIN X509 CRL-----`, one or more) or one DER CRL.
+pub fn crls_from_bytes(bytes: &[u8]) -> Result<Vec<Crl>, ChainError> {
+    let ders = if bytes.starts_with(b"-----") || bytes.iter().take(64).all(u8::is_ascii) {
+        use rustls_pki_types::pem::PemObject;
+        rustls_pki_types::CertificateRevocationListDer::pem_slice_iter(bytes)
+            .map(|r| r.map(|d| d.as_ref().to_vec()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ChainError::Malformed(format!("a CRL's PEM: {e}")))?
+    } else {
+        vec![bytes.to_vec()]
+    };
+    if ders.is_empty() {
+        return Err(ChainError::Malformed(
+            "no CRL in the file (PEM X509 CRL blocks or one DER CRL)".into(),
+        ));
+    }
+    ders.iter()
+        .map(|d| {
+            webpki::OwnedCertRevocationList::from_der(d)
+                .map(Crl::from)
+                .map_err(|e| ChainError::Malformed(format!("a CRL: {e:?}")))
+        })
+        .collect()
+}
+
 /// Checks that `leaf` chains to one of `trust` through `intermediates`, as a CA would: see the
 /// module header. A trust file that holds `leaf` itself (a self-signed test certificate) trusts
 /// it as it is, its dates checked.
@@ -161,10 +193,31 @@ pub fn verify_chain(
     trust: &[Certificate],
     now: SystemTime,
 ) -> Result<(), ChainError> {
+    verify_chain_with_crls(leaf, intermediates, trust, &[], now)
+}
+
+/// [`verify_chain`], and no certificate of the path (but the anchor) is revoked by `crls`. A
+/// certificate whose issuer has no CRL among them is not judged by any (the CRLs may cover
+/// only some of the organisation's CAs).
+pub fn verify_chain_with_crls(
+    leaf: &Certificate,
+    intermediates: &[Certificate],
+    trust: &[Certificate],
+    crls: &[Crl],
+    now: SystemTime,
+) -> Result<(), ChainError> {
     let untrusted = ChainError::Untrusted;
     if trust.contains(leaf) {
         return within_validity(leaf, now).map_err(untrusted);
     }
+    let crl_refs: Vec<&Crl> = crls.iter().collect();
+    let revocation = webpki::RevocationOptionsBuilder::new(&crl_refs)
+        .ok()
+        .map(|b| {
+            b.with_depth(webpki::RevocationCheckDepth::Chain)
+                .with_status_policy(webpki::UnknownStatusPolicy::Allow)
+                .build()
+        });
     let der = |c: &Certificate| {
         c.to_der()
             .map(CertificateDer::from)
@@ -219,7 +272,7 @@ pub fn verify_chain(
             &others,
             time,
             AnyPurpose,
-            None,
+            revocation,
             Some(&check_path),
         )
         .map(|_| ())

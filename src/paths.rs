@@ -52,6 +52,9 @@ pub struct Paths {
     state: Option<PathBuf>,
     /// `$XDG_RUNTIME_DIR`, if set.
     pub runtime: Option<PathBuf>,
+    /// `$STATE_DIRECTORY` (the first, if several): a service's state folder under systemd
+    /// (`StateDirectory=`), where the relay keeps its SQLite database by default.
+    pub service_state: Option<PathBuf>,
 }
 
 impl Paths {
@@ -72,6 +75,13 @@ impl Paths {
                 .or_else(|| home.as_ref().map(|h| h.join(".local/state")))
                 .map(|b| b.join("tokenroll")),
             runtime: var("XDG_RUNTIME_DIR"),
+            service_state: std::env::var_os("STATE_DIRECTORY")
+                .and_then(|v| {
+                    v.to_str()
+                        .and_then(|s| s.split(':').next())
+                        .map(PathBuf::from)
+                })
+                .filter(|p| p.is_absolute()),
         }
     }
 
@@ -317,6 +327,7 @@ mod tests {
             user_config: None,
             state: None,
             runtime: None,
+            service_state: None,
         };
         let e = p.state_dir().unwrap_err().to_string();
         assert!(e.contains("HOME") && e.contains("current directory"), "{e}");

@@ -3,7 +3,7 @@
 
 mod common;
 use common::*;
-use tokenroll::relay::store::Store;
+use tokenroll::relay::store::{NewRequest, Store};
 
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -47,8 +47,14 @@ fn two_replicas_share_keys_and_a_challenge_has_one_winner() {
             let won = claims.join_all().await;
             let winners = won.iter().filter(|w| **w).count();
             assert_eq!(winners, 1, "{url}: {won:?}");
-            assert_eq!(a.begin_request("r", "alice", 1).await.unwrap(), None);
-            let seen = b.begin_request("r", "alice", 2).await.unwrap().unwrap();
+            let new = NewRequest {
+                sha256: "r",
+                username: "alice",
+                cert_sha1: "c",
+                challenge_id: "ch",
+            };
+            assert_eq!(a.begin_request(&new, 1).await.unwrap(), None);
+            let seen = b.begin_request(&new, 2).await.unwrap().unwrap();
             assert_eq!(
                 seen.state, "in_progress",
                 "{url}: the other replica sees it"

@@ -344,6 +344,17 @@ impl CentagateClient {
         &self.origin
     }
 
+    /// Whether the server answers at all (any HTTP answer to a HEAD of its origin, over TLS as
+    /// configured): the relay's health check. The reason when it does not, without URLs.
+    pub async fn reachable(&self) -> Result<(), String> {
+        self.http
+            .head(&self.origin)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| classify(&self.origin, self.opts.timeout, e).to_string())
+    }
+
     /// PUTs one registration. Returns the server's answer whatever its code; an answer that is
     /// not the API's (HTML error page, proxy, garbage) is a protocol error.
     pub async fn register(&self, admin: &str, body: &RegisterBody) -> Result<Answer, ApiError> {

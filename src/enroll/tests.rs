@@ -289,8 +289,7 @@ fn an_attempt_that_may_have_gone_through_keeps_the_outcome_unknown() {
         &ChallengeSource::Given("c".into()),
         &mut vec![],
     )
-    .err()
-    .expect("no answer");
+    .expect_err("no answer");
     assert!(
         matches!(&err.error, EnrollError::Api(ApiError::Unsettled(e)) if matches!(**e, ApiError::Network { .. })),
         "{}",

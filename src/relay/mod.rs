@@ -7,10 +7,15 @@
 //! its store and audit, and its own configuration. Does not own: the desk-side flow (see
 //! `enroll`), CMS or path validation (see `cms`, `chain`), or the CENTAGATE calls (see `api`).
 
+pub mod audit;
 pub mod challenge;
+pub mod config;
 pub mod identity;
+pub mod metrics;
 pub mod policy;
+pub mod rate;
 pub mod rules;
+pub mod soft;
 pub mod statement;
 pub mod store;
 

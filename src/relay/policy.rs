@@ -89,28 +89,56 @@ pub fn parse(body: &[u8]) -> Result<Parsed, Refusal> {
 /// The relay's rules for signers.
 pub struct Policy {
     pub org_ca: Vec<Certificate>,
+    pub org_crl: Vec<crate::chain::Crl>,
     pub user: UserRule,
     pub public_urls: Vec<String>,
+}
+
+/// What a request's content established: signed by a trusted certificate that names the
+/// request's user, over a statement for this relay and this user. Its freshness (the
+/// statement's time, the challenge) is checked apart: a request seen before is answered from its
+/// record whatever its age.
+#[derive(Debug)]
+pub struct Verified {
+    /// The username the certificate yields: the one sent to CENTAGATE.
+    pub username: String,
+    pub digest: DigestAlg,
+    pub signer: Certificate,
+    pub statement: Statement,
 }
 
 /// A request every check passed: what the relay registers, and what the audit trail records.
 #[derive(Debug)]
 pub struct Accepted {
-    /// The username the certificate yields: the one sent to CENTAGATE.
-    pub username: String,
-    pub digest: DigestAlg,
-    pub signer: Certificate,
+    pub verified: Verified,
     pub challenge: challenge::Valid,
 }
 
+fn ms(now: std::time::SystemTime) -> i64 {
+    now.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
 impl Policy {
-    /// Checks `req` at `now` (the challenge against `keys`); the challenge is not claimed here.
+    /// Every check, the challenge against `keys` at `now`; the challenge is not claimed here.
     pub fn check(
         &self,
         req: &Parsed,
         keys: &[ChallengeKey],
         now: std::time::SystemTime,
     ) -> Result<Accepted, Refusal> {
+        let verified = self.verify(req, now)?;
+        let challenge = self.fresh(&verified, keys, now)?;
+        Ok(Accepted {
+            verified,
+            challenge,
+        })
+    }
+
+    /// The checks of the request's content, in the protocol's order: one signer with the
+    /// content attached, the digest, the signature, the chain (validity and revocation at
+    /// `now`), the certificate's username, the statement's form.
+    pub fn verify(&self, req: &Parsed, now: std::time::SystemTime) -> Result<Verified, Refusal> {
         use crate::cms::CmsError;
         let weak = || {
             Refusal::new(
@@ -134,8 +162,14 @@ impl Policy {
         if v.digest == DigestAlg::Sha1 {
             return Err(weak());
         }
-        crate::chain::verify_chain(&v.signer, &v.certificates, &self.org_ca, now)
-            .map_err(|e| Refusal::new(Rule::UntrustedChain, e.to_string()))?;
+        crate::chain::verify_chain_with_crls(
+            &v.signer,
+            &v.certificates,
+            &self.org_ca,
+            &self.org_crl,
+            now,
+        )
+        .map_err(|e| Refusal::new(Rule::UntrustedChain, e.to_string()))?;
         let username = self
             .user
             .username(&v.signer)
@@ -156,20 +190,31 @@ impl Policy {
                 "the signed content is not a tokenroll enrollment statement",
             )
         })?;
-        let now_ms = now
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
         statement
-            .check(&self.public_urls, &req.username, now_ms)
+            .check_form(&self.public_urls, &req.username)
             .map_err(|r| Refusal::new(r, statement_message(r)))?;
-        let challenge = challenge::check(keys, &statement.challenge, &username, now_ms)
-            .map_err(|r| Refusal::new(r, challenge_message(r)))?;
-        Ok(Accepted {
+        Ok(Verified {
             username,
             digest: v.digest,
             signer: v.signer,
-            challenge,
+            statement,
         })
+    }
+
+    /// The request's freshness at `now`: the statement's time, then its challenge (issued by
+    /// this deployment with one of `keys`, for this user, unexpired).
+    pub fn fresh(
+        &self,
+        v: &Verified,
+        keys: &[ChallengeKey],
+        now: std::time::SystemTime,
+    ) -> Result<challenge::Valid, Refusal> {
+        let now_ms = ms(now);
+        v.statement
+            .check_iat(now_ms)
+            .map_err(|r| Refusal::new(r, statement_message(r)))?;
+        challenge::check(keys, &v.statement.challenge, &v.username, now_ms)
+            .map_err(|r| Refusal::new(r, challenge_message(r)))
     }
 }
 

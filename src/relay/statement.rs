@@ -50,6 +50,12 @@ impl Statement {
     /// The statement's own checks for a request by `username` to a relay reachable at
     /// `public_urls`, at `now_ms`.
     pub fn check(&self, public_urls: &[String], username: &str, now_ms: i64) -> Result<(), Rule> {
+        self.check_form(public_urls, username)?;
+        self.check_iat(now_ms)
+    }
+
+    /// What does not change with time: its type, its relay, its username.
+    pub fn check_form(&self, public_urls: &[String], username: &str) -> Result<(), Rule> {
         if self.typ != TYP {
             return Err(Rule::BadStatement);
         }
@@ -59,6 +65,11 @@ impl Statement {
         if self.username.trim().to_lowercase() != username.trim().to_lowercase() {
             return Err(Rule::StatementUsername);
         }
+        Ok(())
+    }
+
+    /// Its time, within 5 minutes of `now_ms`.
+    pub fn check_iat(&self, now_ms: i64) -> Result<(), Rule> {
         if self.iat.abs_diff(now_ms) > IAT_WINDOW_MS as u64 {
             return Err(Rule::StaleIat);
         }

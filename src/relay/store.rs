@@ -25,9 +25,10 @@ fn query_err(e: sqlx::Error) -> StoreError {
 }
 
 /// The schema, in order. Each entry is applied once and recorded (sqlx's migrator).
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "relay state",
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "relay state",
     "CREATE TABLE challenge_keys (id BIGINT PRIMARY KEY, key_hex TEXT NOT NULL, created_ms BIGINT NOT NULL);
      CREATE TABLE claims (challenge_id TEXT PRIMARY KEY, request_sha256 TEXT NOT NULL,
                           claimed_ms BIGINT NOT NULL, expires_ms BIGINT NOT NULL);
@@ -39,7 +40,16 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[(
                          username TEXT NOT NULL, subject TEXT NOT NULL, issuer TEXT NOT NULL,
                          serial TEXT NOT NULL, sha256 TEXT NOT NULL, challenge_id TEXT NOT NULL,
                          decision TEXT NOT NULL, rule TEXT NOT NULL, code BIGINT, latency_ms BIGINT NOT NULL);",
-)];
+    ),
+    (
+        2,
+        "requests settle later",
+        "ALTER TABLE requests ADD COLUMN cert_sha1 TEXT;
+         ALTER TABLE requests ADD COLUMN challenge_id TEXT;
+         CREATE INDEX requests_state ON requests (state, updated_ms);
+         CREATE INDEX audit_time ON audit (time_ms);",
+    ),
+];
 
 #[derive(Debug)]
 struct Embedded;
@@ -72,7 +82,29 @@ impl<'s> sqlx::migrate::MigrationSource<'s> for Embedded {
     }
 }
 
-/// A request's record: in progress (claimed, not answered yet) or final.
+/// A request about to be handled: what its record keeps for settling it later.
+#[derive(Clone, Copy, Debug)]
+pub struct NewRequest<'a> {
+    /// SHA-256 of the PKCS#7 DER, hex.
+    pub sha256: &'a str,
+    /// The username the certificate yields (the one sent to CENTAGATE).
+    pub username: &'a str,
+    /// The signer certificate's SHA-1, hex (how CENTAGATE's list names it).
+    pub cert_sha1: &'a str,
+    pub challenge_id: &'a str,
+}
+
+/// A request whose outcome is not known: what asking CENTAGATE about it needs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unsettled {
+    pub sha256: String,
+    pub username: String,
+    pub cert_sha1: String,
+    pub challenge_id: String,
+}
+
+/// A request's record: `in_progress` (claimed, not answered yet), `unknown` (CENTAGATE's answer
+/// was lost) or `final`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RequestRecord {
     pub state: String,
@@ -237,16 +269,17 @@ impl Store {
     /// the record already there (in progress elsewhere, or final).
     pub async fn begin_request(
         &self,
-        sha256: &str,
-        username: &str,
+        new: &NewRequest<'_>,
         now_ms: i64,
     ) -> Result<Option<RequestRecord>, StoreError> {
         let done = sqlx::query(
-            "INSERT INTO requests (sha256, state, username, updated_ms) \
-             VALUES ($1, 'in_progress', $2, $3) ON CONFLICT (sha256) DO NOTHING",
+            "INSERT INTO requests (sha256, state, username, cert_sha1, challenge_id, updated_ms) \
+             VALUES ($1, 'in_progress', $2, $3, $4, $5) ON CONFLICT (sha256) DO NOTHING",
         )
-        .bind(sha256)
-        .bind(username)
+        .bind(new.sha256)
+        .bind(new.username)
+        .bind(new.cert_sha1)
+        .bind(new.challenge_id)
         .bind(now_ms)
         .execute(&self.pool)
         .await
@@ -254,7 +287,7 @@ impl Store {
         if done.rows_affected() == 1 {
             return Ok(None);
         }
-        self.request(sha256).await
+        self.request(new.sha256).await
     }
 
     /// Records the final (or unknown) outcome of request `sha256`.
@@ -312,6 +345,87 @@ impl Store {
             })
         })
         .transpose()
+    }
+
+    /// Requests to ask CENTAGATE about: those whose answer was lost, and those still in progress
+    /// since before `stale_before_ms` (their relay died mid-request).
+    pub async fn unsettled(&self, stale_before_ms: i64) -> Result<Vec<Unsettled>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT sha256, username, cert_sha1, challenge_id FROM requests \
+             WHERE (state = 'unknown' OR (state = 'in_progress' AND updated_ms < $1)) \
+             AND cert_sha1 IS NOT NULL ORDER BY updated_ms LIMIT 100",
+        )
+        .bind(stale_before_ms)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_err)?;
+        rows.iter()
+            .map(|r| {
+                Ok(Unsettled {
+                    sha256: r.try_get(0).map_err(query_err)?,
+                    username: r.try_get(1).map_err(query_err)?,
+                    cert_sha1: r.try_get(2).map_err(query_err)?,
+                    challenge_id: r
+                        .try_get::<Option<String>, _>(3)
+                        .map_err(query_err)?
+                        .unwrap_or_default(),
+                })
+            })
+            .collect()
+    }
+
+    /// One decision of the audit trail.
+    pub async fn audit(&self, a: &super::audit::Audit) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO audit (request_id, time_ms, client, username, subject, issuer, serial, \
+             sha256, challenge_id, decision, rule, code, latency_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+        )
+        .bind(&a.request_id)
+        .bind(a.time_ms)
+        .bind(&a.client)
+        .bind(&a.username)
+        .bind(&a.subject)
+        .bind(&a.issuer)
+        .bind(&a.serial)
+        .bind(&a.sha256)
+        .bind(&a.challenge_id)
+        .bind(a.decision)
+        .bind(&a.rule)
+        .bind(a.code)
+        .bind(a.latency_ms)
+        .execute(&self.pool)
+        .await
+        .map_err(query_err)?;
+        Ok(())
+    }
+
+    /// The audit rows of one request (by its SHA-256), oldest first: for tests and operators.
+    pub async fn audit_of(&self, sha256: &str) -> Result<Vec<(String, String)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT decision, rule FROM audit WHERE sha256 = $1 ORDER BY time_ms, request_id",
+        )
+        .bind(sha256)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_err)?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get(0).map_err(query_err)?,
+                    r.try_get(1).map_err(query_err)?,
+                ))
+            })
+            .collect()
+    }
+
+    /// Whether the database answers (the health check).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1")
+            .fetch_one(&self.pool)
+            .await
+            .map(|_| ())
+            .map_err(query_err)
     }
 
     pub async fn close(&self) {
@@ -393,9 +507,17 @@ mod tests {
                 1,
                 "a new window"
             );
-            assert_eq!(s.begin_request("h1", "alice", 5).await.unwrap(), None);
-            let again = s.begin_request("h1", "alice", 6).await.unwrap().unwrap();
+            let new = NewRequest {
+                sha256: "h1",
+                username: "alice",
+                cert_sha1: "c1",
+                challenge_id: "ch1",
+            };
+            assert_eq!(s.begin_request(&new, 5).await.unwrap(), None);
+            let again = s.begin_request(&new, 6).await.unwrap().unwrap();
             assert_eq!(again.state, "in_progress");
+            assert_eq!(s.unsettled(5).await.unwrap(), vec![], "not stale yet");
+            assert_eq!(s.unsettled(6).await.unwrap()[0].cert_sha1, "c1", "stale");
             s.finish_request("h1", "final", "registered", Some(0), "ok", 7)
                 .await
                 .unwrap();

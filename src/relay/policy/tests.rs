@@ -3,55 +3,19 @@
 
 use super::*;
 use crate::relay::identity::Field;
-use p256::ecdsa::{DerSignature, SigningKey};
-use std::str::FromStr;
 use std::time::{Duration, SystemTime};
-use x509_cert::builder::{Builder, CertificateBuilder, Profile};
 
 const RELAY: &str = "https://relay.example";
 
-struct Made {
-    cert: Certificate,
-    key: SigningKey,
-}
+type Made = crate::relay::soft::SoftKey;
 
 fn ca(cn: &str) -> Made {
-    let key = SigningKey::random(&mut rand_core::OsRng);
-    let spki = spki::SubjectPublicKeyInfoOwned::from_key(*key.verifying_key()).unwrap();
-    let cert = CertificateBuilder::new(
-        Profile::Root,
-        x509_cert::serial_number::SerialNumber::from(1u32),
-        x509_cert::time::Validity::from_now(Duration::from_secs(86400)).unwrap(),
-        x509_cert::name::Name::from_str(&format!("CN={cn}")).unwrap(),
-        spki,
-        &key,
-    )
-    .unwrap()
-    .build::<DerSignature>()
-    .unwrap();
-    Made { cert, key }
+    Made::ca(cn)
 }
 
+/// A user's certificate, valid for the hour from now.
 fn user(cn: &str, issuer: &Made) -> Made {
-    let key = SigningKey::random(&mut rand_core::OsRng);
-    let spki = spki::SubjectPublicKeyInfoOwned::from_key(*key.verifying_key()).unwrap();
-    let cert = CertificateBuilder::new(
-        Profile::Leaf {
-            issuer: issuer.cert.tbs_certificate.subject.clone(),
-            enable_key_agreement: false,
-            enable_key_encipherment: false,
-            include_subject_key_identifier: true,
-        },
-        x509_cert::serial_number::SerialNumber::from(7u32),
-        x509_cert::time::Validity::from_now(Duration::from_secs(3600)).unwrap(),
-        x509_cert::name::Name::from_str(&format!("CN={cn},O=Acme")).unwrap(),
-        spki,
-        &issuer.key,
-    )
-    .unwrap()
-    .build::<DerSignature>()
-    .unwrap();
-    Made { cert, key }
+    issuer.issue(cn, None, 7, (0, 3600))
 }
 
 struct World {
@@ -68,6 +32,7 @@ fn world() -> World {
     World {
         policy: Policy {
             org_ca: vec![org.cert.clone()],
+            org_crl: vec![],
             user: UserRule::new(Field::Cn, &[]).unwrap(),
             public_urls: vec![RELAY.into()],
         },
@@ -84,14 +49,7 @@ fn now_ms(t: SystemTime) -> i64 {
 
 /// A request body: `signer` signs `content` with `digest`, sent as `username`.
 fn body(signer: &Made, content: &[u8], digest: DigestAlg, username: &str) -> Vec<u8> {
-    let der =
-        crate::cms::build_attached::<_, DerSignature>(&signer.key, &signer.cert, content, digest)
-            .unwrap();
-    serde_json::to_vec(&serde_json::json!({
-        "username": username,
-        "signature": base64::engine::general_purpose::STANDARD.encode(der),
-    }))
-    .unwrap()
+    crate::relay::soft::body(username, &signer.sign(content, digest))
 }
 
 /// The statement a client signs, with a challenge issued for `for_user`.
@@ -119,10 +77,10 @@ fn a_good_request_is_accepted_under_the_certificates_username() {
     );
     let a = check(&w, &b).unwrap();
     assert_eq!(
-        a.username, "alice",
+        a.verified.username, "alice",
         "the certificate's spelling, not the client's"
     );
-    assert_eq!(a.digest, DigestAlg::Sha256);
+    assert_eq!(a.verified.digest, DigestAlg::Sha256);
     assert_eq!(a.challenge.id.len(), 32);
     let p = parse(&b).unwrap();
     assert_eq!(p.sha256, crate::certinfo::fingerprint(&p.pkcs7));
