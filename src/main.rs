@@ -62,7 +62,18 @@ fn main() {
             command: Command::Agent(_)
         })
     );
-    let default_level = if is_agent { "info" } else { "warn" };
+    // The long-running faces log what they do; one-shot commands only what goes wrong.
+    let is_service = matches!(
+        &parsed,
+        Ok(Cli {
+            command: Command::Relay(_)
+        })
+    );
+    let default_level = if is_agent || is_service {
+        "info"
+    } else {
+        "warn"
+    };
     let filter = || {
         tracing_subscriber::EnvFilter::try_from_default_env()
             .unwrap_or_else(|_| default_level.into())

@@ -40,6 +40,9 @@ pub enum Command {
     Status(SessionArgs),
     /// Run the CENTAGATE simulator on loopback over TLS.
     Simulate(SimulateArgs),
+    /// Run the enrollment relay: the one service that holds the CENTAGATE admin session, so
+    /// that desks enroll with none.
+    Relay(RelayArgs),
     /// Run in the desktop session: notice tokens, ask for the PIN, enroll, tell the person.
     Agent(AgentArgs),
     /// Run a whole enrollment on a throw-away SoftHSM2 token against the built-in simulator.
@@ -247,6 +250,16 @@ pub struct VerifyArgs {
     pub trust: Option<PathBuf>,
     #[command(flatten)]
     pub output: OutputKeys,
+}
+
+#[derive(Args, Debug)]
+pub struct RelayArgs {
+    /// The relay's configuration file (its own: the desktop config files are not read).
+    #[arg(long, env = "TOKENROLL_RELAY_CONFIG")]
+    pub config: PathBuf,
+    /// Check the configuration, the TLS files, the database and the listeners, then exit.
+    #[arg(long)]
+    pub check: bool,
 }
 
 #[derive(Args, Debug)]

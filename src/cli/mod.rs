@@ -11,6 +11,7 @@ pub mod exit;
 mod journal;
 mod provision;
 mod reconcile;
+mod relay;
 pub mod render;
 mod session;
 mod simulate;
@@ -33,6 +34,7 @@ pub fn run(cli: Cli, env: &crate::secret::EnvSecrets, paths: &crate::paths::Path
         Command::Session(a) => session::session_cmd(a, env, paths),
         Command::Status(a) => status::status_cmd(a, env, paths),
         Command::Simulate(a) => simulate::simulate_cmd(a, env, paths),
+        Command::Relay(a) => relay::relay_cmd(a, env, paths),
         Command::Agent(a) => agent::run(a, env, paths),
         Command::Demo => crate::demo::run(),
         Command::Provision(a) => provision::provision_cmd(a),

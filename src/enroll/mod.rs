@@ -119,7 +119,8 @@ pub trait PinPrompt {
 pub trait Registrar {
     /// The session's authToken and secretCode, logging in first when the session needs one
     /// (called after the PKCS#7 is verified, just before the registration).
-    async fn secrets(&self, on: &mut dyn FnMut(Step)) -> Result<AdminSecrets, EnrollError>;
+    async fn secrets(&self, on: &mut (dyn FnMut(Step) + Send))
+        -> Result<AdminSecrets, EnrollError>;
 
     /// The server refused the session `refused` (10001): forget it (if it is still the one
     /// held). True when a fresh login can follow.
@@ -165,7 +166,7 @@ pub trait Registrar {
 pub enum NoServer {}
 
 impl Registrar for NoServer {
-    async fn secrets(&self, _: &mut dyn FnMut(Step)) -> Result<AdminSecrets, EnrollError> {
+    async fn secrets(&self, _: &mut (dyn FnMut(Step) + Send)) -> Result<AdminSecrets, EnrollError> {
         match *self {}
     }
 
@@ -368,7 +369,7 @@ pub async fn run<T: TokenSide, R: Registrar>(
     prompt: &mut impl PinPrompt,
     request: &Request<'_>,
     plan: Plan<'_, R>,
-    on: &mut dyn FnMut(Step),
+    on: &mut (dyn FnMut(Step) + Send),
 ) -> Result<Enrolled, Box<Failure>> {
     let fail = |error: EnrollError, pair: Option<&PairSummary>, user: Option<&str>| {
         Box::new(Failure {
@@ -450,7 +451,7 @@ fn sign(
     prompt: &mut impl PinPrompt,
     challenge: &[u8],
     digest: DigestAlg,
-    on: &mut dyn FnMut(Step),
+    on: &mut (dyn FnMut(Step) + Send),
 ) -> Result<Vec<u8>, EnrollError> {
     let pair = selected.summary().clone();
     if pair.pin_locked {

@@ -134,7 +134,7 @@ pub async fn register(
     signer: &Signer,
     pkcs7: &[u8],
     digest: DigestAlg,
-    on: &mut dyn FnMut(Step),
+    on: &mut (dyn FnMut(Step) + Send),
 ) -> Result<Report, EnrollError> {
     use crate::journal::{Intent, Outcome};
     // The session first (a login, when one is needed): nothing is journaled or sent for a

@@ -23,7 +23,7 @@ pub async fn replace(
     pair: &PairSummary,
     pkcs7: &[u8],
     digest: DigestAlg,
-    on: &mut dyn FnMut(Step),
+    on: &mut (dyn FnMut(Step) + Send),
 ) -> Result<Report, EnrollError> {
     use crate::journal::{Intent, Outcome};
     let secrets = registrar.secrets(on).await?;

@@ -119,7 +119,10 @@ impl Session {
 }
 
 impl Registrar for Session {
-    async fn secrets(&self, on: &mut dyn FnMut(Step)) -> Result<AdminSecrets, EnrollError> {
+    async fn secrets(
+        &self,
+        on: &mut (dyn FnMut(Step) + Send),
+    ) -> Result<AdminSecrets, EnrollError> {
         // Static secrets are never held: the session below is only ever a login's.
         let mut held = self.held.lock().await;
         if let Some(h) = held.as_mut() {

@@ -126,7 +126,10 @@ impl FakeRegistrar {
 }
 
 impl Registrar for FakeRegistrar {
-    async fn secrets(&self, _: &mut dyn FnMut(Step)) -> Result<AdminSecrets, super::EnrollError> {
+    async fn secrets(
+        &self,
+        _: &mut (dyn FnMut(Step) + Send),
+    ) -> Result<AdminSecrets, super::EnrollError> {
         self.logins.set(self.logins.get() + 1);
         Ok(secrets())
     }

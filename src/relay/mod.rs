@@ -10,11 +10,13 @@
 pub mod audit;
 pub mod challenge;
 pub mod config;
+pub mod http;
 pub mod identity;
 pub mod metrics;
 pub mod policy;
 pub mod rate;
 pub mod rules;
+pub mod service;
 pub mod soft;
 pub mod statement;
 pub mod store;

@@ -49,10 +49,14 @@ pub enum Rule {
     CentagateUnavailable,
     /// CENTAGATE's answer was lost and could not be reconciled: the outcome is unknown.
     CentagateAnswerLost,
+    /// The relay itself cannot serve (its database does not answer).
+    RelayUnavailable,
+    /// No request with this SHA-256 reached CENTAGATE through this relay (a lookup).
+    NotFound,
 }
 
 impl Rule {
-    pub const ALL: [Rule; 20] = [
+    pub const ALL: [Rule; 22] = [
         Rule::Malformed,
         Rule::TooLarge,
         Rule::SignerCount,
@@ -73,6 +77,8 @@ impl Rule {
         Rule::RateLimited,
         Rule::CentagateUnavailable,
         Rule::CentagateAnswerLost,
+        Rule::RelayUnavailable,
+        Rule::NotFound,
     ];
 
     /// The token, as it appears in answers, the audit trail and metrics.
@@ -98,6 +104,8 @@ impl Rule {
             Rule::RateLimited => "rate_limited",
             Rule::CentagateUnavailable => "centagate_unavailable",
             Rule::CentagateAnswerLost => "centagate_answer_lost",
+            Rule::RelayUnavailable => "relay_unavailable",
+            Rule::NotFound => "not_found",
         }
     }
 
@@ -119,8 +127,9 @@ impl Rule {
             | Rule::OtherUsersChallenge => 403,
             Rule::ChallengeExpired | Rule::ChallengeUsed | Rule::InProgress => 409,
             Rule::RateLimited => 429,
+            Rule::NotFound => 404,
             Rule::CentagateAnswerLost => 502,
-            Rule::CentagateUnavailable => 503,
+            Rule::CentagateUnavailable | Rule::RelayUnavailable => 503,
         }
     }
 
@@ -159,6 +168,10 @@ impl Rule {
             }
             Rule::CentagateAnswerLost => {
                 "CENTAGATE's answer was lost; the relay settles it itself: ask it again with the request's SHA-256"
+            }
+            Rule::RelayUnavailable => "the relay cannot serve now; nothing was registered, retry later",
+            Rule::NotFound => {
+                "nothing with this SHA-256 reached CENTAGATE through this relay: it was not registered"
             }
         }
     }

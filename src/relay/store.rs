@@ -250,6 +250,16 @@ impl Store {
         Ok(done.rows_affected())
     }
 
+    /// Rate windows that started before `before_ms` count nothing any more.
+    pub async fn forget_rate_counts_before(&self, before_ms: i64) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM rate_counts WHERE window_start < $1")
+            .bind(before_ms)
+            .execute(&self.pool)
+            .await
+            .map_err(query_err)?;
+        Ok(done.rows_affected())
+    }
+
     /// Counts one hit in `bucket`'s window starting at `window_start`; the count after it.
     pub async fn hit(&self, bucket: &str, window_start: i64) -> Result<i64, StoreError> {
         let row = sqlx::query(
@@ -316,10 +326,10 @@ impl Store {
         Ok(())
     }
 
-    /// Forgets an in-progress record (nothing reached CENTAGATE), so the same request may come
-    /// again.
-    pub async fn drop_request(&self, sha256: &str) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM requests WHERE sha256 = $1 AND state = 'in_progress'")
+    /// Forgets a record that is not final (nothing reached CENTAGATE, or CENTAGATE confirms
+    /// nothing was registered), so the same request may come again.
+    pub async fn forget_request(&self, sha256: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM requests WHERE sha256 = $1 AND state <> 'final'")
             .bind(sha256)
             .execute(&self.pool)
             .await
@@ -526,7 +536,7 @@ mod tests {
                 (r.state.as_str(), r.outcome.as_deref(), r.code),
                 ("final", Some("registered"), Some(0))
             );
-            s.drop_request("h1").await.unwrap();
+            s.forget_request("h1").await.unwrap();
             assert!(
                 s.request("h1").await.unwrap().is_some(),
                 "a final record stays"

@@ -7,6 +7,7 @@ mod agent;
 pub use agent::*;
 pub mod postgres;
 pub mod proxy;
+pub mod relay;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

@@ -1,0 +1,664 @@
+//! What the relay does with each request, in the protocol's order: issue a challenge; for an
+//! enrollment, the rate limit per address, the body, the content checks (signature, chain,
+//! username, statement), the limits per user and per certificate, the replay lookup, the
+//! freshness checks, the challenge's single-use claim, and only then the registration with
+//! CENTAGATE under the relay's own admin session (`enroll::register`, the desks' code: retries,
+//! re-login after 10001, reconciliation of a lost answer). Every decision is audited and counted.
+//!
+//! Owns: that order and what each outcome leaves in the store. Does not own: HTTP (see `http`),
+//! the checks themselves (see `policy`), the queries (see `store`) or the CENTAGATE calls (see
+//! `enroll` and `api`).
+
+use super::audit::Audit;
+use super::challenge::ChallengeKey;
+use super::config::RelayConfig;
+use super::metrics::Metrics;
+use super::policy::{self, Policy, Refusal};
+use super::rate::{Rate, Rates};
+use super::store::{NewRequest, RequestRecord, Store, StoreError, Unsettled};
+use super::Rule;
+use crate::api::{CentagateClient, TimestampUnit, TokenStatus};
+use crate::enroll::{EnrollError, OutcomeKind, Registrar, Registration, Session, Signer, Step};
+use der::Encode;
+use serde_json::json;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// An answer for the HTTP front to send.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub body: serde_json::Value,
+    pub retry_after: Option<u64>,
+}
+
+impl Answer {
+    fn ok(body: serde_json::Value) -> Self {
+        Self {
+            status: 200,
+            body,
+            retry_after: None,
+        }
+    }
+
+    /// A refusal: `{"error": <rule>, "message": ...}` with the rule's status.
+    pub fn refused(r: &Refusal, retry_after: Option<u64>) -> Self {
+        Self {
+            status: r.rule.status(),
+            body: json!({
+                "error": r.rule.token(),
+                "message": format!("{} — {}", r.message, r.rule.advice()),
+            }),
+            retry_after,
+        }
+    }
+}
+
+/// Why an enrollment ended as it did, for the answer, the audit trail and the metrics.
+enum Decision {
+    Refused(Refusal, Option<u64>),
+    /// CENTAGATE's answer (or the stored one, for a replay).
+    Outcome {
+        outcome: String,
+        code: Option<i64>,
+        message: String,
+        replayed: bool,
+    },
+}
+
+impl From<Refusal> for Decision {
+    fn from(r: Refusal) -> Self {
+        Decision::Refused(r, None)
+    }
+}
+
+impl From<StoreError> for Decision {
+    fn from(e: StoreError) -> Self {
+        tracing::error!(error = %e, "the relay's database");
+        Decision::Refused(
+            Refusal::new(
+                Rule::RelayUnavailable,
+                "the relay's database does not answer",
+            ),
+            Some(10),
+        )
+    }
+}
+
+/// How long to wait before retrying after CENTAGATE was unreachable or its answer lost.
+const RETRY_UNAVAILABLE_SECS: u64 = 10;
+const RETRY_ANSWER_LOST_SECS: u64 = 30;
+
+/// The relay: its policy, its store, its CENTAGATE session.
+pub struct Relay {
+    policy: Policy,
+    pub store: Store,
+    keys: Vec<ChallengeKey>,
+    session: Session,
+    client: Arc<CentagateClient>,
+    admin: String,
+    status: TokenStatus,
+    timestamp_unit: TimestampUnit,
+    retries: u32,
+    rates: Rates,
+    permits: tokio::sync::Semaphore,
+    pub metrics: Metrics,
+    /// A request in progress for longer than this has lost its relay (it died mid-request).
+    pub stale_after: Duration,
+    health: tokio::sync::Mutex<Option<(Instant, Result<(), String>)>>,
+}
+
+fn now_ms(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+impl Relay {
+    /// Opens the store (its schema brought up to date, the challenge keys made on first use)
+    /// and the CENTAGATE client. No login yet: the first enrollment logs in. The CRLs move
+    /// into the relay.
+    pub async fn open(cfg: &mut RelayConfig) -> Result<Self, String> {
+        let store = Store::open(&cfg.database)
+            .await
+            .map_err(|e| e.to_string())?;
+        let keys = store
+            .challenge_keys(now_ms(SystemTime::now()))
+            .await
+            .map_err(|e| e.to_string())?;
+        let client = Arc::new(
+            CentagateClient::new(&cfg.server, cfg.http.clone()).map_err(|e| e.to_string())?,
+        );
+        let session = Session::new(
+            client.clone(),
+            cfg.login.clone(),
+            cfg.admin.clone(),
+            Arc::new(crate::enroll::NoOneToAsk),
+        );
+        // Every attempt may take the whole timeout, with up to 8 s of backoff between them;
+        // a login and a list call come on top.
+        let per_try = cfg.http.timeout + Duration::from_secs(8);
+        let stale_after = per_try * (cfg.retries + 3) + Duration::from_secs(60);
+        Ok(Self {
+            policy: Policy {
+                org_ca: cfg.org_ca.clone(),
+                org_crl: std::mem::take(&mut cfg.org_crl),
+                user: cfg.user.clone(),
+                public_urls: cfg.public_urls.clone(),
+            },
+            store,
+            keys,
+            session,
+            client,
+            admin: cfg.admin.clone(),
+            status: cfg.status,
+            timestamp_unit: cfg.timestamp_unit,
+            retries: cfg.retries,
+            rates: cfg.rates,
+            permits: tokio::sync::Semaphore::new(cfg.centagate_concurrency),
+            metrics: Metrics::default(),
+            stale_after,
+            health: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    /// `POST /v1/challenge`: a challenge for the username, bound to it, for the relay URL the
+    /// client reached (`host`, from its Host header). Writes nothing.
+    pub fn challenge(&self, body: &[u8], host: Option<&str>) -> Answer {
+        let started = Instant::now();
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Asked {
+            username: String,
+        }
+        let answer = match serde_json::from_slice::<Asked>(body) {
+            Ok(a) if !a.username.trim().is_empty() && a.username.len() <= 256 => {
+                let issued =
+                    super::challenge::issue(&self.keys[0], &a.username, now_ms(SystemTime::now()));
+                Answer::ok(json!({
+                    "challenge_id": issued.id,
+                    "challenge": issued.challenge,
+                    "relay": self.public_url_for(host),
+                    "expires_ms": issued.expires_ms,
+                }))
+            }
+            _ => Answer::refused(
+                &Refusal::new(
+                    Rule::Malformed,
+                    "the body must be exactly {\"username\": \"...\"} with a username",
+                ),
+                None,
+            ),
+        };
+        let outcome = if answer.status == 200 {
+            "ok"
+        } else {
+            "refused"
+        };
+        let rule = answer.body["error"].as_str().unwrap_or("");
+        self.metrics
+            .request("challenge", outcome, rule, started.elapsed());
+        answer
+    }
+
+    /// The public URL whose host the client named, else the first.
+    fn public_url_for(&self, host: Option<&str>) -> &str {
+        let urls = &self.policy.public_urls;
+        host.and_then(|h| {
+            urls.iter().find(|u| {
+                url::Url::parse(u).is_ok_and(|p| {
+                    let authority = match p.port() {
+                        Some(port) => format!("{}:{port}", p.host_str().unwrap_or("")),
+                        None => p.host_str().unwrap_or("").to_string(),
+                    };
+                    authority.eq_ignore_ascii_case(h)
+                })
+            })
+        })
+        .unwrap_or(&urls[0])
+    }
+
+    /// `POST /v1/enroll` from `client`.
+    pub async fn enroll(&self, body: &[u8], client: std::net::IpAddr) -> Answer {
+        let started = Instant::now();
+        let mut audit = Audit {
+            request_id: super::audit::request_id(),
+            client: client.to_string(),
+            endpoint: "enroll",
+            ..Default::default()
+        };
+        let decision = self.decide(body, client, &mut audit).await;
+        let (answer, outcome) = match decision {
+            Decision::Refused(r, retry) => {
+                audit.decision = match r.rule {
+                    Rule::CentagateAnswerLost => "unknown",
+                    Rule::CentagateUnavailable | Rule::RelayUnavailable => "unavailable",
+                    _ => "refused",
+                };
+                audit.rule = r.rule.token().into();
+                (Answer::refused(&r, retry), "refused")
+            }
+            Decision::Outcome {
+                outcome,
+                code,
+                message,
+                replayed,
+            } => {
+                audit.decision = if replayed {
+                    "replayed"
+                } else {
+                    match outcome.as_str() {
+                        "registered" => "registered",
+                        "rejected" => "rejected",
+                        _ => "failed",
+                    }
+                };
+                audit.code = code;
+                let answer = Answer::ok(json!({
+                    "outcome": outcome,
+                    "code": code,
+                    "message": message,
+                }));
+                (answer, audit.decision)
+            }
+        };
+        let took = started.elapsed();
+        let now = now_ms(SystemTime::now());
+        audit.time_ms = now;
+        audit.time = super::audit::rfc3339(now);
+        audit.latency_ms = i64::try_from(took.as_millis()).unwrap_or(i64::MAX);
+        self.metrics.request("enroll", outcome, &audit.rule, took);
+        audit.emit();
+        if let Err(e) = self.store.audit(&audit).await {
+            tracing::error!(error = %e, "an audit row could not be written");
+        }
+        answer
+    }
+
+    /// Counts a hit against `rate` for `bucket`; refused over the limit.
+    async fn limit(&self, bucket: &str, rate: Rate, now: i64) -> Result<(), Decision> {
+        let hits = self.store.hit(bucket, rate.window(now)).await?;
+        if rate.exceeded_by(hits) {
+            return Err(Decision::Refused(
+                Refusal::new(
+                    Rule::RateLimited,
+                    format!(
+                        "more than {} requests in {} s",
+                        rate.count,
+                        rate.window_ms / 1000
+                    ),
+                ),
+                Some(rate.retry_after_secs(now)),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn decide(&self, body: &[u8], client: std::net::IpAddr, audit: &mut Audit) -> Decision {
+        match self.decide_inner(body, client, audit).await {
+            Ok(d) | Err(d) => d,
+        }
+    }
+
+    async fn decide_inner(
+        &self,
+        body: &[u8],
+        client: std::net::IpAddr,
+        audit: &mut Audit,
+    ) -> Result<Decision, Decision> {
+        let now = SystemTime::now();
+        let now_ms = now_ms(now);
+        // Before the signature is looked at: nobody can lock a user out by naming them.
+        self.limit(&format!("addr:{client}"), self.rates.address, now_ms)
+            .await?;
+        let parsed = policy::parse(body)?;
+        audit.sha256 = parsed.sha256.clone();
+        audit.username = crate::text::cap(&parsed.username, 256).into_owned();
+        let v = self.policy.verify(&parsed, now)?;
+        let cert_der = v
+            .signer
+            .to_der()
+            .map_err(|e| Refusal::new(Rule::Malformed, e.to_string()))?;
+        let signer = Signer::of_certificate(&v.signer, &cert_der);
+        audit.username = v.username.clone();
+        audit.subject = signer.certificate.subject.clone();
+        audit.issuer = signer.certificate.issuer.clone();
+        audit.serial = signer.certificate.serial.clone();
+        audit.cert_sha256 = signer.certificate.sha256.clone();
+        self.limit(
+            &format!("user:{}", v.username.to_lowercase()),
+            self.rates.user,
+            now_ms,
+        )
+        .await?;
+        self.limit(
+            &format!("cert:{}", signer.certificate.sha256),
+            self.rates.certificate,
+            now_ms,
+        )
+        .await?;
+        // A request seen before is answered from its record, whatever its age: never a
+        // second registration.
+        let fresh = self.policy.fresh(&v, &self.keys, now);
+        if let Ok(c) = fresh.as_ref() {
+            audit.challenge_id = c.id.clone();
+        }
+        if let Some(rec) = self.store.request(&parsed.sha256).await? {
+            return Err(self.stored(rec));
+        }
+        let challenge = fresh?;
+        let new = NewRequest {
+            sha256: &parsed.sha256,
+            username: &v.username,
+            cert_sha1: &signer.sha1,
+            challenge_id: &challenge.id,
+        };
+        if let Some(rec) = self.store.begin_request(&new, now_ms).await? {
+            return Err(self.stored(rec));
+        }
+        if !self
+            .store
+            .claim(&challenge.id, &parsed.sha256, now_ms, challenge.expires_ms)
+            .await?
+        {
+            self.store.forget_request(&parsed.sha256).await?;
+            return Err(Refusal::new(Rule::ChallengeUsed, "the challenge was used already").into());
+        }
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .expect("the semaphore is never closed");
+        let registration = Registration {
+            admin: &self.admin,
+            status: self.status,
+            timestamp_unit: self.timestamp_unit,
+            url_for_display: crate::api::client::register_url(self.client.origin(), &self.admin),
+            journal: None,
+            retries: self.retries,
+        };
+        let metrics = &self.metrics;
+        let mut on = |s: Step| {
+            if let Step::LoggedIn { admin, .. } = &s {
+                metrics.login();
+                tracing::info!(admin = %crate::text::plain(admin), "logged in to CENTAGATE");
+            }
+        };
+        let sent = Instant::now();
+        let result = crate::enroll::register(
+            &self.session,
+            &registration,
+            &v.username,
+            &signer,
+            &parsed.pkcs7,
+            v.digest,
+            &mut on,
+        )
+        .await;
+        let now_ms = now_ms + i64::try_from(sent.elapsed().as_millis()).unwrap_or(0);
+        match result {
+            Ok(report) => {
+                self.metrics.centagate(report.code, sent.elapsed());
+                let outcome = match report.outcome {
+                    OutcomeKind::Registered => "registered",
+                    OutcomeKind::Rejected => "rejected",
+                    OutcomeKind::Failed => "failed",
+                };
+                self.store
+                    .finish_request(
+                        &parsed.sha256,
+                        "final",
+                        outcome,
+                        report.code,
+                        &report.message,
+                        now_ms,
+                    )
+                    .await?;
+                Ok(Decision::Outcome {
+                    outcome: outcome.into(),
+                    code: report.code,
+                    message: report.message,
+                    replayed: false,
+                })
+            }
+            Err(EnrollError::Api(e)) if e.may_have_gone_through() => {
+                self.metrics.centagate(None, sent.elapsed());
+                let message = e.to_string();
+                self.store
+                    .finish_request(
+                        &parsed.sha256,
+                        "unknown",
+                        "unknown",
+                        e.centagate_code(),
+                        &message,
+                        now_ms,
+                    )
+                    .await?;
+                tracing::warn!(sha256 = %parsed.sha256, error = %message, "CENTAGATE's answer was lost: the relay settles it later");
+                Err(Decision::Refused(
+                    Refusal::new(Rule::CentagateAnswerLost, "CENTAGATE's answer was lost"),
+                    Some(RETRY_ANSWER_LOST_SECS),
+                ))
+            }
+            Err(e) => {
+                // Nothing reached CENTAGATE (or it confirmed nothing was registered): the claim
+                // goes back, so the client may send the same request again.
+                tracing::warn!(error = %e, "CENTAGATE could not be reached");
+                self.store.release(&challenge.id, &parsed.sha256).await?;
+                self.store.forget_request(&parsed.sha256).await?;
+                Err(Decision::Refused(
+                    Refusal::new(
+                        Rule::CentagateUnavailable,
+                        format!(
+                            "CENTAGATE could not register it ({})",
+                            crate::text::cap(&e.to_string(), 300)
+                        ),
+                    ),
+                    Some(RETRY_UNAVAILABLE_SECS),
+                ))
+            }
+        }
+    }
+
+    /// The answer to a request that has a record already.
+    fn stored(&self, rec: RequestRecord) -> Decision {
+        match rec.state.as_str() {
+            "final" => Decision::Outcome {
+                outcome: rec.outcome.unwrap_or_else(|| "failed".into()),
+                code: rec.code,
+                message: rec.message.unwrap_or_default(),
+                replayed: true,
+            },
+            "in_progress" => Refusal::new(
+                Rule::InProgress,
+                "the same request is being handled right now",
+            )
+            .into(),
+            _ => Decision::Refused(
+                Refusal::new(
+                    Rule::CentagateAnswerLost,
+                    "CENTAGATE's answer to this request was lost; the relay is settling it",
+                ),
+                Some(RETRY_ANSWER_LOST_SECS),
+            ),
+        }
+    }
+
+    /// `GET /v1/enroll/<sha256>`: the stored final outcome; an unsettled one is settled first
+    /// if CENTAGATE can say.
+    pub async fn lookup(&self, sha256: &str) -> Answer {
+        let started = Instant::now();
+        let answer = self.lookup_inner(sha256).await;
+        let outcome = answer.body["outcome"]
+            .as_str()
+            .unwrap_or("refused")
+            .to_string();
+        let rule = answer.body["error"].as_str().unwrap_or("").to_string();
+        self.metrics
+            .request("lookup", &outcome, &rule, started.elapsed());
+        answer
+    }
+
+    async fn lookup_inner(&self, sha256: &str) -> Answer {
+        if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Answer::refused(
+                &Refusal::new(
+                    Rule::Malformed,
+                    "give the SHA-256 of the PKCS#7 DER, 64 hex digits",
+                ),
+                None,
+            );
+        }
+        let sha256 = sha256.to_ascii_lowercase();
+        let unavailable = |e: StoreError| match Decision::from(e) {
+            Decision::Refused(r, retry) => Answer::refused(&r, retry),
+            Decision::Outcome { .. } => unreachable!("a store error is a refusal"),
+        };
+        let mut rec = match self.store.request(&sha256).await {
+            Ok(r) => r,
+            Err(e) => return unavailable(e),
+        };
+        if rec.as_ref().is_some_and(|r| r.state != "final") {
+            let stale = now_ms(SystemTime::now())
+                - i64::try_from(self.stale_after.as_millis()).unwrap_or(i64::MAX);
+            if let Ok(list) = self.store.unsettled(stale).await {
+                if let Some(u) = list.iter().find(|u| u.sha256 == sha256) {
+                    let _ = self.settle(u).await;
+                }
+            }
+            rec = match self.store.request(&sha256).await {
+                Ok(r) => r,
+                Err(e) => return unavailable(e),
+            };
+        }
+        match rec {
+            Some(r) if r.state == "final" => Answer::ok(json!({
+                "outcome": r.outcome,
+                "code": r.code,
+                "message": r.message,
+            })),
+            Some(_) => Answer {
+                status: 202,
+                body: json!({
+                    "outcome": "unknown",
+                    "code": null,
+                    "message": "the request reached the relay, and CENTAGATE's answer is not known \
+                                yet; ask again later",
+                }),
+                retry_after: Some(RETRY_ANSWER_LOST_SECS),
+            },
+            None => Answer::refused(
+                &Refusal::new(Rule::NotFound, "no request with this SHA-256"),
+                None,
+            ),
+        }
+    }
+
+    /// Asks CENTAGATE whether `u`'s certificate is bound to its user: if so the request is
+    /// registered; if not it never was, and its record and claim go (the client may send it
+    /// again). `Err` when CENTAGATE cannot say.
+    pub async fn settle(&self, u: &Unsettled) -> Result<(), String> {
+        let mut on = |s: Step| {
+            if matches!(s, Step::LoggedIn { .. }) {
+                self.metrics.login();
+            }
+        };
+        let secrets = self
+            .session
+            .secrets(&mut on)
+            .await
+            .map_err(|e| e.to_string())?;
+        let list = self
+            .session
+            .bound(&self.admin, &u.username, &secrets)
+            .await
+            .map_err(|e| e.to_string())?;
+        let now = now_ms(SystemTime::now());
+        if list.iter().any(|c| c.is(&u.cert_sha1)) {
+            self.store
+                .finish_request(
+                    &u.sha256,
+                    "final",
+                    "registered",
+                    None,
+                    &format!(
+                        "registered — CENTAGATE's answer was lost, and it confirms that the \
+                         certificate is bound to {}",
+                        u.username
+                    ),
+                    now,
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            tracing::info!(sha256 = %u.sha256, "settled: registered");
+        } else {
+            self.store
+                .release(&u.challenge_id, &u.sha256)
+                .await
+                .map_err(|e| e.to_string())?;
+            self.store
+                .forget_request(&u.sha256)
+                .await
+                .map_err(|e| e.to_string())?;
+            tracing::info!(sha256 = %u.sha256, "settled: not registered (the record goes)");
+        }
+        Ok(())
+    }
+
+    /// One round of housekeeping: unsettled requests asked about, expired claims and old rate
+    /// windows forgotten.
+    pub async fn housekeeping(&self) {
+        let now = now_ms(SystemTime::now());
+        let stale = now - i64::try_from(self.stale_after.as_millis()).unwrap_or(i64::MAX);
+        match self.store.unsettled(stale).await {
+            Ok(list) => {
+                for u in &list {
+                    if let Err(e) = self.settle(u).await {
+                        tracing::warn!(sha256 = %u.sha256, error = %e, "an unsettled request stays unknown for now");
+                        break;
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "housekeeping"),
+        }
+        if let Err(e) = self.store.forget_claims_before(now).await {
+            tracing::warn!(error = %e, "forgetting expired claims");
+        }
+        if let Err(e) = self.store.forget_rate_counts_before(now - 86_400_000).await {
+            tracing::warn!(error = %e, "forgetting old rate windows");
+        }
+    }
+
+    /// `GET /v1/health`: 200 while the database answers, with whether CENTAGATE does (asked at
+    /// most every 5 s).
+    pub async fn health(&self) -> Answer {
+        let db = self.store.ping().await;
+        let centagate = {
+            let mut cached = self.health.lock().await;
+            match cached.as_ref() {
+                Some((at, r)) if at.elapsed() < Duration::from_secs(5) => r.clone(),
+                _ => {
+                    let r = self.client.reachable().await;
+                    *cached = Some((Instant::now(), r.clone()));
+                    r
+                }
+            }
+        };
+        Answer {
+            status: if db.is_ok() { 200 } else { 503 },
+            body: json!({
+                "status": if db.is_ok() { "ok" } else { "unavailable" },
+                "database": db.as_ref().map_or_else(|e| e.to_string(), |()| "ok".into()),
+                "centagate": {
+                    "reachable": centagate.is_ok(),
+                    "error": centagate.err(),
+                },
+            }),
+            retry_after: None,
+        }
+    }
+
+    /// Ends the relay's CENTAGATE session (at exit).
+    pub async fn logout(&self) {
+        self.session.logout().await;
+    }
+}
