@@ -274,6 +274,10 @@ pub struct Report {
     /// With a 22027 for another certificate: that certificate (what `--replace` would unbind).
     #[serde(skip)]
     pub bound_to_other: Option<crate::api::login::BoundCert>,
+    /// The answer stands, but whether this token is registered is not settled: a 22027 after a
+    /// retried attempt that the server's list could not attribute (the journal keeps it unknown).
+    #[serde(skip)]
+    pub unsettled: bool,
 }
 
 /// Errors that end an enrollment before the server has said yes or no.

@@ -241,6 +241,7 @@ pub async fn register(
         step: None,
         already_bound: None,
         bound_to_other: None,
+        unsettled: false,
     };
     let (answer, timestamp) = match result {
         Ok(v) => v,
@@ -360,6 +361,7 @@ pub async fn register(
     ));
     let mut r = report(kind, Some(answer.code), message, Some(timestamp));
     r.bound_to_other = other.cloned();
+    r.unsettled = maybe_ours;
     Ok(r)
 }
 
@@ -391,6 +393,7 @@ pub fn failure_report(
         timestamp: None,
         already_bound: None,
         bound_to_other: None,
+        unsettled: false,
         step: matches!(
             err,
             EnrollError::Api(crate::api::ApiError::LoginRefused { .. })

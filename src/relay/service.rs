@@ -396,6 +396,25 @@ impl Relay {
         .await;
         let now_ms = now_ms + i64::try_from(sent.elapsed().as_millis()).unwrap_or(0);
         match result {
+            Ok(report) if report.unsettled => {
+                // A 22027 after a retry that CENTAGATE's list could not attribute: probably
+                // this request's own earlier attempt, but not known; settled later.
+                self.metrics.centagate(report.code, sent.elapsed());
+                self.store
+                    .finish_request(
+                        &parsed.sha256,
+                        "unknown",
+                        "unknown",
+                        report.code,
+                        &report.message,
+                        now_ms,
+                    )
+                    .await?;
+                Err(Decision::Refused(
+                    Refusal::new(Rule::CentagateAnswerLost, report.message),
+                    Some(RETRY_ANSWER_LOST_SECS),
+                ))
+            }
             Ok(report) => {
                 self.metrics.centagate(report.code, sent.elapsed());
                 let outcome = match report.outcome {

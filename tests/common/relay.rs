@@ -30,6 +30,8 @@ pub struct RelaySetup {
     pub public_url: Option<String>,
     /// A fixed port (for a restart on the same address); default a free one.
     pub port: Option<u16>,
+    /// CENTAGATE's origin; default the simulator's.
+    pub server: Option<String>,
 }
 
 impl Default for RelaySetup {
@@ -41,6 +43,7 @@ impl Default for RelaySetup {
             tls: None,
             public_url: None,
             port: None,
+            server: None,
         }
     }
 }
@@ -86,7 +89,7 @@ impl Relay {
              login = \"password\"\napp_key = \"{APP_KEY}\"\ntimeout = 5\nconnect_timeout = 2\n",
             setup.public_url.clone().unwrap_or_else(|| url.clone()),
             org_ca.display(),
-            sim.origin,
+            setup.server.as_deref().unwrap_or(&sim.origin),
             sim.ca.display(),
         );
         if setup.metrics {

@@ -2,13 +2,15 @@
 //! and on a private PostgreSQL cluster (a fresh database per test), clients that sign with
 //! software keys under an organisation CA made here, and `tokenroll enroll --relay` on SoftHSM.
 
+#[path = "../common/mod.rs"]
 mod common;
+mod faults;
 use common::relay::*;
 use common::*;
 use tokenroll::relay::soft::SoftKey;
 use tokenroll::relay::store::{NewRequest, Store};
 
-fn rt() -> tokio::runtime::Runtime {
+pub fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -16,14 +18,14 @@ fn rt() -> tokio::runtime::Runtime {
 }
 
 /// The simulator, trusting only certificates of the organisation's CA.
-fn simulator(env: &mut TestEnv, org_ca: &std::path::Path, extra: &[&str]) -> Sim {
+pub fn simulator(env: &mut TestEnv, org_ca: &std::path::Path, extra: &[&str]) -> Sim {
     let mut args = vec!["--trust", org_ca.to_str().unwrap()];
     args.extend_from_slice(extra);
     env.simulator(&args)
 }
 
 /// The PKCS#7 inside an enrollment body, written to a file (for openssl).
-fn pkcs7_of(env: &TestEnv, body: &[u8], name: &str) -> std::path::PathBuf {
+pub fn pkcs7_of(env: &TestEnv, body: &[u8], name: &str) -> std::path::PathBuf {
     use base64::Engine;
     let v: serde_json::Value = serde_json::from_slice(body).unwrap();
     let der = base64::engine::general_purpose::STANDARD
@@ -34,7 +36,7 @@ fn pkcs7_of(env: &TestEnv, body: &[u8], name: &str) -> std::path::PathBuf {
     p
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
+pub fn sha256_hex(bytes: &[u8]) -> String {
     tokenroll::certinfo::fingerprint(bytes)
 }
 
@@ -262,7 +264,7 @@ fn requests_that_break_a_rule_are_refused_before_centagate() {
     assert_no_secret_in(&[relay.audit.clone(), relay.log.clone()], &[]);
 }
 
-fn now_ms() -> i64 {
+pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
