@@ -46,6 +46,13 @@ pub struct Intent {
     pub certificate_issuer: String,
     pub algorithm: String,
     pub status: String,
+    /// `relay` when the registration went through the relay (`server` is then the relay's
+    /// enrollment URL and `admin` is empty).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via: Option<String>,
+    /// Through the relay: the SHA-256 of the PKCS#7 sent, by which the relay answers lookups.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_sha256: Option<String>,
 }
 
 fn register_action() -> String {
@@ -227,6 +234,8 @@ mod tests {
             certificate_issuer: "CN=alice".into(),
             algorithm: "sha256".into(),
             status: "1".into(),
+            via: None,
+            request_sha256: None,
         }
     }
 

@@ -8,6 +8,7 @@
 pub mod client;
 pub mod contract;
 pub mod login;
+pub mod relay;
 mod tls;
 
 pub use client::{CentagateClient, HttpOptions};
@@ -50,6 +51,17 @@ pub enum ApiError {
     /// the registration may or may not have gone through.
     #[error("{0} — the outcome is unknown (the server could not be asked what is bound): `tokenroll journal --reconcile` settles it once the server answers")]
     Unsettled(Box<ApiError>),
+    /// The relay refused the request, or could not serve it: its rule token and message.
+    #[error("the relay answered HTTP {status} ({rule}): {message}{}", .retry_after.map(|s| format!(" (retry after {s} s)")).unwrap_or_default())]
+    RelayRefused {
+        status: u16,
+        rule: String,
+        message: String,
+        retry_after: Option<u64>,
+    },
+    /// The relay answered that CENTAGATE could not register the token (a `failed` outcome).
+    #[error("the relay could not register the token: {0}; try again later")]
+    RelayFailed(String),
     /// An admin login (or logout) answered with a refusal.
     #[error("{explanation}")]
     LoginRefused { code: i64, explanation: String },
@@ -116,6 +128,7 @@ impl ApiError {
             self,
             ApiError::Incomplete { .. }
                 | ApiError::Unsettled(_)
+                | ApiError::RelayRefused { status: 502, .. }
                 | ApiError::HttpStatus {
                     status: 502 | 504,
                     ..

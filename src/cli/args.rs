@@ -5,7 +5,7 @@
 
 use crate::config::keys::{
     AgentKeys, ConfigFlag, HttpKeys, JournalKeys, LoginKeys, ModuleKeys, OutputKeys, PinKeys,
-    ServerKeys, SignOutKeys, SigningKeys,
+    RelayClientKeys, ServerKeys, SignOutKeys, SigningKeys,
 };
 use crate::config::RawConfig;
 use clap::{Args, Parser, Subcommand};
@@ -100,6 +100,8 @@ pub struct EnrollArgs {
     #[command(flatten)]
     pub journal: JournalKeys,
     #[command(flatten)]
+    pub relay: RelayClientKeys,
+    #[command(flatten)]
     pub common: OneShotArgs,
 }
 
@@ -110,6 +112,7 @@ impl EnrollArgs {
             server: self.server.clone(),
             login: self.login.clone(),
             journal: self.journal.clone(),
+            relay_client: self.relay.clone(),
             ..self.common.layer()
         }
     }
@@ -169,6 +172,8 @@ pub struct AgentArgs {
     #[command(flatten)]
     pub agent: AgentKeys,
     #[command(flatten)]
+    pub relay: RelayClientKeys,
+    #[command(flatten)]
     pub module: ModuleKeys,
     #[command(flatten)]
     pub signing: SigningKeys,
@@ -185,6 +190,7 @@ impl AgentArgs {
             login: self.login.clone(),
             journal: self.journal.clone(),
             agent: self.agent.clone(),
+            relay_client: self.relay.clone(),
             module: self.module.clone(),
             signing: self.signing.clone(),
             http: self.http.clone(),
@@ -225,6 +231,8 @@ pub struct JournalArgs {
     #[command(flatten)]
     pub http: HttpKeys,
     #[command(flatten)]
+    pub relay: RelayClientKeys,
+    #[command(flatten)]
     pub output: OutputKeys,
     #[command(flatten)]
     pub config: ConfigFlag,
@@ -234,6 +242,7 @@ impl JournalArgs {
     pub fn layer(&self) -> RawConfig {
         RawConfig {
             journal: self.journal.clone(),
+            relay_client: self.relay.clone(),
             login: self.login.clone(),
             http: self.http.clone(),
             output: self.output.clone(),
@@ -395,4 +404,10 @@ pub struct ProvisionArgs {
     /// Write the certificate (PEM) here.
     #[arg(long)]
     pub cert_out: Option<PathBuf>,
+    /// Have this CA certificate (PEM) issue the certificate, with --issuer-key.
+    #[arg(long, requires = "issuer_key")]
+    pub issuer_cert: Option<PathBuf>,
+    /// The issuing CA's P-256 private key (PKCS#8 PEM).
+    #[arg(long, requires = "issuer_cert")]
+    pub issuer_key: Option<PathBuf>,
 }

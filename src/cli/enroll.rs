@@ -18,16 +18,28 @@ pub fn enroll_cmd(
     paths: &crate::paths::Paths,
 ) -> i32 {
     let json = args.common.output.json.unwrap_or(false);
-    let resolved =
-        crate::config::resolve(args.layer(), args.common.config.config.as_deref(), paths).and_then(
-            |raw| {
-                Ok((
-                    SignOptions::from_raw(&raw, env)?,
-                    RegisterOptions::from_raw(&raw, crate::config::Face::Cli, env, paths)?,
-                    raw.output.json.unwrap_or(false),
-                ))
-            },
-        );
+    let raw = crate::config::resolve(args.layer(), args.common.config.config.as_deref(), paths);
+    // Through the relay: another plan, and no admin secret read.
+    if let Ok(raw) = &raw {
+        match crate::config::RelayOptions::from_raw(raw, crate::config::Face::Cli, env, paths) {
+            Ok(Some(relay)) => return super::enroll_relay::enroll_via_relay(raw, relay, env),
+            Ok(None) => {}
+            Err(e) => {
+                return usage_error(
+                    raw.output.json.unwrap_or(json),
+                    e.to_string(),
+                    raw.signing.algorithm.as_deref().unwrap_or("sha256"),
+                )
+            }
+        }
+    }
+    let resolved = raw.and_then(|raw| {
+        Ok((
+            SignOptions::from_raw(&raw, env)?,
+            RegisterOptions::from_raw(&raw, crate::config::Face::Cli, env, paths)?,
+            raw.output.json.unwrap_or(false),
+        ))
+    });
     let (mut sign, reg, json) = match resolved {
         Ok(v) => v,
         Err(e) => {

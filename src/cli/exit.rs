@@ -24,6 +24,8 @@ pub fn for_error(e: &EnrollError) -> i32 {
         EnrollError::Api(ApiError::Config(_)) => USAGE,
         // The server answered the login: refused, like a registration it refuses.
         EnrollError::Api(ApiError::LoginRefused { .. }) => REFUSED,
+        // The relay's policy refused it, as CENTAGATE would.
+        EnrollError::Api(ApiError::RelayRefused { status: 403, .. }) => REFUSED,
         EnrollError::Api(_) => NETWORK,
         EnrollError::Journal(_) => FAILURE,
     }

@@ -7,6 +7,7 @@
 pub mod agent;
 pub mod args;
 mod enroll;
+mod enroll_relay;
 pub mod exit;
 mod journal;
 mod provision;

@@ -44,6 +44,20 @@ pub fn provision_cmd(args: ProvisionArgs) -> i32 {
         spec.email = args.email.clone();
         spec.signing_usage = !args.no_sign_usage;
         spec.always_authenticate = args.always_authenticate;
+        if let (Some(c), Some(k)) = (&args.issuer_cert, &args.issuer_key) {
+            use p256::pkcs8::DecodePrivateKey;
+            let read = |p: &std::path::Path| {
+                std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))
+            };
+            let cert = crate::cms::certs_from_pem(read(c)?.as_bytes())
+                .map_err(|e| e.to_string())?
+                .into_iter()
+                .next()
+                .ok_or("--issuer-cert holds no certificate")?;
+            let key = p256::ecdsa::SigningKey::from_pkcs8_pem(&read(k)?)
+                .map_err(|e| format!("--issuer-key: {e}"))?;
+            spec.issuer = Some(provision::Issuer { cert, key });
+        }
         if args.expired {
             spec.not_before = -2 * 86400;
             spec.not_after = -86400;

@@ -29,6 +29,67 @@ fn server_of(e: &Entry) -> Option<(String, String)> {
     Some((url.origin().ascii_serialization(), e.intent.admin.clone()))
 }
 
+/// Appends the settled outcome of `e`.
+fn record(
+    journal: &crate::journal::Journal,
+    e: &Entry,
+    state: &str,
+    message: &str,
+) -> Result<(), crate::journal::JournalError> {
+    journal.outcome(&Outcome {
+        id: e.intent.id.clone(),
+        time: crate::journal::now(),
+        outcome: state.into(),
+        code: None,
+        message: message.into(),
+        attempts: e.outcome.as_ref().map_or(1, |o| o.attempts),
+    })
+}
+
+/// What the relay that took `e` says of it, by the request's SHA-256.
+async fn ask_relay(e: &Entry, http: &crate::api::HttpOptions) -> (&'static str, String) {
+    let i = &e.intent;
+    let (Some(sha), Some(base)) = (
+        i.request_sha256.as_deref(),
+        i.server.strip_suffix("/v1/enroll"),
+    ) else {
+        return (
+            "unknown",
+            "the entry names no relay request that can be asked".into(),
+        );
+    };
+    let client = match crate::api::relay::RelayClient::new(base, http) {
+        Ok(c) => c,
+        Err(err) => return ("unknown", err.to_string()),
+    };
+    match client.lookup(sha).await {
+        Ok(Some(a)) => match a.outcome.as_str() {
+            "registered" => (
+                "registered",
+                format!("confirmed by the relay: {}", a.message.unwrap_or_default()),
+            ),
+            "rejected" => (
+                "rejected",
+                format!(
+                    "confirmed by the relay: CENTAGATE refused it (code {}): {}",
+                    a.code.map_or_else(|| "-".into(), |c| c.to_string()),
+                    a.message.unwrap_or_default()
+                ),
+            ),
+            _ => (
+                "unknown",
+                "the relay has not settled it yet; run this again later".into(),
+            ),
+        },
+        Ok(None) => (
+            "failed",
+            "confirmed by the relay: the request never reached CENTAGATE; enrolling again is safe"
+                .into(),
+        ),
+        Err(err) => ("unknown", format!("the relay could not be asked: {err}")),
+    }
+}
+
 pub fn reconcile(raw: &RawConfig, env: &crate::secret::EnvSecrets, path: &Path, json: bool) -> i32 {
     let fail = |code: i32, message: String| {
         if json {
@@ -58,16 +119,24 @@ pub fn reconcile(raw: &RawConfig, env: &crate::secret::EnvSecrets, path: &Path, 
         }
         return exit::OK;
     }
+    // Entries sent through the relay are settled by asking the relay: no admin credentials.
+    let (via_relay, direct): (Vec<&Entry>, Vec<&Entry>) = unknown
+        .into_iter()
+        .partition(|e| e.intent.via.as_deref() == Some("relay"));
     let (login, http) = match crate::config::login_options(raw, env)
         .and_then(|l| Ok((l, crate::config::http_options(raw, env)?)))
     {
-        Ok(v) => v,
-        Err(e) => {
+        Ok(v) => (Some(v.0), v.1),
+        Err(e) if !direct.is_empty() => {
             return fail(
                 exit::USAGE,
                 format!("reconciling needs the admin's credentials: {e}"),
             )
         }
+        Err(_) => match crate::config::http_options(raw, env) {
+            Ok(h) => (None, h),
+            Err(e) => return fail(exit::USAGE, e.to_string()),
+        },
     };
     let journal = match crate::journal::Journal::open(path) {
         Ok(j) => j,
@@ -76,7 +145,27 @@ pub fn reconcile(raw: &RawConfig, env: &crate::secret::EnvSecrets, path: &Path, 
     let rt = super::runtime();
     let mut sessions: Vec<((String, String), Session)> = Vec::new();
     let mut settled = Vec::new();
-    for e in unknown {
+    let mut relay_http = http.clone();
+    relay_http.ca_file = raw.relay_client.relay_ca_file.clone();
+    relay_http.server_cert_sha256 = None;
+    for e in via_relay {
+        let (state, message) = rt.block_on(ask_relay(e, &relay_http));
+        if state != "unknown" {
+            if let Err(err) = record(&journal, e, state, &message) {
+                return fail(exit::FAILURE, err.to_string());
+            }
+        }
+        settled.push(Settled {
+            id: e.intent.id.clone(),
+            user: e.intent.user.clone(),
+            state,
+            message,
+        });
+    }
+    for e in direct {
+        let login = login
+            .as_ref()
+            .expect("credentials were required above for entries sent directly");
         let Some(key) = server_of(e) else {
             settled.push(Settled {
                 id: e.intent.id.clone(),
@@ -137,15 +226,7 @@ pub fn reconcile(raw: &RawConfig, env: &crate::secret::EnvSecrets, path: &Path, 
             Err(err) => ("unknown", format!("the server could not be asked: {err}")),
         };
         if state != "unknown" {
-            let attempts = e.outcome.as_ref().map_or(1, |o| o.attempts);
-            if let Err(err) = journal.outcome(&Outcome {
-                id: i.id.clone(),
-                time: crate::journal::now(),
-                outcome: state.into(),
-                code: None,
-                message: message.clone(),
-                attempts,
-            }) {
+            if let Err(err) = record(&journal, e, state, &message) {
                 return fail(exit::FAILURE, err.to_string());
             }
         }

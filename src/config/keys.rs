@@ -154,6 +154,19 @@ pub struct LoginKeys {
     pub admin_pin_env: Option<String>,
 }
 
+/// The relay a desk enrolls through, instead of a CENTAGATE server and an admin session.
+#[derive(Args, Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RelayClientKeys {
+    /// Enroll through this tokenroll relay (https://...): no CENTAGATE server, admin or secret on
+    /// this machine; not with --server.
+    #[arg(long, env = "TOKENROLL_RELAY")]
+    pub relay: Option<String>,
+    /// Extra trusted CA certificates (PEM) for the relay's HTTPS; never disables verification.
+    #[arg(long, env = "TOKENROLL_RELAY_CA_FILE")]
+    pub relay_ca_file: Option<PathBuf>,
+}
+
 /// The enrollment journal.
 #[derive(Args, Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(default)]
@@ -225,6 +238,8 @@ pub struct RawConfig {
     pub server: ServerKeys,
     #[serde(flatten)]
     pub journal: JournalKeys,
+    #[serde(flatten)]
+    pub relay_client: RelayClientKeys,
     #[serde(flatten)]
     pub login: LoginKeys,
     #[serde(flatten)]

@@ -30,9 +30,11 @@ fn err<T>(s: impl Into<String>) -> Result<T, ConfigError> {
 
 pub mod keys;
 mod login;
+mod relay;
 pub use keys::RawConfig;
 use login::proxy;
 pub use login::{auth_api, login_options, AdminKeyOptions, AdminPin, LoginOptions};
+pub use relay::RelayOptions;
 
 pub const SYSTEM_CONFIG: &str = "/etc/tokenroll/config.toml";
 

@@ -10,6 +10,7 @@
 mod admin_key;
 mod pkcs11;
 mod register;
+mod relay;
 mod replace;
 mod session;
 #[cfg(test)]
@@ -22,6 +23,7 @@ pub use register::{
     backoff, failure_report, now_timestamp, register, register_body, Registration, Signer,
     CLOCK_SKEW_LIMIT_MS,
 };
+pub use relay::{relay_failure_report, run_relay, RelayPlan, RelaySide};
 pub use replace::replace;
 pub use session::Session;
 pub use user::{MustMatch, UserFrom};
@@ -101,6 +103,10 @@ pub trait TokenSide {
 /// A selected signing pair: logs in and produces an attached PKCS#7.
 pub trait SelectedPair {
     fn summary(&self) -> &PairSummary;
+    /// Logs in now and keeps the token's login for later `sign_cms(PinInput::Kept, ..)` calls
+    /// of this pair, until it is dropped (the relay flow logs in before it fetches its
+    /// challenge, so a slow PIN entry cannot expire it).
+    fn log_in(&mut self, login: &PinInput) -> Result<(), TokenError>;
     fn sign_cms(
         &mut self,
         login: PinInput,
@@ -278,6 +284,12 @@ pub struct Report {
     /// retried attempt that the server's list could not attribute (the journal keeps it unknown).
     #[serde(skip)]
     pub unsettled: bool,
+    /// `relay` for an enrollment through the relay (`--relay`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub via: Option<&'static str>,
+    /// Through the relay: the rule token of its refusal, if it refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
 }
 
 /// Errors that end an enrollment before the server has said yes or no.

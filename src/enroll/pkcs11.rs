@@ -54,6 +54,7 @@ impl TokenSide for Pkcs11Side {
             module: module.clone(),
             pair,
             summary,
+            kept: None,
         })
     }
 }
@@ -63,6 +64,8 @@ pub struct Pkcs11Pair {
     module: Arc<Module>,
     pair: SigningPair,
     summary: PairSummary,
+    /// The login kept by `log_in`, until the pair is dropped.
+    kept: Option<crate::token::KeptLogin>,
 }
 
 impl Pkcs11Pair {
@@ -75,6 +78,20 @@ impl Pkcs11Pair {
 impl SelectedPair for Pkcs11Pair {
     fn summary(&self) -> &PairSummary {
         &self.summary
+    }
+
+    fn log_in(&mut self, login: &PinInput) -> Result<(), TokenError> {
+        // The kept session first: the login made on the other lasts while it is open.
+        let kept = self.module.keep_login(&self.pair.token)?;
+        let mut session = self.module.open(&self.pair)?;
+        match login {
+            PinInput::Pin(pin) => session.login(crate::token::Login::Pin(pin))?,
+            PinInput::ProtectedPath => session.login(crate::token::Login::ProtectedPath)?,
+            PinInput::Kept if !session.logged_in() => return Err(TokenError::LoggedOut),
+            PinInput::Kept => {}
+        }
+        self.kept = Some(kept);
+        Ok(())
     }
 
     fn sign_cms(

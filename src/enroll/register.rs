@@ -163,6 +163,8 @@ pub async fn register(
             certificate_issuer: cert.issuer.clone(),
             algorithm: digest.name().to_string(),
             status: reg.status.code().to_string(),
+            via: None,
+            request_sha256: None,
         })?;
     }
     let offset_ms = match registrar.clock_offset_ms().await {
@@ -242,6 +244,8 @@ pub async fn register(
         already_bound: None,
         bound_to_other: None,
         unsettled: false,
+        via: None,
+        rule: None,
     };
     let (answer, timestamp) = match result {
         Ok(v) => v,
@@ -394,6 +398,8 @@ pub fn failure_report(
         already_bound: None,
         bound_to_other: None,
         unsettled: false,
+        via: None,
+        rule: None,
         step: matches!(
             err,
             EnrollError::Api(crate::api::ApiError::LoginRefused { .. })

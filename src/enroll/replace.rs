@@ -45,6 +45,8 @@ pub async fn replace(
             certificate_issuer: other.issuer.clone(),
             algorithm: String::new(),
             status: String::new(),
+            via: None,
+            request_sha256: None,
         })?;
     }
     let answer = registrar.unbind(reg.admin, user, &secrets).await;

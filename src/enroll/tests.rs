@@ -70,6 +70,13 @@ impl SelectedPair for FakePair {
         &self.summary
     }
 
+    fn log_in(&mut self, login: &PinInput) -> Result<(), TokenError> {
+        self.logins
+            .borrow_mut()
+            .push(matches!(login, PinInput::ProtectedPath));
+        Ok(())
+    }
+
     fn sign_cms(
         &mut self,
         login: PinInput,
@@ -522,3 +529,5 @@ fn a_refused_session_logs_in_once_more_and_resends() {
     );
     assert_eq!((r.logins.get(), r.bodies.borrow().len()), (1, 1));
 }
+
+mod relay;

@@ -101,6 +101,15 @@ impl SoftKey {
             .expect("a certificate encodes")
     }
 
+    /// The private key as PKCS#8 PEM (for test tooling that issues with this CA).
+    pub fn key_pem(&self) -> String {
+        use p256::pkcs8::EncodePrivateKey;
+        self.key
+            .to_pkcs8_pem(der::pem::LineEnding::LF)
+            .expect("a P-256 key encodes")
+            .to_string()
+    }
+
     /// An attached PKCS#7 of `content`, signed with `digest`.
     pub fn sign(&self, content: &[u8], digest: DigestAlg) -> Vec<u8> {
         crate::cms::build_attached::<_, DerSignature>(&self.key, &self.cert, content, digest)

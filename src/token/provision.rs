@@ -41,6 +41,60 @@ pub struct KeySpec {
     /// false gives a keyEncipherment-only certificate, which is not a signing pair.
     pub signing_usage: bool,
     pub always_authenticate: bool,
+    /// Issued by this CA instead of self-signed.
+    pub issuer: Option<Issuer>,
+}
+
+/// A software CA that issues the token's certificate (test tooling: an organisation's CA).
+#[derive(Clone)]
+pub struct Issuer {
+    pub cert: x509_cert::Certificate,
+    pub key: p256::ecdsa::SigningKey,
+}
+
+impl std::fmt::Debug for Issuer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Issuer({}, <key>)", self.cert.tbs_certificate.subject)
+    }
+}
+
+/// The extensions of a token's certificate.
+fn extensions<S>(
+    builder: &mut CertificateBuilder<'_, S>,
+    spec: &KeySpec,
+    spki: &SubjectPublicKeyInfoOwned,
+) -> Result<(), TokenError>
+where
+    S: signature::Keypair + spki::DynSignatureAlgorithmIdentifier,
+    S::VerifyingKey: spki::EncodePublicKey,
+{
+    let ext_err =
+        |e: x509_cert::builder::Error| TokenError::UnsupportedKey(format!("certificate: {e}"));
+    builder
+        .add_extension(&BasicConstraints {
+            ca: false,
+            path_len_constraint: None,
+        })
+        .map_err(ext_err)?;
+    let usage = if spec.signing_usage {
+        KeyUsages::DigitalSignature | KeyUsages::NonRepudiation
+    } else {
+        KeyUsages::KeyEncipherment.into()
+    };
+    builder.add_extension(&KeyUsage(usage)).map_err(ext_err)?;
+    builder
+        .add_extension(
+            &SubjectKeyIdentifier::try_from(spki.owned_to_ref()).map_err(|e| ext_err(e.into()))?,
+        )
+        .map_err(ext_err)?;
+    if let Some(email) = &spec.email {
+        let ia5 = der::asn1::Ia5String::new(email)
+            .map_err(|e| TokenError::UnsupportedKey(e.to_string()))?;
+        builder
+            .add_extension(&SubjectAltName(vec![GeneralName::Rfc822Name(ia5)]))
+            .map_err(ext_err)?;
+    }
+    Ok(())
 }
 
 impl KeySpec {
@@ -55,6 +109,7 @@ impl KeySpec {
             not_after: 365 * 86400,
             signing_usage: true,
             always_authenticate: false,
+            issuer: None,
         }
     }
 }
@@ -257,44 +312,44 @@ pub fn add_key(
     let signer = TokenSigner::new(&tsession, key, spec.kind, DigestAlg::Sha256, spki.clone());
     let ext_err =
         |e: x509_cert::builder::Error| TokenError::UnsupportedKey(format!("certificate: {e}"));
-    let mut builder = CertificateBuilder::new(
-        Profile::Manual { issuer: None },
-        SerialNumber::new(&serial).map_err(|e| TokenError::UnsupportedKey(e.to_string()))?,
-        validity,
-        subject.clone(),
-        spki.clone(),
-        &signer,
-    )
-    .map_err(ext_err)?;
-    builder
-        .add_extension(&BasicConstraints {
-            ca: false,
-            path_len_constraint: None,
-        })
-        .map_err(ext_err)?;
-    let usage = if spec.signing_usage {
-        KeyUsages::DigitalSignature | KeyUsages::NonRepudiation
-    } else {
-        KeyUsages::KeyEncipherment.into()
-    };
-    builder.add_extension(&KeyUsage(usage)).map_err(ext_err)?;
-    builder
-        .add_extension(
-            &SubjectKeyIdentifier::try_from(spki.owned_to_ref()).map_err(|e| ext_err(e.into()))?,
-        )
-        .map_err(ext_err)?;
-    if let Some(email) = &spec.email {
-        let ia5 = der::asn1::Ia5String::new(email)
-            .map_err(|e| TokenError::UnsupportedKey(e.to_string()))?;
-        builder
-            .add_extension(&SubjectAltName(vec![GeneralName::Rfc822Name(ia5)]))
+    let serial =
+        SerialNumber::new(&serial).map_err(|e| TokenError::UnsupportedKey(e.to_string()))?;
+    let cert = match &spec.issuer {
+        Some(issuer) => {
+            let mut builder = CertificateBuilder::new(
+                Profile::Manual {
+                    issuer: Some(issuer.cert.tbs_certificate.subject.clone()),
+                },
+                serial,
+                validity,
+                subject.clone(),
+                spki.clone(),
+                &issuer.key,
+            )
             .map_err(ext_err)?;
-    }
-    let cert = builder.build::<super::TokenSignature>().map_err(|e| {
-        signer
-            .take_error()
-            .unwrap_or_else(|| TokenError::UnsupportedKey(format!("certificate: {e}")))
-    })?;
+            extensions(&mut builder, spec, &spki)?;
+            builder
+                .build::<p256::ecdsa::DerSignature>()
+                .map_err(ext_err)?
+        }
+        None => {
+            let mut builder = CertificateBuilder::new(
+                Profile::Manual { issuer: None },
+                serial,
+                validity,
+                subject.clone(),
+                spki.clone(),
+                &signer,
+            )
+            .map_err(ext_err)?;
+            extensions(&mut builder, spec, &spki)?;
+            builder.build::<super::TokenSignature>().map_err(|e| {
+                signer
+                    .take_error()
+                    .unwrap_or_else(|| TokenError::UnsupportedKey(format!("certificate: {e}")))
+            })?
+        }
+    };
     let der = cert
         .to_der()
         .map_err(|e| TokenError::UnsupportedKey(e.to_string()))?;

@@ -2,6 +2,7 @@
 //! and on a private PostgreSQL cluster (a fresh database per test), clients that sign with
 //! software keys under an organisation CA made here, and `tokenroll enroll --relay` on SoftHSM.
 
+mod client;
 #[path = "../common/mod.rs"]
 mod common;
 mod faults;
