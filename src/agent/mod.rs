@@ -10,19 +10,20 @@
 //! step (see `work`, which drives `enroll`), PKCS#11 (see `token`, reached through the watcher's
 //! shared module), or drawing and dialogs (see `ui`).
 
+pub mod backend;
 pub mod hotplug;
 pub mod registry;
 pub mod state;
 pub mod watcher;
 mod work;
 
-use crate::api::{CentagateClient, HttpOptions};
+use crate::api::HttpOptions;
 use crate::challenge::ChallengeSource;
-use crate::config::RegisterOptions;
 use crate::digest::DigestAlg;
 use crate::secret::Pin;
 use crate::token::uri::Pkcs11Uri;
 use crate::ui::dialogs::{Cancel, Notifier, PinDialog};
+use backend::{Backend, Destination};
 use state::{Action, EnrollOnInsert, Event, Machine, TokenKey};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -38,7 +39,8 @@ pub struct AgentConfig {
     pub algorithm: DigestAlg,
     pub challenge: ChallengeSource,
     pub http: HttpOptions,
-    pub register: RegisterOptions,
+    /// A CENTAGATE server (with the admin's session here) or the relay.
+    pub destination: Destination,
     pub policy: EnrollOnInsert,
     pub poll: Duration,
     pub state_dir: PathBuf,
@@ -48,9 +50,8 @@ pub struct AgentConfig {
 struct Shared {
     cfg: AgentConfig,
     module: watcher::SharedModule,
-    client: Arc<CentagateClient>,
-    /// The admin's session, kept while the agent runs (logged out at exit).
-    session: crate::enroll::Session,
+    /// The server and the admin's session, or the relay, for the agent's life.
+    backend: Backend,
     dialog: Arc<dyn PinDialog>,
     notifier: Box<dyn Notifier>,
     journal: crate::journal::Journal,
@@ -164,26 +165,22 @@ pub async fn run(
     view: tokio::sync::watch::Sender<View>,
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<(), String> {
-    let client = Arc::new(
-        CentagateClient::new(&cfg.register.server, cfg.http.clone()).map_err(|e| e.to_string())?,
-    );
     // Credentials from files or variables log in again silently; a password that is not given
     // is asked in the dialog each time a login is needed, and never kept (nor is the admin
     // token's PIN: its login is).
     let dialog: Arc<dyn PinDialog> = Arc::from(dialog);
     let quit = Arc::new(Cancel::default());
-    let session = crate::enroll::Session::new(
-        client.clone(),
-        cfg.register.login.clone(),
-        cfg.register.admin.clone(),
+    let backend = Backend::open(
+        &cfg.destination,
+        &cfg.http,
         Arc::new(DialogAsk {
             dialog: dialog.clone(),
             quit: quit.clone(),
         }),
-    );
+    )?;
     let registry = registry::Registry::open(&cfg.state_dir).map_err(|e| e.to_string())?;
     let journal =
-        crate::journal::Journal::open(&cfg.register.journal).map_err(|e| e.to_string())?;
+        crate::journal::Journal::open(cfg.destination.journal()).map_err(|e| e.to_string())?;
     let mut salt = [0u8; 32];
     rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut salt);
     let module: watcher::SharedModule = Arc::new(Mutex::new(None));
@@ -194,13 +191,7 @@ pub async fn run(
         interval: cfg.poll,
         shared: module.clone(),
         stopper: stopper.clone(),
-        admin_key: match &cfg.register.login {
-            crate::config::LoginOptions::Token { key, .. } => Some(crate::token::Selector {
-                uri: Some(key.uri.clone()),
-                ..Default::default()
-            }),
-            _ => None,
-        },
+        admin_key: cfg.destination.admin_key(),
     };
     let watcher_thread = std::thread::Builder::new()
         .name("token-watcher".into())
@@ -212,8 +203,7 @@ pub async fn run(
         shared: Arc::new(Shared {
             cfg,
             module,
-            client,
-            session,
+            backend,
             dialog,
             notifier,
             journal,
@@ -526,7 +516,7 @@ impl Owner {
         .await
         .is_ok();
         // The session this agent opened ends with it (Quit, SIGTERM).
-        self.shared.session.logout().await;
+        self.shared.backend.logout().await;
         if drained {
             stopper.stop();
         } else {

@@ -22,7 +22,7 @@ impl Notifier for Silent {
 }
 
 fn owner(dir: &std::path::Path) -> Owner {
-    let register = RegisterOptions {
+    let register = crate::config::RegisterOptions {
         server: "https://cg.example.com".into(),
         admin: "helpdesk".into(),
         user: crate::enroll::UserFrom::Fixed("alice".into()),
@@ -45,21 +45,18 @@ fn owner(dir: &std::path::Path) -> Owner {
         policy: EnrollOnInsert::Auto,
         poll: Duration::from_millis(100),
         state_dir: dir.to_path_buf(),
-        register,
+        destination: Destination::Server(register),
     };
     let (reports, _) = mpsc::unbounded_channel();
-    let client =
-        Arc::new(CentagateClient::new(&cfg.register.server, HttpOptions::default()).unwrap());
     Owner {
         shared: Arc::new(Shared {
-            session: crate::enroll::Session::new(
-                client.clone(),
-                cfg.register.login.clone(),
-                cfg.register.admin.clone(),
+            backend: Backend::open(
+                &cfg.destination,
+                &HttpOptions::default(),
                 std::sync::Arc::new(crate::enroll::NoOneToAsk),
-            ),
-            client,
-            journal: crate::journal::Journal::open(&cfg.register.journal).unwrap(),
+            )
+            .unwrap(),
+            journal: crate::journal::Journal::open(cfg.destination.journal()).unwrap(),
             cfg,
             module: Arc::new(Mutex::new(None)),
             dialog: Arc::new(NoDialog),

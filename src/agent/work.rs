@@ -5,12 +5,13 @@
 //!
 //! Owns: what a worker does. Does not own: any state that outlives a job (see the parent module).
 
+use super::backend::{Backend, Destination};
 use super::state::TokenKey;
 use super::watcher::PairRef;
 use super::Shared;
 use crate::enroll::{
-    self, EnrollError, PairSummary, PinPrompt, Pkcs11Side, Plan, Registration, Request, Step,
-    UserFrom, UserPolicy,
+    self, EnrollError, PairSummary, PinPrompt, Pkcs11Side, Plan, Registration, RelayPlan, Request,
+    Step, UserFrom, UserPolicy,
 };
 use crate::secret::Pin;
 use crate::token::uri::Pkcs11Uri;
@@ -85,7 +86,7 @@ pub fn ask(s: &Shared, t: &Target, error: Option<String>, cancel: &Cancel) -> As
     let key = &t.key;
     let subject = t.pair().map(|p| p.subject.clone()).unwrap_or_default();
     let mut typed = None;
-    let user = match (&s.cfg.register.user, &t.asked_user) {
+    let user = match (s.cfg.destination.user(), &t.asked_user) {
         (UserFrom::Ask, Some(u)) => u.clone(),
         (UserFrom::Ask, None) => match s.dialog.ask_user(&key.label, &subject, cancel) {
             Ok(Some(u)) => {
@@ -137,6 +138,7 @@ pub fn ask(s: &Shared, t: &Target, error: Option<String>, cancel: &Cancel) -> As
         token: key.label.clone(),
         serial: key.serial.clone(),
         subject,
+        purpose: s.cfg.destination.purpose(&user),
         user,
         error,
         warning,
@@ -218,28 +220,44 @@ pub fn enroll(
         }
         _ => {}
     };
-    let registration = Registration::new(&s.cfg.register, s.client.origin(), Some(&s.journal));
-    let request = Request {
-        digest: s.cfg.algorithm,
-        challenge: &s.cfg.challenge,
-        http: &s.cfg.http,
+    let user = UserPolicy {
+        from: s.cfg.destination.user(),
+        asked: t.asked_user.as_deref(),
+        must_match: s.cfg.destination.user_must_match(),
     };
-    let plan = Plan::Register {
-        registrar: &s.session,
-        registration: &registration,
-        user: UserPolicy {
-            from: &s.cfg.register.user,
-            asked: t.asked_user.as_deref(),
-            must_match: s.cfg.register.user_must_match,
-        },
+    let mut prompt = GivenPin(pin, withdrawn);
+    let result = match (&s.backend, &s.cfg.destination) {
+        (Backend::Server { client, session }, Destination::Server(reg)) => {
+            let registration = Registration::new(reg, client.origin(), Some(&s.journal));
+            let request = Request {
+                digest: s.cfg.algorithm,
+                challenge: &s.cfg.challenge,
+                http: &s.cfg.http,
+            };
+            let plan = Plan::Register {
+                registrar: session.as_ref(),
+                registration: &registration,
+                user,
+            };
+            rt.block_on(enroll::run(&mut side, &mut prompt, &request, plan, &mut on))
+        }
+        (Backend::Relay(relay), Destination::Relay(r)) => {
+            let plan = RelayPlan {
+                user,
+                digest: s.cfg.algorithm,
+                journal: Some(&s.journal),
+                retries: r.retries,
+            };
+            rt.block_on(enroll::run_relay(
+                &mut side,
+                &mut prompt,
+                relay,
+                &plan,
+                &mut on,
+            ))
+        }
+        _ => unreachable!("the backend is opened from the destination"),
     };
-    let result = rt.block_on(enroll::run(
-        &mut side,
-        &mut GivenPin(pin, withdrawn),
-        &request,
-        plan,
-        &mut on,
-    ));
     match result {
         Ok(done) => {
             let report = done.report.expect("a registration plan reports");

@@ -6,8 +6,9 @@
 
 use super::args::AgentArgs;
 use super::exit;
+use crate::agent::backend::Destination;
 use crate::agent::{self, state::EnrollOnInsert, AgentConfig};
-use crate::config::{RegisterOptions, SignOptions};
+use crate::config::{RegisterOptions, RelayOptions, SignOptions};
 use crate::paths::Paths;
 use crate::ui::tray::Command;
 use std::time::Duration;
@@ -19,9 +20,17 @@ fn resolve(
 ) -> Result<(AgentConfig, Option<String>, bool), String> {
     let raw = crate::config::resolve(args.layer(), args.config.config.as_deref(), paths)
         .map_err(|e| e.to_string())?;
+    // Through the relay (no admin secret on this desk), or to a server with the admin's session.
+    let destination = match RelayOptions::from_raw(&raw, crate::config::Face::Agent, env, paths)
+        .map_err(|e| e.to_string())?
+    {
+        Some(relay) => Destination::Relay(relay),
+        None => Destination::Server(
+            RegisterOptions::from_raw(&raw, crate::config::Face::Agent, env, paths)
+                .map_err(|e| e.to_string())?,
+        ),
+    };
     let sign = SignOptions::from_raw(&raw, env).map_err(|e| e.to_string())?;
-    let register = RegisterOptions::from_raw(&raw, crate::config::Face::Agent, env, paths)
-        .map_err(|e| e.to_string())?;
     let headless = raw.agent.headless.unwrap_or(false);
     let policy = match &raw.agent.enroll_on_insert {
         Some(p) => p.parse()?,
@@ -34,7 +43,7 @@ fn resolve(
         algorithm: sign.algorithm,
         challenge: sign.challenge,
         http: sign.http,
-        register,
+        destination,
         policy,
         poll: Duration::from_millis(raw.agent.poll_ms.unwrap_or(500).max(50)),
         state_dir: {
@@ -111,7 +120,13 @@ pub fn run(args: AgentArgs, env: &crate::secret::EnvSecrets, paths: &Paths) -> i
             return exit::FAILURE;
         }
     };
-    tracing::info!(policy = ?cfg.policy, user = ?cfg.register.user, headless, "agent starting");
+    tracing::info!(
+        policy = ?cfg.policy,
+        user = ?cfg.destination.user(),
+        via = if matches!(cfg.destination, agent::backend::Destination::Relay(_)) { "relay" } else { "server" },
+        headless,
+        "agent starting"
+    );
     let dialog = Box::new(crate::ui::dialogs::Pinentry { program: pinentry });
     let notifier = crate::ui::dialogs::DesktopNotifier::new();
     let log_path = cfg.state_dir.join("agent.log");

@@ -16,6 +16,9 @@ pub struct PinRequest {
     pub serial: String,
     pub subject: String,
     pub user: String,
+    /// What the signature is for and where it goes, ending the sentence "... the certificate
+    /// <subject> ": "for alice with CENTAGATE.", or the relay's statement.
+    pub purpose: String,
     /// Shown when a previous PIN was refused.
     pub error: Option<String>,
     /// The token says few tries are left, or this is the last one.
@@ -101,11 +104,11 @@ impl PinDialog for Pinentry {
             TITLE,
         );
         let mut description = format!(
-            "Enter the PIN of token '{}' (serial {}) to register the certificate\n{}\nfor {} with CENTAGATE.",
+            "Enter the PIN of token '{}' (serial {}) to register the certificate\n{}\n{}",
             safe(&req.token, FIELD),
             safe(&req.serial, FIELD),
             safe(&req.subject, 2 * FIELD),
-            safe(&req.user, FIELD)
+            safe(&req.purpose, 2 * FIELD)
         );
         if let Some(w) = &req.warning {
             description = format!("{w}\n\n{description}");

@@ -266,33 +266,34 @@ impl TestEnv {
 
     /// As `agent_cmd`, for the CENTAGATE admin `admin`.
     pub fn agent_cmd_as(&self, sim: &Sim, admin: &str) -> Command {
+        let mut c = self.agent_cmd_base();
+        c.args(["--server", &sim.origin, "--admin", admin, "--ca-file"])
+            .arg(&sim.ca)
+            .env("TOKENROLL_AUTH_TOKEN", AUTH_TOKEN)
+            .env("TOKENROLL_SECRET_CODE", SECRET_CODE);
+        c
+    }
+
+    /// `tokenroll agent` with the scripted pinentry and this environment's folders, and no
+    /// destination yet.
+    pub fn agent_cmd_base(&self) -> Command {
         std::fs::create_dir_all(self.path("run")).unwrap();
         let mut c = self.cmd();
-        c.args([
-            "agent",
-            "--server",
-            &sim.origin,
-            "--admin",
-            admin,
-            "--ca-file",
-        ])
-        .arg(&sim.ca)
-        .arg("--pinentry")
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/pinentry.sh"
-        ))
-        .env("TOKENROLL_AUTH_TOKEN", AUTH_TOKEN)
-        .env("TOKENROLL_SECRET_CODE", SECRET_CODE)
-        .env("TOKENROLL_POLL_MS", "100")
-        .env("XDG_STATE_HOME", self.path("state"))
-        .env("XDG_RUNTIME_DIR", self.path("run"))
-        .env("TEST_PINS", self.path("pins.txt"))
-        .env("PINENTRY_LOG", self.path("pinentry.log"))
-        .env("PINENTRY_ENV_LOG", self.path("pinentry.env"))
-        .env("PINENTRY_PID_LOG", self.path("pinentry.pids"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        c.arg("agent")
+            .arg("--pinentry")
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/fixtures/pinentry.sh"
+            ))
+            .env("TOKENROLL_POLL_MS", "100")
+            .env("XDG_STATE_HOME", self.path("state"))
+            .env("XDG_RUNTIME_DIR", self.path("run"))
+            .env("TEST_PINS", self.path("pins.txt"))
+            .env("PINENTRY_LOG", self.path("pinentry.log"))
+            .env("PINENTRY_ENV_LOG", self.path("pinentry.env"))
+            .env("PINENTRY_PID_LOG", self.path("pinentry.pids"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
         c
     }
 

@@ -240,3 +240,56 @@ fn journal_reconcile_settles_a_relay_enrollment_through_the_relay() {
     assert_eq!(j["reconciled"][0]["state"], "registered", "{j}");
     assert_eq!(sim.records().len(), 1, "registered once");
 }
+
+/// The agent with `--relay`: the inserted token is enrolled through the relay with no
+/// CENTAGATE secret on the desk; the PIN dialog says what is signed and for whom, and the
+/// agent's log and journal hold no secret.
+#[test]
+fn the_agent_enrolls_through_the_relay() {
+    let mut env = TestEnv::new();
+    let (ca, ca_pem) = org_ca(&env);
+    alice_token(&env, &ca, &ca_pem);
+    let sim = simulator(&mut env, &ca_pem, &[]);
+    let (tls, tls_key) = relay_tls(&env);
+    let relay = Relay::start(
+        &env,
+        &sim,
+        &ca_pem,
+        RelaySetup {
+            tls: Some((tls.clone(), tls_key)),
+            ..Default::default()
+        },
+    );
+    pins(&env, &[PIN]);
+    let child = env
+        .agent_cmd_base()
+        .args(["--relay", &relay.url, "--relay-ca-file"])
+        .arg(&tls)
+        .args(["--user-from", "cn", "--headless"])
+        .env_remove("DBUS_SESSION_BUS_ADDRESS")
+        .spawn()
+        .unwrap();
+    let agent = Agent {
+        child,
+        log: env.path("state/tokenroll/agent.log"),
+    };
+    wait_for(&agent, "the registration through the relay", || {
+        sim.records().iter().any(|r| r["answer_code"] == 0)
+    });
+    wait_for(&agent, "the agent to report it", || {
+        agent.log().contains("registered")
+    });
+    assert!(agent.log().contains("via=\"relay\""), "{}", agent.log());
+    let dialog = std::fs::read_to_string(env.path("pinentry.log")).unwrap();
+    assert!(
+        dialog.contains("relay") && dialog.contains(&relay.url) && dialog.contains("alice"),
+        "{dialog}"
+    );
+    let journal = env.path("state/tokenroll/journal.jsonl");
+    assert!(std::fs::read_to_string(&journal)
+        .unwrap()
+        .contains("\"via\":\"relay\""));
+    assert!(agent.stop().success());
+    assert_eq!(sim.records()[0]["username"], "alice");
+    assert_no_secret_in(&[journal, env.path("state/tokenroll/agent.log")], &[]);
+}
