@@ -150,3 +150,22 @@ fn trusted_networks_match_addresses() {
     let all: Net = "0.0.0.0/0".parse().unwrap();
     assert!(all.contains("192.0.2.1".parse().unwrap()));
 }
+
+/// The example names every key a relay file may hold, and only those.
+#[test]
+fn the_example_names_every_relay_key() {
+    let example = include_str!("../../../packaging/relay.example.toml");
+    let named: Vec<String> = example
+        .lines()
+        .filter_map(|l| l.strip_prefix("# "))
+        .filter_map(|l| l.split_once(" = ").map(|(k, _)| k.to_string()))
+        .filter(|k| k.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'))
+        .collect();
+    let mut known = keys_of(&RelayKeys::default());
+    known.extend(CENTAGATE_KEYS.iter().map(|s| s.to_string()));
+    known.sort();
+    let mut named_sorted = named.clone();
+    named_sorted.sort();
+    named_sorted.dedup();
+    assert_eq!(named_sorted, known);
+}
