@@ -230,7 +230,11 @@ async fn through_relay(
         &tokenroll::paths::Paths::from_env(),
     )
     .unwrap();
-    let relay = Arc::new(tokenroll::relay::service::Relay::open(&mut cfg).await.unwrap());
+    let relay = Arc::new(
+        tokenroll::relay::service::Relay::open(&mut cfg)
+            .await
+            .unwrap(),
+    );
     let bound = tokenroll::relay::http::Bound::bind(&cfg).await.unwrap();
     let url = format!("http://{}", bound.public.local_addr().unwrap());
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -265,7 +269,12 @@ async fn through_relay(
                 &user,
                 c["challenge"].as_str().unwrap_or(""),
             );
-            let Ok(r) = http.post(format!("{url}/v1/enroll")).body(body).send().await else {
+            let Ok(r) = http
+                .post(format!("{url}/v1/enroll"))
+                .body(body)
+                .send()
+                .await
+            else {
                 return false;
             };
             r.status() == 200
@@ -286,7 +295,9 @@ async fn through_relay(
 async fn fresh_pg(server: &str, n: usize) -> String {
     use sqlx::Connection;
     let base = server.trim_end_matches('/');
-    let mut admin = sqlx::PgConnection::connect(&format!("{base}/postgres")).await.unwrap();
+    let mut admin = sqlx::PgConnection::connect(&format!("{base}/postgres"))
+        .await
+        .unwrap();
     let name = format!("relay_bench_{}_{n}", std::process::id());
     sqlx::query(&format!("DROP DATABASE IF EXISTS {name}"))
         .execute(&mut admin)
@@ -335,7 +346,9 @@ fn main() {
                 let db = fresh_pg(server, n).await;
                 runs.push(through_relay("PostgreSQL", &ca, keys, db, n, clients).await);
             }
-            None => eprintln!("TOKENROLL_BENCH_PG is not set: PostgreSQL skipped (benches/relay.sh sets it)"),
+            None => eprintln!(
+                "TOKENROLL_BENCH_PG is not set: PostgreSQL skipped (benches/relay.sh sets it)"
+            ),
         }
         runs
     });

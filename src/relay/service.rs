@@ -400,16 +400,15 @@ impl Relay {
                 // A 22027 after a retry that CENTAGATE's list could not attribute: probably
                 // this request's own earlier attempt, but not known; settled later.
                 self.metrics.centagate(report.code, sent.elapsed());
-                self.store
-                    .finish_request(
-                        &parsed.sha256,
-                        "unknown",
-                        "unknown",
-                        report.code,
-                        &report.message,
-                        now_ms,
-                    )
-                    .await?;
+                self.keep(
+                    &parsed.sha256,
+                    "unknown",
+                    "unknown",
+                    report.code,
+                    &report.message,
+                    now_ms,
+                )
+                .await;
                 Err(Decision::Refused(
                     Refusal::new(Rule::CentagateAnswerLost, report.message),
                     Some(RETRY_ANSWER_LOST_SECS),
@@ -422,16 +421,15 @@ impl Relay {
                     OutcomeKind::Rejected => "rejected",
                     OutcomeKind::Failed => "failed",
                 };
-                self.store
-                    .finish_request(
-                        &parsed.sha256,
-                        "final",
-                        outcome,
-                        report.code,
-                        &report.message,
-                        now_ms,
-                    )
-                    .await?;
+                self.keep(
+                    &parsed.sha256,
+                    "final",
+                    outcome,
+                    report.code,
+                    &report.message,
+                    now_ms,
+                )
+                .await;
                 Ok(Decision::Outcome {
                     outcome: outcome.into(),
                     code: report.code,
@@ -442,16 +440,15 @@ impl Relay {
             Err(EnrollError::Api(e)) if e.may_have_gone_through() => {
                 self.metrics.centagate(None, sent.elapsed());
                 let message = e.to_string();
-                self.store
-                    .finish_request(
-                        &parsed.sha256,
-                        "unknown",
-                        "unknown",
-                        e.centagate_code(),
-                        &message,
-                        now_ms,
-                    )
-                    .await?;
+                self.keep(
+                    &parsed.sha256,
+                    "unknown",
+                    "unknown",
+                    e.centagate_code(),
+                    &message,
+                    now_ms,
+                )
+                .await;
                 tracing::warn!(sha256 = %parsed.sha256, error = %message, "CENTAGATE's answer was lost: the relay settles it later");
                 Err(Decision::Refused(
                     Refusal::new(Rule::CentagateAnswerLost, "CENTAGATE's answer was lost"),
@@ -475,6 +472,27 @@ impl Relay {
                     Some(RETRY_UNAVAILABLE_SECS),
                 ))
             }
+        }
+    }
+
+    /// Records what became of a request that reached CENTAGATE. A database failure here does not
+    /// change the answer: the record stays in progress, and housekeeping settles it through
+    /// CENTAGATE's list once it is stale.
+    async fn keep(
+        &self,
+        sha256: &str,
+        state: &str,
+        outcome: &str,
+        code: Option<i64>,
+        message: &str,
+        now_ms: i64,
+    ) {
+        if let Err(e) = self
+            .store
+            .finish_request(sha256, state, outcome, code, message, now_ms)
+            .await
+        {
+            tracing::error!(%sha256, error = %e, "the outcome could not be recorded; housekeeping settles it later");
         }
     }
 

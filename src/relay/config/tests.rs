@@ -159,7 +159,10 @@ fn the_example_names_every_relay_key() {
         .lines()
         .filter_map(|l| l.strip_prefix("# "))
         .filter_map(|l| l.split_once(" = ").map(|(k, _)| k.to_string()))
-        .filter(|k| k.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'))
+        .filter(|k| {
+            k.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        })
         .collect();
     let mut known = keys_of(&RelayKeys::default());
     known.extend(CENTAGATE_KEYS.iter().map(|s| s.to_string()));
