@@ -262,7 +262,9 @@ pub fn enroll(
         Ok(done) => {
             let report = done.report.expect("a registration plan reports");
             let user = report.user.clone().unwrap_or_default();
-            let registered = report.code == Some(crate::api::CODE_SUCCESS);
+            // Registered also when settled after a lost answer, or already bound to this very
+            // certificate (22027), or replayed by the relay (no code then).
+            let registered = report.outcome == enroll::OutcomeKind::Registered;
             Enrolled::Answered {
                 code: report.code.unwrap_or(-1),
                 message: if registered {

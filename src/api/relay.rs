@@ -89,11 +89,14 @@ impl RelayClient {
     /// reached CENTAGATE through the relay (404); `outcome` `unknown` while not settled (202).
     pub async fn lookup(&self, sha256: &str) -> Result<Option<RelayAnswer>, ApiError> {
         let url = format!("{}/v1/enroll/{sha256}", self.base);
-        let (status, bytes) = self.send(self.http.get(&url), &url).await?;
-        if status == 404 {
-            return Ok(None);
+        match self.send(self.http.get(&url), &url).await {
+            // The relay's own "never reached CENTAGATE" — not a proxy's 404 page.
+            Err(ApiError::RelayRefused {
+                status: 404, rule, ..
+            }) if rule == "not_found" => Ok(None),
+            Err(e) => Err(e),
+            Ok((status, bytes)) => parse_ok(&url, status, &bytes).map(Some),
         }
-        parse_ok(&url, status, &bytes).map(Some)
     }
 
     async fn send(

@@ -60,6 +60,14 @@ fn now_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
+/// Whether two URLs share scheme, host and port.
+fn same_origin(a: &str, b: &str) -> bool {
+    match (url::Url::parse(a), url::Url::parse(b)) {
+        (Ok(a), Ok(b)) => a.origin() == b.origin(),
+        _ => false,
+    }
+}
+
 /// The report of a run through the relay that ended before an answer.
 pub fn relay_failure_report(f: &Failure, digest: DigestAlg) -> Report {
     let mut r = f.report(None, digest);
@@ -139,6 +147,18 @@ pub async fn run_relay<T: TokenSide, C: RelaySide>(
     loop {
         round += 1;
         let challenge = relay.challenge(&user).await.map_err(|e| failed(e.into()))?;
+        if !same_origin(&challenge.relay, &relay.enroll_url()) {
+            return Err(failed(
+                ApiError::Config(format!(
+                    "the relay asked for a statement naming '{}', which is not the relay this \
+                     desk uses ({}): nothing was signed; its operator must list the URL desks \
+                     use in public_url",
+                    crate::text::cap(&challenge.relay, 200),
+                    relay.enroll_url().trim_end_matches("/v1/enroll")
+                ))
+                .into(),
+            ));
+        }
         on(Step::ChallengeReady {
             source: "relay",
             len: challenge.challenge.len(),
@@ -211,11 +231,15 @@ async fn send<C: RelaySide>(
         })?;
     }
     let mut attempts = 0u32;
+    // An attempt that may have reached the relay leaves the outcome open whatever the resend
+    // meets short of a final answer (the first may still be in progress there).
+    let mut maybe_sent_before = false;
     let result = loop {
         attempts += 1;
         on(Step::Sending { url: url.clone() });
         match relay.enroll(user, pkcs7).await {
             Err(e) if e.before_any_answer() && attempts <= plan.retries => {
+                maybe_sent_before |= e.may_have_gone_through();
                 let after = super::backoff(attempts);
                 on(Step::Retrying {
                     after,
@@ -289,12 +313,11 @@ async fn send<C: RelaySide>(
             Ok(report(OutcomeKind::Rejected, None, message, Some(rule)))
         }
         Err(e) => {
+            let in_progress =
+                matches!(&e, ApiError::RelayRefused { rule, .. } if rule == "in_progress");
+            let open = e.may_have_gone_through() || maybe_sent_before || in_progress;
             record(
-                if e.may_have_gone_through() {
-                    "unknown"
-                } else {
-                    "failed"
-                },
+                if open { "unknown" } else { "failed" },
                 None,
                 &e.to_string(),
             );

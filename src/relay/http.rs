@@ -21,6 +21,9 @@ use tokio::net::TcpListener;
 
 type Body = Full<Bytes>;
 
+/// How long a stop waits for the requests in flight.
+const DRAIN: Duration = Duration::from_secs(45);
+
 /// How often housekeeping runs (unsettled requests, expired claims, old rate windows).
 const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(30);
 
@@ -93,6 +96,14 @@ async fn route(
     let path = parts.uri.path().to_string();
     let method = parts.method.clone();
     let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+    // Every X-Forwarded-For line, in order: a proxy may add its own line rather than append.
+    let forwarded: Vec<&str> = parts
+        .headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    let forwarded = (!forwarded.is_empty()).then(|| forwarded.join(","));
     let answer = match (method.as_str(), path.as_str()) {
         ("POST", "/v1/challenge") => match read_body(body).await {
             Ok(b) => relay.challenge(&b, header("host")),
@@ -112,8 +123,8 @@ async fn route(
             } else {
                 match read_body(body).await {
                     Ok(b) => {
-                        let client = client_address(peer.ip(), header("x-forwarded-for"), &trusted);
-                        relay.enroll(&b, client).await
+                        let client = client_address(peer.ip(), forwarded.as_deref(), &trusted);
+                        relay.enroll_detached(b, client).await
                     }
                     Err(a) => a,
                 }
@@ -264,7 +275,11 @@ pub async fn run(
         let stop = stop_rx.clone();
         tasks.spawn(async move {
             loop {
-                relay.housekeeping().await;
+                // Interrupted by the stop: a settlement cut off is done again next time.
+                tokio::select! {
+                    _ = relay.housekeeping() => {}
+                    _ = stopped(stop.clone()) => return,
+                }
                 tokio::select! {
                     _ = tokio::time::sleep(HOUSEKEEPING_EVERY) => {}
                     _ = stopped(stop.clone()) => return,
@@ -281,7 +296,11 @@ pub async fn run(
             loop {
                 tokio::select! {
                     accepted = listener.accept() => {
-                        let Ok((tcp, _)) = accepted else { continue };
+                        let Ok((tcp, _)) = accepted else {
+                            // Out of descriptors, say: wait rather than spin.
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                            continue;
+                        };
                         let relay = relay.clone();
                         let svc = hyper::service::service_fn(move |req| metrics_route(relay.clone(), req));
                         conns.spawn(serve(tcp, svc, stop_conn.clone()));
@@ -299,7 +318,10 @@ pub async fn run(
         loop {
             tokio::select! {
                 accepted = listener.accept() => {
-                    let Ok((tcp, peer)) = accepted else { continue };
+                    let Ok((tcp, peer)) = accepted else {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    };
                     let _ = tcp.set_nodelay(true);
                     let (relay, trusted, acceptor, stop) =
                         (relay.clone(), trusted.clone(), acceptor.clone(), stop_rx.clone());
@@ -328,7 +350,19 @@ pub async fn run(
     let mut conns = accept.await;
     tracing::info!("stopping: no new connections; finishing the requests in flight");
     let _ = stop_tx.send(true);
-    while conns.join_next().await.is_some() {}
+    // Within systemd's 60 s stop timeout: connections, then the enrollments they started.
+    let deadline = tokio::time::Instant::now() + DRAIN;
+    let drained = tokio::time::timeout_at(deadline, async {
+        while conns.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("connections still open at the stop: closing them");
+        conns.abort_all();
+    }
+    relay
+        .drain(deadline.saturating_duration_since(tokio::time::Instant::now()))
+        .await;
     while tasks.join_next().await.is_some() {}
     relay.logout().await;
     relay.store.close().await;

@@ -161,13 +161,15 @@ impl Rule {
                 "the challenge was not issued by this relay for this user; retry, which fetches a new one"
             }
             Rule::ChallengeExpired | Rule::ChallengeUsed => "retry, which fetches a new challenge",
-            Rule::InProgress => "the same request is being handled; wait for it",
+            Rule::InProgress => {
+                "the same request is being handled; in a few minutes `tokenroll journal --reconcile` says how it ended"
+            }
             Rule::RateLimited => "too many requests; wait as Retry-After says, then retry",
             Rule::CentagateUnavailable => {
-                "CENTAGATE cannot be reached now; nothing was registered, retry later"
+                "nothing was registered; retry later, and if it persists tell the relay's operator (its log says why)"
             }
             Rule::CentagateAnswerLost => {
-                "CENTAGATE's answer was lost; the relay settles it itself: ask it again with the request's SHA-256"
+                "CENTAGATE's answer was lost and the relay settles it itself: in a few minutes `tokenroll journal --reconcile` says how it ended; do not enroll again before that"
             }
             Rule::RelayUnavailable => "the relay cannot serve now; nothing was registered, retry later",
             Rule::NotFound => {

@@ -15,7 +15,7 @@ use super::config::RelayConfig;
 use super::metrics::Metrics;
 use super::policy::{self, Policy, Refusal};
 use super::rate::{Rate, Rates};
-use super::store::{NewRequest, RequestRecord, Store, StoreError, Unsettled};
+use super::store::{Begun, NewRequest, RequestRecord, Store, StoreError, Unsettled};
 use super::Rule;
 use crate::api::{CentagateClient, TimestampUnit, TokenStatus};
 use crate::enroll::{EnrollError, OutcomeKind, Registrar, Registration, Session, Signer, Step};
@@ -85,6 +85,9 @@ impl From<StoreError> for Decision {
     }
 }
 
+/// Enrollments decided at once at most (each holds a permit of `inflight` until it is done).
+const INFLIGHT: u32 = 1 << 20;
+
 /// How long to wait before retrying after CENTAGATE was unreachable or its answer lost.
 const RETRY_UNAVAILABLE_SECS: u64 = 10;
 const RETRY_ANSWER_LOST_SECS: u64 = 30;
@@ -105,8 +108,31 @@ pub struct Relay {
     pub metrics: Metrics,
     /// A request in progress for longer than this has lost its relay (it died mid-request).
     pub stale_after: Duration,
-    health: tokio::sync::Mutex<Option<(Instant, Result<(), String>)>>,
+    /// How long a request waits for one of the `centagate_concurrency` permits.
+    permit_wait: Duration,
+    /// Enrollments being decided; `drain` waits for them at exit.
+    inflight: Arc<tokio::sync::Semaphore>,
+    health: std::sync::Mutex<Option<(Instant, bool)>>,
 }
+
+/// The rate bucket of a client address: the address for IPv4, its /64 for IPv6 (one host
+/// usually holds a whole /64).
+fn address_bucket(ip: std::net::IpAddr) -> String {
+    match ip {
+        std::net::IpAddr::V4(v4) => format!("addr:{v4}"),
+        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => format!("addr:{v4}"),
+            None => {
+                let s = v6.segments();
+                format!("addr:{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
+    }
+}
+
+/// Claims are kept this long after their challenge expired: a replica whose clock is behind
+/// still refuses the challenge as used.
+const CLAIM_MARGIN_MS: i64 = 10 * 60 * 1000;
 
 fn now_ms(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH)
@@ -134,10 +160,11 @@ impl Relay {
             cfg.admin.clone(),
             Arc::new(crate::enroll::NoOneToAsk),
         );
-        // Every attempt may take the whole timeout, with up to 8 s of backoff between them;
-        // a login and a list call come on top.
+        // Every attempt may take the whole timeout, with up to 8 s of backoff between them; a
+        // login (two calls for a token login), a fresh login and resend after 10001, and a list
+        // call come on top.
         let per_try = cfg.http.timeout + Duration::from_secs(8);
-        let stale_after = per_try * (cfg.retries + 3) + Duration::from_secs(60);
+        let stale_after = per_try * (cfg.retries + 7) + Duration::from_secs(120);
         Ok(Self {
             policy: Policy {
                 org_ca: cfg.org_ca.clone(),
@@ -157,7 +184,9 @@ impl Relay {
             permits: tokio::sync::Semaphore::new(cfg.centagate_concurrency),
             metrics: Metrics::default(),
             stale_after,
-            health: tokio::sync::Mutex::new(None),
+            permit_wait: cfg.http.timeout * 2,
+            inflight: Arc::new(tokio::sync::Semaphore::new(INFLIGHT as usize)),
+            health: std::sync::Mutex::new(None),
         })
     }
 
@@ -215,6 +244,49 @@ impl Relay {
             })
         })
         .unwrap_or(&urls[0])
+    }
+
+    /// `POST /v1/enroll` from `client`, decided in a task of its own: a client that goes away
+    /// does not cut a registration off midway, and `drain` waits for it at exit.
+    pub async fn enroll_detached(
+        self: &Arc<Self>,
+        body: bytes::Bytes,
+        client: std::net::IpAddr,
+    ) -> Answer {
+        let Ok(permit) = self.inflight.clone().acquire_owned().await else {
+            return Answer::refused(
+                &Refusal::new(Rule::RelayUnavailable, "the relay is stopping"),
+                Some(RETRY_UNAVAILABLE_SECS),
+            );
+        };
+        let me = self.clone();
+        let task = tokio::spawn(async move {
+            let answer = me.enroll(&body, client).await;
+            drop(permit);
+            answer
+        });
+        match task.await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::error!(error = %e, "an enrollment task ended abnormally");
+                Answer::refused(
+                    &Refusal::new(Rule::RelayUnavailable, "the relay failed on this request"),
+                    Some(RETRY_UNAVAILABLE_SECS),
+                )
+            }
+        }
+    }
+
+    /// Waits (up to `limit`) for the enrollments being decided; new ones are refused after.
+    pub async fn drain(&self, limit: Duration) {
+        let all = self.inflight.acquire_many(INFLIGHT);
+        match tokio::time::timeout(limit, all).await {
+            Ok(Ok(permits)) => permits.forget(),
+            _ => tracing::warn!(
+                "enrollments still in flight at exit: housekeeping settles them at the next start"
+            ),
+        }
+        self.inflight.close();
     }
 
     /// `POST /v1/enroll` from `client`.
@@ -308,7 +380,7 @@ impl Relay {
         let now = SystemTime::now();
         let now_ms = now_ms(now);
         // Before the signature is looked at: nobody can lock a user out by naming them.
-        self.limit(&format!("addr:{client}"), self.rates.address, now_ms)
+        self.limit(&address_bucket(client), self.rates.address, now_ms)
             .await?;
         let parsed = policy::parse(body)?;
         audit.sha256 = parsed.sha256.clone();
@@ -346,28 +418,36 @@ impl Relay {
             return Err(self.stored(rec));
         }
         let challenge = fresh?;
+        // The permit first, so that a record in progress is one being sent (its age bounds
+        // how long a live request can take: see `stale_after`).
+        let _permit = match tokio::time::timeout(self.permit_wait, self.permits.acquire()).await {
+            Ok(p) => p.expect("the semaphore is never closed"),
+            Err(_) => {
+                return Err(Decision::Refused(
+                    Refusal::new(
+                        Rule::CentagateUnavailable,
+                        "the relay is busy: too many registrations are waiting for CENTAGATE",
+                    ),
+                    Some(RETRY_UNAVAILABLE_SECS),
+                ))
+            }
+        };
         let new = NewRequest {
             sha256: &parsed.sha256,
             username: &v.username,
             cert_sha1: &signer.sha1,
             challenge_id: &challenge.id,
         };
-        if let Some(rec) = self.store.begin_request(&new, now_ms).await? {
-            return Err(self.stored(rec));
+        let now_ms = self::now_ms(SystemTime::now());
+        match self.store.begin(&new, challenge.expires_ms, now_ms).await? {
+            Begun::New => {}
+            Begun::Seen(rec) => return Err(self.stored(rec)),
+            Begun::ChallengeUsed => {
+                return Err(
+                    Refusal::new(Rule::ChallengeUsed, "the challenge was used already").into(),
+                )
+            }
         }
-        if !self
-            .store
-            .claim(&challenge.id, &parsed.sha256, now_ms, challenge.expires_ms)
-            .await?
-        {
-            self.store.forget_request(&parsed.sha256).await?;
-            return Err(Refusal::new(Rule::ChallengeUsed, "the challenge was used already").into());
-        }
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .expect("the semaphore is never closed");
         let registration = Registration {
             admin: &self.admin,
             status: self.status,
@@ -458,16 +538,15 @@ impl Relay {
             Err(e) => {
                 // Nothing reached CENTAGATE (or it confirmed nothing was registered): the claim
                 // goes back, so the client may send the same request again.
-                tracing::warn!(error = %e, "CENTAGATE could not be reached");
+                // The reason stays in the relay's log: it may name internal addresses.
+                tracing::warn!(error = %e, "nothing was registered: CENTAGATE could not be reached, or refused the relay's login");
                 self.store.release(&challenge.id, &parsed.sha256).await?;
                 self.store.forget_request(&parsed.sha256).await?;
                 Err(Decision::Refused(
                     Refusal::new(
                         Rule::CentagateUnavailable,
-                        format!(
-                            "CENTAGATE could not register it ({})",
-                            crate::text::cap(&e.to_string(), 300)
-                        ),
+                        "CENTAGATE could not be reached, or refused the relay's own login (its \
+                         operator finds why in the relay's log)",
                     ),
                     Some(RETRY_UNAVAILABLE_SECS),
                 ))
@@ -487,12 +566,18 @@ impl Relay {
         message: &str,
         now_ms: i64,
     ) {
-        if let Err(e) = self
+        match self
             .store
             .finish_request(sha256, state, outcome, code, message, now_ms)
             .await
         {
-            tracing::error!(%sha256, error = %e, "the outcome could not be recorded; housekeeping settles it later");
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::error!(%sha256, %outcome, "the request's record was gone or final already: this outcome is not recorded")
+            }
+            Err(e) => {
+                tracing::error!(%sha256, error = %e, "the outcome could not be recorded; housekeeping settles it later")
+            }
         }
     }
 
@@ -557,9 +642,9 @@ impl Relay {
         if rec.as_ref().is_some_and(|r| r.state != "final") {
             let stale = now_ms(SystemTime::now())
                 - i64::try_from(self.stale_after.as_millis()).unwrap_or(i64::MAX);
-            if let Ok(list) = self.store.unsettled(stale).await {
-                if let Some(u) = list.iter().find(|u| u.sha256 == sha256) {
-                    let _ = self.settle(u).await;
+            if let Ok(Some(u)) = self.store.unsettled_one(&sha256, stale).await {
+                if let Err(e) = self.settle(&u).await {
+                    tracing::info!(%sha256, error = %e, "a lookup could not settle its request yet");
                 }
             }
             rec = match self.store.request(&sha256).await {
@@ -657,7 +742,7 @@ impl Relay {
             }
             Err(e) => tracing::warn!(error = %e, "housekeeping"),
         }
-        if let Err(e) = self.store.forget_claims_before(now).await {
+        if let Err(e) = self.store.forget_claims_before(now - CLAIM_MARGIN_MS).await {
             tracing::warn!(error = %e, "forgetting expired claims");
         }
         if let Err(e) = self.store.forget_rate_counts_before(now - 86_400_000).await {
@@ -669,26 +754,34 @@ impl Relay {
     /// most every 5 s).
     pub async fn health(&self) -> Answer {
         let db = self.store.ping().await;
-        let centagate = {
-            let mut cached = self.health.lock().await;
-            match cached.as_ref() {
-                Some((at, r)) if at.elapsed() < Duration::from_secs(5) => r.clone(),
-                _ => {
-                    let r = self.client.reachable().await;
-                    *cached = Some((Instant::now(), r.clone()));
-                    r
-                }
+        let cached = *self
+            .health
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let reachable = match cached {
+            Some((at, r)) if at.elapsed() < Duration::from_secs(5) => r,
+            _ => {
+                // Asked without holding the cache: a slow CENTAGATE never queues the probes.
+                let r = match self.client.reachable().await {
+                    Ok(()) => true,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "health: CENTAGATE does not answer");
+                        false
+                    }
+                };
+                *self
+                    .health
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((Instant::now(), r));
+                r
             }
         };
         Answer {
             status: if db.is_ok() { 200 } else { 503 },
             body: json!({
                 "status": if db.is_ok() { "ok" } else { "unavailable" },
-                "database": db.as_ref().map_or_else(|e| e.to_string(), |()| "ok".into()),
-                "centagate": {
-                    "reachable": centagate.is_ok(),
-                    "error": centagate.err(),
-                },
+                "database": if db.is_ok() { "ok" } else { "unavailable" },
+                "centagate": { "reachable": reachable },
             }),
             retry_after: None,
         }

@@ -115,7 +115,54 @@ pub struct RequestRecord {
 }
 
 pub struct Store {
+    /// Durable commits: request records and claims.
     pool: AnyPool,
+    /// Commits that need not wait for the disk: rate counters and audit rows (PostgreSQL's
+    /// `synchronous_commit = off`, SQLite's `synchronous = NORMAL` in WAL: a crash of the machine
+    /// may lose the last few, never corrupt them; the audit's stdout line is written anyway).
+    fast: AnyPool,
+}
+
+/// What starting a request found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Begun {
+    /// Recorded in progress, its challenge claimed: it may go to CENTAGATE.
+    New,
+    /// The same request has a record already.
+    Seen(RequestRecord),
+    /// Its challenge was claimed by another request (nothing was recorded).
+    ChallengeUsed,
+}
+
+/// A pool on `url`: SQLite in WAL, waiting for a writer instead of failing at once, with a full
+/// sync per commit when `durable`; PostgreSQL with `synchronous_commit` off when not.
+async fn connect(url: &str, sqlite: bool, durable: bool) -> Result<AnyPool, sqlx::Error> {
+    AnyPoolOptions::new()
+        .max_connections(if sqlite { 4 } else { 16 })
+        .after_connect(move |conn, _| {
+            Box::pin(async move {
+                let pragmas: &[&str] = match (sqlite, durable) {
+                    (true, true) => &[
+                        "PRAGMA journal_mode = WAL",
+                        "PRAGMA synchronous = FULL",
+                        "PRAGMA busy_timeout = 5000",
+                    ],
+                    (true, false) => &[
+                        "PRAGMA journal_mode = WAL",
+                        "PRAGMA synchronous = NORMAL",
+                        "PRAGMA busy_timeout = 5000",
+                    ],
+                    (false, true) => &[],
+                    (false, false) => &["SET synchronous_commit = off"],
+                };
+                for p in pragmas {
+                    sqlx::query(p).execute(&mut *conn).await?;
+                }
+                Ok(())
+            })
+        })
+        .connect(url)
+        .await
 }
 
 impl Store {
@@ -137,25 +184,7 @@ impl Store {
         } else {
             url.to_string()
         };
-        let pool = AnyPoolOptions::new()
-            .max_connections(if sqlite { 4 } else { 16 })
-            .after_connect(move |conn, _| {
-                Box::pin(async move {
-                    if sqlite {
-                        // Durable and concurrent: WAL, a full sync per commit, and waiting for
-                        // a writer instead of failing at once.
-                        for pragma in [
-                            "PRAGMA journal_mode = WAL",
-                            "PRAGMA synchronous = FULL",
-                            "PRAGMA busy_timeout = 5000",
-                        ] {
-                            sqlx::query(pragma).execute(&mut *conn).await?;
-                        }
-                    }
-                    Ok(())
-                })
-            })
-            .connect(&url_opened)
+        let pool = connect(&url_opened, sqlite, true)
             .await
             .map_err(|e| open_err(e.to_string()))?;
         let migrator = sqlx::migrate::Migrator::new(Embedded)
@@ -165,7 +194,10 @@ impl Store {
             .run(&pool)
             .await
             .map_err(|e| open_err(format!("bringing the schema up to date: {e}")))?;
-        Ok(Self { pool })
+        let fast = connect(&url_opened, sqlite, false)
+            .await
+            .map_err(|e| open_err(e.to_string()))?;
+        Ok(Self { pool, fast })
     }
 
     /// The challenge keys (the newest first), made on first use. Replicas racing to make the
@@ -254,7 +286,7 @@ impl Store {
     pub async fn forget_rate_counts_before(&self, before_ms: i64) -> Result<u64, StoreError> {
         let done = sqlx::query("DELETE FROM rate_counts WHERE window_start < $1")
             .bind(before_ms)
-            .execute(&self.pool)
+            .execute(&self.fast)
             .await
             .map_err(query_err)?;
         Ok(done.rows_affected())
@@ -269,7 +301,7 @@ impl Store {
         )
         .bind(bucket)
         .bind(window_start)
-        .fetch_one(&self.pool)
+        .fetch_one(&self.fast)
         .await
         .map_err(query_err)?;
         row.try_get(0).map_err(query_err)
@@ -300,7 +332,56 @@ impl Store {
         self.request(new.sha256).await
     }
 
-    /// Records the final (or unknown) outcome of request `sha256`.
+    /// Starts request `new` and claims its challenge (valid until `expires_ms`), in one durable
+    /// transaction: either both are recorded, or neither.
+    pub async fn begin(
+        &self,
+        new: &NewRequest<'_>,
+        expires_ms: i64,
+        now_ms: i64,
+    ) -> Result<Begun, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(query_err)?;
+        let recorded = sqlx::query(
+            "INSERT INTO requests (sha256, state, username, cert_sha1, challenge_id, updated_ms) \
+             VALUES ($1, 'in_progress', $2, $3, $4, $5) ON CONFLICT (sha256) DO NOTHING",
+        )
+        .bind(new.sha256)
+        .bind(new.username)
+        .bind(new.cert_sha1)
+        .bind(new.challenge_id)
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await
+        .map_err(query_err)?;
+        if recorded.rows_affected() == 0 {
+            tx.rollback().await.map_err(query_err)?;
+            return Ok(match self.request(new.sha256).await? {
+                Some(r) => Begun::Seen(r),
+                // Forgotten in between (its relay gave it back): as if its challenge were used.
+                None => Begun::ChallengeUsed,
+            });
+        }
+        let claimed = sqlx::query(
+            "INSERT INTO claims (challenge_id, request_sha256, claimed_ms, expires_ms) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (challenge_id) DO NOTHING",
+        )
+        .bind(new.challenge_id)
+        .bind(new.sha256)
+        .bind(now_ms)
+        .bind(expires_ms)
+        .execute(&mut *tx)
+        .await
+        .map_err(query_err)?;
+        if claimed.rows_affected() == 0 {
+            tx.rollback().await.map_err(query_err)?;
+            return Ok(Begun::ChallengeUsed);
+        }
+        tx.commit().await.map_err(query_err)?;
+        Ok(Begun::New)
+    }
+
+    /// Records the final (or unknown) outcome of request `sha256`, unless it is final already;
+    /// false when there was no such record to change.
     pub async fn finish_request(
         &self,
         sha256: &str,
@@ -309,10 +390,10 @@ impl Store {
         code: Option<i64>,
         message: &str,
         now_ms: i64,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
             "UPDATE requests SET state = $2, outcome = $3, code = $4, message = $5, \
-             updated_ms = $6 WHERE sha256 = $1",
+             updated_ms = $6 WHERE sha256 = $1 AND state <> 'final'",
         )
         .bind(sha256)
         .bind(state)
@@ -323,7 +404,7 @@ impl Store {
         .execute(&self.pool)
         .await
         .map_err(query_err)?;
-        Ok(())
+        Ok(done.rows_affected() == 1)
     }
 
     /// Forgets a record that is not final (nothing reached CENTAGATE, or CENTAGATE confirms
@@ -384,6 +465,36 @@ impl Store {
             .collect()
     }
 
+    /// Request `sha256`, if it is unsettled (see `unsettled`).
+    pub async fn unsettled_one(
+        &self,
+        sha256: &str,
+        stale_before_ms: i64,
+    ) -> Result<Option<Unsettled>, StoreError> {
+        let row: Option<AnyRow> = sqlx::query(
+            "SELECT sha256, username, cert_sha1, challenge_id FROM requests WHERE sha256 = $1 \
+             AND (state = 'unknown' OR (state = 'in_progress' AND updated_ms < $2)) \
+             AND cert_sha1 IS NOT NULL",
+        )
+        .bind(sha256)
+        .bind(stale_before_ms)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(query_err)?;
+        row.map(|r| {
+            Ok(Unsettled {
+                sha256: r.try_get(0).map_err(query_err)?,
+                username: r.try_get(1).map_err(query_err)?,
+                cert_sha1: r.try_get(2).map_err(query_err)?,
+                challenge_id: r
+                    .try_get::<Option<String>, _>(3)
+                    .map_err(query_err)?
+                    .unwrap_or_default(),
+            })
+        })
+        .transpose()
+    }
+
     /// One decision of the audit trail.
     pub async fn audit(&self, a: &super::audit::Audit) -> Result<(), StoreError> {
         sqlx::query(
@@ -404,7 +515,7 @@ impl Store {
         .bind(&a.rule)
         .bind(a.code)
         .bind(a.latency_ms)
-        .execute(&self.pool)
+        .execute(&self.fast)
         .await
         .map_err(query_err)?;
         Ok(())
@@ -439,6 +550,7 @@ impl Store {
     }
 
     pub async fn close(&self) {
+        self.fast.close().await;
         self.pool.close().await;
     }
 }
@@ -455,107 +567,4 @@ fn shown(url: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn rt() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-    }
-
-    async fn sqlite(dir: &tempfile::TempDir) -> Store {
-        Store::open(&format!("sqlite:{}", dir.path().join("relay.db").display()))
-            .await
-            .unwrap()
-    }
-
-    #[test]
-    fn the_schema_is_made_once_and_the_first_key_is_kept() {
-        let dir = tempfile::tempdir().unwrap();
-        rt().block_on(async {
-            let s = sqlite(&dir).await;
-            let k1 = s.challenge_keys(1).await.unwrap();
-            assert_eq!(k1.len(), 1);
-            s.close().await;
-            // Opened again: the migration is not run twice, the key is the same.
-            let s = sqlite(&dir).await;
-            let k2 = s.challenge_keys(2).await.unwrap();
-            assert_eq!(k2[0].expose(), k1[0].expose());
-        });
-    }
-
-    #[test]
-    fn a_challenge_is_claimed_once_and_a_released_claim_can_be_made_again() {
-        let dir = tempfile::tempdir().unwrap();
-        rt().block_on(async {
-            let s = sqlite(&dir).await;
-            assert!(s.claim("c1", "r1", 0, 10).await.unwrap());
-            assert!(!s.claim("c1", "r2", 1, 10).await.unwrap(), "used");
-            s.release("c1", "r2").await.unwrap();
-            assert!(
-                !s.claim("c1", "r3", 1, 10).await.unwrap(),
-                "only its own claimant releases"
-            );
-            s.release("c1", "r1").await.unwrap();
-            assert!(s.claim("c1", "r3", 2, 10).await.unwrap());
-            assert_eq!(s.forget_claims_before(11).await.unwrap(), 1);
-        });
-    }
-
-    #[test]
-    fn rate_counts_and_request_records_read_back() {
-        let dir = tempfile::tempdir().unwrap();
-        rt().block_on(async {
-            let s = sqlite(&dir).await;
-            for n in 1..=3 {
-                assert_eq!(s.hit("addr:127.0.0.1", 60_000).await.unwrap(), n);
-            }
-            assert_eq!(
-                s.hit("addr:127.0.0.1", 120_000).await.unwrap(),
-                1,
-                "a new window"
-            );
-            let new = NewRequest {
-                sha256: "h1",
-                username: "alice",
-                cert_sha1: "c1",
-                challenge_id: "ch1",
-            };
-            assert_eq!(s.begin_request(&new, 5).await.unwrap(), None);
-            let again = s.begin_request(&new, 6).await.unwrap().unwrap();
-            assert_eq!(again.state, "in_progress");
-            assert_eq!(s.unsettled(5).await.unwrap(), vec![], "not stale yet");
-            assert_eq!(s.unsettled(6).await.unwrap()[0].cert_sha1, "c1", "stale");
-            s.finish_request("h1", "final", "registered", Some(0), "ok", 7)
-                .await
-                .unwrap();
-            let r = s.request("h1").await.unwrap().unwrap();
-            assert_eq!(
-                (r.state.as_str(), r.outcome.as_deref(), r.code),
-                ("final", Some("registered"), Some(0))
-            );
-            s.forget_request("h1").await.unwrap();
-            assert!(
-                s.request("h1").await.unwrap().is_some(),
-                "a final record stays"
-            );
-            assert_eq!(s.request("h2").await.unwrap(), None);
-        });
-    }
-
-    #[test]
-    fn a_url_that_is_neither_is_refused_and_passwords_are_not_shown() {
-        let e = rt()
-            .block_on(Store::open("mysql://x"))
-            .err()
-            .unwrap()
-            .to_string();
-        assert!(e.contains("sqlite:PATH or postgres://"), "{e}");
-        assert_eq!(
-            shown("postgres://relay:hunter2@db:5432/relay"),
-            "postgres://relay:REDACTED@db:5432/relay"
-        );
-    }
-}
+mod tests;

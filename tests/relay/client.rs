@@ -126,15 +126,15 @@ fn a_token_enrolls_through_the_relay_with_no_secret_on_the_desk() {
         server_cert_sha256: None,
         proxy: Default::default(),
     };
-    let lookup = rt().block_on(async {
-        tokenroll::api::relay::RelayClient::new(&relay.url, &opts)
-            .unwrap()
-            .lookup(&sha)
-            .await
-            .unwrap()
-            .unwrap()
+    let (lookup, never) = rt().block_on(async {
+        let c = tokenroll::api::relay::RelayClient::new(&relay.url, &opts).unwrap();
+        (
+            c.lookup(&sha).await.unwrap().unwrap(),
+            c.lookup(&"0".repeat(64)).await.unwrap(),
+        )
     });
     assert_eq!(lookup.outcome, "registered", "{lookup:?}");
+    assert_eq!(never, None, "the relay's 404: never reached CENTAGATE");
     // The token's certificate names alice: asking for bob is the relay's refusal, exit 4.
     let out = enroll_via(&env, &relay, &tls, "bob").output().unwrap();
     assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
