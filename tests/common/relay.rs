@@ -32,6 +32,8 @@ pub struct RelaySetup {
     pub port: Option<u16>,
     /// CENTAGATE's origin; default the simulator's.
     pub server: Option<String>,
+    /// Log at trace level (for the secret scans).
+    pub trace: bool,
 }
 
 impl Default for RelaySetup {
@@ -44,6 +46,7 @@ impl Default for RelaySetup {
             public_url: None,
             port: None,
             server: None,
+            trace: false,
         }
     }
 }
@@ -113,7 +116,7 @@ impl Relay {
             .arg(&config)
             .env("TOKENROLL_APP_SECRET", APP_SECRET)
             .env("TOKENROLL_ADMIN_PASSWORD", ADMIN_PASSWORD)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", if setup.trace { "trace" } else { "info" })
             .stdout(std::fs::File::create(&audit).unwrap())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()

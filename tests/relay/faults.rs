@@ -295,13 +295,22 @@ fn rate_limits_answer_429_with_retry_after() {
 }
 
 /// The relay's admin session ends on the server (after one registration here): the relay logs
-/// in again and the next enrollment goes through; a short idle timeout does the same.
+/// in again and the next enrollment goes through. Logged at trace level, no secret (password,
+/// App secret, the session's authToken and secretCode, a cenToken) is in its log or audit.
 #[test]
 fn the_relays_session_ending_means_a_fresh_login() {
     let mut env = TestEnv::new();
     let (ca, ca_pem) = org_ca(&env);
     let sim = simulator(&mut env, &ca_pem, &["--end-sessions-after", "1"]);
-    let relay = Relay::start(&env, &sim, &ca_pem, RelaySetup::default());
+    let relay = Relay::start(
+        &env,
+        &sim,
+        &ca_pem,
+        RelaySetup {
+            trace: true,
+            ..Default::default()
+        },
+    );
     let client = Client::new(None);
     for (n, user) in ["alice", "bob"].iter().enumerate() {
         let key = ca.issue(user, None, 80 + n as u32, (-60, 3600));

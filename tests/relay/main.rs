@@ -324,3 +324,79 @@ fn two_stores_share_keys_and_a_challenge_has_one_winner() {
         });
     }
 }
+
+/// `org_crl`: a certificate the CA revoked (a CRL made by `openssl ca -gencrl`) is refused as
+/// untrusted; one it did not revoke registers.
+#[test]
+fn a_revoked_certificate_is_refused_with_org_crl() {
+    let mut env = TestEnv::new();
+    let (ca, ca_pem) = org_ca(&env);
+    let (bob, carol) = (
+        ca.issue("bob", None, 91, (-60, 3600)),
+        ca.issue("alice", None, 92, (-60, 3600)),
+    );
+    // The CA's own records, as `openssl ca` keeps them: bob revoked, then the CRL.
+    let d = env.path("ca");
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(d.join("index.txt"), "").unwrap();
+    std::fs::write(d.join("crlnumber"), "01\n").unwrap();
+    std::fs::write(d.join("ca.key"), ca.key_pem()).unwrap();
+    std::fs::write(d.join("bob.pem"), bob.cert_pem()).unwrap();
+    std::fs::write(
+        d.join("ca.cnf"),
+        format!(
+            "[ca]\ndefault_ca = d\n[d]\ndatabase = {0}/index.txt\ncrlnumber = {0}/crlnumber\n\
+             default_md = sha256\ndefault_crl_days = 1\n",
+            d.display()
+        ),
+    )
+    .unwrap();
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(["ca", "-config"])
+            .arg(d.join("ca.cnf"))
+            .arg("-keyfile")
+            .arg(d.join("ca.key"))
+            .arg("-cert")
+            .arg(&ca_pem)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl ca {args:?}: {}",
+            stderr(&out)
+        );
+    };
+    openssl(&["-revoke", d.join("bob.pem").to_str().unwrap()]);
+    let crl = d.join("org.crl");
+    openssl(&["-gencrl", "-out", crl.to_str().unwrap()]);
+    let sim = simulator(&mut env, &ca_pem, &[]);
+    let relay = Relay::start(
+        &env,
+        &sim,
+        &ca_pem,
+        RelaySetup {
+            extra: format!("org_crl = \"{}\"\n", crl.display()),
+            ..Default::default()
+        },
+    );
+    let client = Client::new(None);
+    let r = client.enroll(&relay.url, &bob, "bob");
+    assert_eq!(
+        (r.status, r.body["error"].as_str()),
+        (403, Some("untrusted_chain")),
+        "{r:?}"
+    );
+    assert!(
+        r.body["message"].as_str().unwrap().contains("revoked"),
+        "{r:?}"
+    );
+    let r = client.enroll(&relay.url, &carol, "alice");
+    assert_eq!(
+        (r.status, r.body["outcome"].as_str()),
+        (200, Some("registered")),
+        "{r:?}"
+    );
+    assert_eq!(sim.records().len(), 1);
+}
