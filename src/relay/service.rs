@@ -347,20 +347,24 @@ impl Relay {
     }
 
     /// Counts a hit against `rate` for `bucket`; refused over the limit.
-    async fn limit(&self, bucket: &str, rate: Rate, now: i64) -> Result<(), Decision> {
-        let hits = self.store.hit(bucket, rate.window(now)).await?;
-        if rate.exceeded_by(hits) {
-            return Err(Decision::Refused(
-                Refusal::new(
-                    Rule::RateLimited,
-                    format!(
-                        "more than {} requests in {} s",
-                        rate.count,
-                        rate.window_ms / 1000
+    /// Counts a hit against each `(bucket, rate)` (one statement); refused if any is over.
+    async fn limit(&self, limits: &[(&str, Rate)], now: i64) -> Result<(), Decision> {
+        let buckets: Vec<(&str, i64)> = limits.iter().map(|(b, r)| (*b, r.window(now))).collect();
+        let hits = self.store.hits(&buckets).await?;
+        for ((_, rate), hits) in limits.iter().zip(hits) {
+            if rate.exceeded_by(hits) {
+                return Err(Decision::Refused(
+                    Refusal::new(
+                        Rule::RateLimited,
+                        format!(
+                            "more than {} requests in {} s",
+                            rate.count,
+                            rate.window_ms / 1000
+                        ),
                     ),
-                ),
-                Some(rate.retry_after_secs(now)),
-            ));
+                    Some(rate.retry_after_secs(now)),
+                ));
+            }
         }
         Ok(())
     }
@@ -380,7 +384,7 @@ impl Relay {
         let now = SystemTime::now();
         let now_ms = now_ms(now);
         // Before the signature is looked at: nobody can lock a user out by naming them.
-        self.limit(&address_bucket(client), self.rates.address, now_ms)
+        self.limit(&[(&address_bucket(client), self.rates.address)], now_ms)
             .await?;
         let parsed = policy::parse(body)?;
         audit.sha256 = parsed.sha256.clone();
@@ -396,15 +400,15 @@ impl Relay {
         audit.issuer = signer.certificate.issuer.clone();
         audit.serial = signer.certificate.serial.clone();
         audit.cert_sha256 = signer.certificate.sha256.clone();
+        let (user_bucket, cert_bucket) = (
+            format!("user:{}", v.username.to_lowercase()),
+            format!("cert:{}", signer.certificate.sha256),
+        );
         self.limit(
-            &format!("user:{}", v.username.to_lowercase()),
-            self.rates.user,
-            now_ms,
-        )
-        .await?;
-        self.limit(
-            &format!("cert:{}", signer.certificate.sha256),
-            self.rates.certificate,
+            &[
+                (&user_bucket, self.rates.user),
+                (&cert_bucket, self.rates.certificate),
+            ],
             now_ms,
         )
         .await?;
@@ -414,10 +418,16 @@ impl Relay {
         if let Ok(c) = fresh.as_ref() {
             audit.challenge_id = c.id.clone();
         }
-        if let Some(rec) = self.store.request(&parsed.sha256).await? {
-            return Err(self.stored(rec));
-        }
-        let challenge = fresh?;
+        // Stale: still answered from its record if it has one. Fresh: `begin` finds the record.
+        let challenge = match fresh {
+            Ok(c) => c,
+            Err(refusal) => {
+                return Err(match self.store.request(&parsed.sha256).await? {
+                    Some(rec) => self.stored(rec),
+                    None => refusal.into(),
+                })
+            }
+        };
         // The permit first, so that a record in progress is one being sent (its age bounds
         // how long a live request can take: see `stale_after`).
         let _permit = match tokio::time::timeout(self.permit_wait, self.permits.acquire()).await {

@@ -115,9 +115,10 @@ pub struct RequestRecord {
 }
 
 pub struct Store {
-    /// Durable commits: request records and claims.
+    /// Durable commits: request records and claims, before anything reaches CENTAGATE.
     pool: AnyPool,
-    /// Commits that need not wait for the disk: rate counters and audit rows (PostgreSQL's
+    /// Commits that need not wait for the disk: outcomes (CENTAGATE's list is the truth a lost
+    /// one is settled from), rate counters and audit rows (PostgreSQL's
     /// `synchronous_commit = off`, SQLite's `synchronous = NORMAL` in WAL: a crash of the machine
     /// may lose the last few, never corrupt them; the audit's stdout line is written anyway).
     fast: AnyPool,
@@ -307,6 +308,42 @@ impl Store {
         row.try_get(0).map_err(query_err)
     }
 
+    /// Counts one hit in each `(bucket, window_start)`, in one statement; the counts after it,
+    /// in the order given.
+    pub async fn hits(&self, buckets: &[(&str, i64)]) -> Result<Vec<i64>, StoreError> {
+        let values: Vec<String> = (0..buckets.len())
+            .map(|i| format!("(${}, ${}, 1)", 2 * i + 1, 2 * i + 2))
+            .collect();
+        let sql = format!(
+            "INSERT INTO rate_counts (bucket, window_start, hits) VALUES {} \
+             ON CONFLICT (bucket, window_start) DO UPDATE SET hits = rate_counts.hits + 1 \
+             RETURNING bucket, window_start, hits",
+            values.join(", ")
+        );
+        let mut q = sqlx::query(&sql);
+        for (b, w) in buckets {
+            q = q.bind(*b).bind(*w);
+        }
+        let rows = q.fetch_all(&self.fast).await.map_err(query_err)?;
+        let mut counted = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let b: String = r.try_get(0).map_err(query_err)?;
+            let w: i64 = r.try_get(1).map_err(query_err)?;
+            let h: i64 = r.try_get(2).map_err(query_err)?;
+            counted.push((b, w, h));
+        }
+        buckets
+            .iter()
+            .map(|(b, w)| {
+                counted
+                    .iter()
+                    .find(|(cb, cw, _)| cb == b && cw == w)
+                    .map(|c| c.2)
+                    .ok_or_else(|| StoreError::Query(format!("no count came back for {b}")))
+            })
+            .collect()
+    }
+
     /// Starts the record of request `sha256`: `None` when it is new (now in progress), else
     /// the record already there (in progress elsewhere, or final).
     pub async fn begin_request(
@@ -401,7 +438,9 @@ impl Store {
         .bind(code)
         .bind(message)
         .bind(now_ms)
-        .execute(&self.pool)
+        // Without waiting for the disk: an outcome a crash loses leaves the record in progress,
+        // and housekeeping settles it from CENTAGATE's own list.
+        .execute(&self.fast)
         .await
         .map_err(query_err)?;
         Ok(done.rows_affected() == 1)
