@@ -46,6 +46,50 @@ pub fn journal_path(paths: &Paths) -> Result<PathBuf, ConfigError> {
         .join("journal.jsonl"))
 }
 
+/// `retries`: 0-10, default 2.
+pub fn retries(raw: &RawConfig) -> Result<u32, ConfigError> {
+    match raw.server.retries.unwrap_or(2) {
+        r @ 0..=10 => Ok(r),
+        _ => err("--retries must be 0-10"),
+    }
+}
+
+/// `journal`, else the default in the state folder.
+pub fn journal(raw: &RawConfig, paths: &Paths) -> Result<PathBuf, ConfigError> {
+    match &raw.journal.journal {
+        Some(j) => Ok(j.clone()),
+        None => journal_path(paths),
+    }
+}
+
+/// `user_must_match`, default none.
+pub fn user_must_match(raw: &RawConfig) -> Result<crate::enroll::MustMatch, ConfigError> {
+    raw.server
+        .user_must_match
+        .as_deref()
+        .unwrap_or("none")
+        .parse()
+        .map_err(ConfigError)
+}
+
+/// `status` (default pending) and `timestamp_unit` (default ms).
+pub fn status_and_unit(raw: &RawConfig) -> Result<(TokenStatus, TimestampUnit), ConfigError> {
+    Ok((
+        raw.server
+            .status
+            .as_deref()
+            .unwrap_or("pending")
+            .parse()
+            .map_err(|e: String| ConfigError(format!("status: {e}")))?,
+        raw.server
+            .timestamp_unit
+            .as_deref()
+            .unwrap_or("ms")
+            .parse()
+            .map_err(|e: String| ConfigError(format!("timestamp_unit: {e}")))?,
+    ))
+}
+
 /// Parses a config file's text. An unknown key is refused, naming the known ones.
 pub fn parse_text(text: &str) -> Result<RawConfig, ConfigError> {
     let table: toml::Table = toml::from_str(text).map_err(|e| ConfigError(e.to_string()))?;
@@ -296,40 +340,17 @@ impl RegisterOptions {
         }
         let server = need(&raw.server.server, "--server")?;
         crate::api::client::server_origin(&server).map_err(|e| ConfigError(e.to_string()))?;
+        let (status, timestamp_unit) = status_and_unit(raw)?;
         Ok(Self {
             server,
             admin: need(&raw.server.admin, "--admin")?,
             user,
-            status: raw
-                .server
-                .status
-                .as_deref()
-                .unwrap_or("pending")
-                .parse()
-                .map_err(ConfigError)?,
-            timestamp_unit: raw
-                .server
-                .timestamp_unit
-                .as_deref()
-                .unwrap_or("ms")
-                .parse()
-                .map_err(ConfigError)?,
+            status,
+            timestamp_unit,
             login: login_options(raw, env)?,
-            retries: match raw.server.retries.unwrap_or(2) {
-                r @ 0..=10 => r,
-                _ => return err("--retries must be 0-10"),
-            },
-            journal: match &raw.journal.journal {
-                Some(j) => j.clone(),
-                None => journal_path(paths)?,
-            },
-            user_must_match: raw
-                .server
-                .user_must_match
-                .as_deref()
-                .unwrap_or("none")
-                .parse()
-                .map_err(ConfigError)?,
+            retries: retries(raw)?,
+            journal: journal(raw, paths)?,
+            user_must_match: user_must_match(raw)?,
         })
     }
 }

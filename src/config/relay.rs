@@ -5,7 +5,7 @@
 //! Owns: turning those keys into typed options. Does not own: the relay protocol (see
 //! `api::relay`) or the flow (see `enroll`).
 
-use super::{err, http_options, journal_path, ConfigError, RawConfig};
+use super::{err, http_options, ConfigError, RawConfig};
 use crate::api::HttpOptions;
 use crate::digest::DigestAlg;
 use crate::enroll::{MustMatch, UserFrom};
@@ -76,21 +76,9 @@ impl RelayOptions {
             url: url.to_string(),
             http,
             user,
-            user_must_match: raw
-                .server
-                .user_must_match
-                .as_deref()
-                .unwrap_or("none")
-                .parse()
-                .map_err(ConfigError)?,
-            retries: match raw.server.retries.unwrap_or(2) {
-                r @ 0..=10 => r,
-                _ => return err("--retries must be 0-10"),
-            },
-            journal: match &raw.journal.journal {
-                Some(j) => j.clone(),
-                None => journal_path(paths)?,
-            },
+            user_must_match: super::user_must_match(raw)?,
+            retries: super::retries(raw)?,
+            journal: super::journal(raw, paths)?,
         }))
     }
 }

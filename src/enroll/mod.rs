@@ -394,25 +394,15 @@ pub async fn run<T: TokenSide, R: Registrar>(
             user: user.map(str::to_string),
         })
     };
-    let mut selected = token.select().map_err(|e| fail(e.into(), None, None))?;
-    let pair = selected.summary().clone();
-    on(pair.found_step());
+    let policy = match &plan {
+        Plan::SignOnly => None,
+        Plan::Register { user, .. } => Some(user),
+    };
+    let (mut selected, pair, user) = select_and_resolve(token, policy, on)?;
     if request.digest.is_weak() {
         tracing::warn!("SHA-1 is weak; use it only for servers that require it");
         on(Step::WeakDigest);
     }
-    let user = match &plan {
-        Plan::SignOnly => None,
-        Plan::Register { user: policy, .. } => {
-            let user = policy
-                .from
-                .resolve(&pair.cert, policy.asked)
-                .and_then(|u| policy.must_match.check(&u, &pair.cert).map(|()| u))
-                .map_err(|e| fail(e, Some(&pair), None))?;
-            on(Step::UserResolved { user: user.clone() });
-            Some(user)
-        }
-    };
     let challenge = crate::challenge::obtain(request.challenge, request.http)
         .await
         .map_err(|e| fail(e.into(), Some(&pair), user.as_deref()))?;
@@ -470,20 +460,7 @@ fn sign(
     on: &mut (dyn FnMut(Step) + Send),
 ) -> Result<Vec<u8>, EnrollError> {
     let pair = selected.summary().clone();
-    if pair.pin_locked {
-        return Err(TokenError::PinLocked.into());
-    }
-    if pair.pin_count_low || pair.pin_final_try {
-        on(Step::PinWarning {
-            final_try: pair.pin_final_try,
-        });
-    }
-    let login = if pair.pin_pad {
-        on(Step::PinPad);
-        PinInput::ProtectedPath
-    } else {
-        PinInput::Pin(prompt.pin(&pair)?)
-    };
+    let login = login_input(&pair, prompt, on)?;
     let der = selected.sign_cms(login, challenge, digest)?;
     on(Step::Signed {
         algorithm: digest,
@@ -493,6 +470,60 @@ fn sign(
     self_verify(&der, challenge, digest, &pair.cert)?;
     on(Step::SelfVerified);
     Ok(der)
+}
+
+/// How the person logs in to `pair`'s token: never for a locked PIN; a warning when few tries
+/// are left; the reader's PIN pad, else the PIN asked once.
+fn login_input(
+    pair: &PairSummary,
+    prompt: &mut impl PinPrompt,
+    on: &mut (dyn FnMut(Step) + Send),
+) -> Result<PinInput, EnrollError> {
+    if pair.pin_locked {
+        return Err(TokenError::PinLocked.into());
+    }
+    if pair.pin_count_low || pair.pin_final_try {
+        on(Step::PinWarning {
+            final_try: pair.pin_final_try,
+        });
+    }
+    Ok(if pair.pin_pad {
+        on(Step::PinPad);
+        PinInput::ProtectedPath
+    } else {
+        PinInput::Pin(prompt.pin(pair)?)
+    })
+}
+
+/// The run's first steps, shared by both orders: select the pair, then the username policy.
+fn select_and_resolve<T: TokenSide>(
+    token: &mut T,
+    user: Option<&UserPolicy<'_>>,
+    on: &mut (dyn FnMut(Step) + Send),
+) -> Result<(T::Pair, PairSummary, Option<String>), Box<Failure>> {
+    let fail = |error: EnrollError, pair: Option<&PairSummary>| {
+        Box::new(Failure {
+            error,
+            pair: pair.cloned(),
+            user: None,
+        })
+    };
+    let selected = token.select().map_err(|e| fail(e.into(), None))?;
+    let pair = selected.summary().clone();
+    on(pair.found_step());
+    let user = match user {
+        None => None,
+        Some(policy) => {
+            let user = policy
+                .from
+                .resolve(&pair.cert, policy.asked)
+                .and_then(|u| policy.must_match.check(&u, &pair.cert).map(|()| u))
+                .map_err(|e| fail(e, Some(&pair)))?;
+            on(Step::UserResolved { user: user.clone() });
+            Some(user)
+        }
+    };
+    Ok((selected, pair, user))
 }
 
 /// The gate before anything is sent: our own PKCS#7 must decode and verify, with the content,

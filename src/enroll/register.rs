@@ -72,6 +72,40 @@ impl Signer {
     }
 }
 
+impl Signer {
+    /// The journal's intent to register this certificate for `user` through `server`.
+    pub fn intent(
+        &self,
+        id: &str,
+        server: &str,
+        admin: &str,
+        user: &str,
+        digest: DigestAlg,
+        status: &str,
+    ) -> crate::journal::Intent {
+        let cert = &self.certificate;
+        crate::journal::Intent {
+            id: id.to_string(),
+            action: "register".into(),
+            time: crate::journal::now(),
+            server: server.to_string(),
+            admin: admin.to_string(),
+            user: user.to_string(),
+            token_label: self.token.as_ref().map_or("", |t| &t.label).to_string(),
+            token_serial: self.token.as_ref().map_or("", |t| &t.serial).to_string(),
+            certificate_sha256: cert.sha256.clone(),
+            certificate_subject: cert.subject.clone(),
+            certificate_sha1: self.sha1.clone(),
+            certificate_serial: cert.serial.clone(),
+            certificate_issuer: cert.issuer.clone(),
+            algorithm: digest.name().to_string(),
+            status: status.to_string(),
+            via: None,
+            request_sha256: None,
+        }
+    }
+}
+
 impl From<&PairSummary> for Signer {
     fn from(pair: &PairSummary) -> Self {
         Self {
@@ -136,7 +170,7 @@ pub async fn register(
     digest: DigestAlg,
     on: &mut (dyn FnMut(Step) + Send),
 ) -> Result<Report, EnrollError> {
-    use crate::journal::{Intent, Outcome};
+    use crate::journal::Outcome;
     // The session first (a login, when one is needed): nothing is journaled or sent for a
     // registration the admin cannot make.
     let mut secrets = registrar.secrets(on).await?;
@@ -147,25 +181,14 @@ pub async fn register(
     let sha1 = &signer.sha1;
     let id = crate::journal::new_id();
     if let Some(j) = reg.journal {
-        j.intent(&Intent {
-            id: id.clone(),
-            action: "register".into(),
-            time: crate::journal::now(),
-            server: reg.url_for_display.clone(),
-            admin: reg.admin.to_string(),
-            user: user.to_string(),
-            token_label: signer.token.as_ref().map_or("", |t| &t.label).to_string(),
-            token_serial: signer.token.as_ref().map_or("", |t| &t.serial).to_string(),
-            certificate_sha256: cert.sha256.clone(),
-            certificate_subject: cert.subject.clone(),
-            certificate_sha1: sha1.clone(),
-            certificate_serial: cert.serial.clone(),
-            certificate_issuer: cert.issuer.clone(),
-            algorithm: digest.name().to_string(),
-            status: reg.status.code().to_string(),
-            via: None,
-            request_sha256: None,
-        })?;
+        j.intent(&signer.intent(
+            &id,
+            &reg.url_for_display,
+            reg.admin,
+            user,
+            digest,
+            &reg.status.code().to_string(),
+        ))?;
     }
     let offset_ms = match registrar.clock_offset_ms().await {
         Some(o) if o.abs() > CLOCK_SKEW_LIMIT_MS => {

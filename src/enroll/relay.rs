@@ -116,32 +116,11 @@ pub async fn run_relay<T: TokenSide, C: RelaySide>(
             user: user.map(str::to_string),
         })
     };
-    let mut selected = token.select().map_err(|e| fail(e.into(), None, None))?;
-    let pair = selected.summary().clone();
-    on(pair.found_step());
-    let user = plan
-        .user
-        .from
-        .resolve(&pair.cert, plan.user.asked)
-        .and_then(|u| plan.user.must_match.check(&u, &pair.cert).map(|()| u))
-        .map_err(|e| fail(e, Some(&pair), None))?;
-    on(Step::UserResolved { user: user.clone() });
+    let (mut selected, pair, user) = super::select_and_resolve(token, Some(&plan.user), on)?;
+    let user = user.expect("a username policy was given");
     let failed = |e: EnrollError| fail(e, Some(&pair), Some(&user));
     // The PIN and the login before the challenge.
-    if pair.pin_locked {
-        return Err(failed(TokenError::PinLocked.into()));
-    }
-    if pair.pin_count_low || pair.pin_final_try {
-        on(Step::PinWarning {
-            final_try: pair.pin_final_try,
-        });
-    }
-    let login = if pair.pin_pad {
-        on(Step::PinPad);
-        PinInput::ProtectedPath
-    } else {
-        PinInput::Pin(prompt.pin(&pair).map_err(|e| failed(e.into()))?)
-    };
+    let login = super::login_input(&pair, prompt, on).map_err(failed)?;
     selected.log_in(&login).map_err(|e| failed(e.into()))?;
     let mut round = 0;
     loop {
@@ -205,29 +184,15 @@ async fn send<C: RelaySide>(
     iat: i64,
     on: &mut (dyn FnMut(Step) + Send),
 ) -> Result<Report, EnrollError> {
-    use crate::journal::{Intent, Outcome};
+    use crate::journal::Outcome;
     let signer = super::Signer::from(pair);
     let id = crate::journal::new_id();
     let url = relay.enroll_url();
     if let Some(j) = plan.journal {
-        j.intent(&Intent {
-            id: id.clone(),
-            action: "register".into(),
-            time: crate::journal::now(),
-            server: url.clone(),
-            admin: String::new(),
-            user: user.to_string(),
-            token_label: pair.token_label.clone(),
-            token_serial: pair.token_serial.clone(),
-            certificate_sha256: signer.certificate.sha256.clone(),
-            certificate_subject: signer.certificate.subject.clone(),
-            certificate_sha1: signer.sha1.clone(),
-            certificate_serial: signer.certificate.serial.clone(),
-            certificate_issuer: signer.certificate.issuer.clone(),
-            algorithm: plan.digest.name().to_string(),
-            status: String::new(),
+        j.intent(&crate::journal::Intent {
             via: Some("relay".into()),
             request_sha256: Some(crate::certinfo::fingerprint(pkcs7)),
+            ..signer.intent(&id, &url, "", user, plan.digest, "")
         })?;
     }
     let mut attempts = 0u32;

@@ -358,6 +358,8 @@ impl RelayConfig {
             }
             _ => {}
         }
+        let (status, timestamp_unit) =
+            crate::config::status_and_unit(&raw).map_err(|e| e.to_string())?;
         Ok(Self {
             file: PathBuf::new(),
             listen,
@@ -368,13 +370,7 @@ impl RelayConfig {
             org_ca,
             org_crl,
             user,
-            status: raw
-                .server
-                .status
-                .as_deref()
-                .unwrap_or("pending")
-                .parse()
-                .map_err(|e: String| format!("status: {e}"))?,
+            status,
             database,
             rates,
             centagate_concurrency,
@@ -382,17 +378,8 @@ impl RelayConfig {
             admin,
             http: crate::config::http_options(&raw, env).map_err(|e| e.to_string())?,
             login,
-            timestamp_unit: raw
-                .server
-                .timestamp_unit
-                .as_deref()
-                .unwrap_or("ms")
-                .parse()
-                .map_err(|e: String| format!("timestamp_unit: {e}"))?,
-            retries: match raw.server.retries.unwrap_or(2) {
-                r @ 0..=10 => r,
-                _ => return Err("retries must be 0-10".into()),
-            },
+            timestamp_unit,
+            retries: crate::config::retries(&raw).map_err(|e| e.to_string())?,
         })
     }
 }

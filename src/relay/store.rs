@@ -489,19 +489,7 @@ impl Store {
         .fetch_all(&self.pool)
         .await
         .map_err(query_err)?;
-        rows.iter()
-            .map(|r| {
-                Ok(Unsettled {
-                    sha256: r.try_get(0).map_err(query_err)?,
-                    username: r.try_get(1).map_err(query_err)?,
-                    cert_sha1: r.try_get(2).map_err(query_err)?,
-                    challenge_id: r
-                        .try_get::<Option<String>, _>(3)
-                        .map_err(query_err)?
-                        .unwrap_or_default(),
-                })
-            })
-            .collect()
+        rows.iter().map(unsettled_row).collect()
     }
 
     /// Request `sha256`, if it is unsettled (see `unsettled`).
@@ -520,18 +508,7 @@ impl Store {
         .fetch_optional(&self.pool)
         .await
         .map_err(query_err)?;
-        row.map(|r| {
-            Ok(Unsettled {
-                sha256: r.try_get(0).map_err(query_err)?,
-                username: r.try_get(1).map_err(query_err)?,
-                cert_sha1: r.try_get(2).map_err(query_err)?,
-                challenge_id: r
-                    .try_get::<Option<String>, _>(3)
-                    .map_err(query_err)?
-                    .unwrap_or_default(),
-            })
-        })
-        .transpose()
+        row.as_ref().map(unsettled_row).transpose()
     }
 
     /// One decision of the audit trail.
@@ -592,6 +569,19 @@ impl Store {
         self.fast.close().await;
         self.pool.close().await;
     }
+}
+
+/// An `Unsettled` from a row of `sha256, username, cert_sha1, challenge_id`.
+fn unsettled_row(r: &AnyRow) -> Result<Unsettled, StoreError> {
+    Ok(Unsettled {
+        sha256: r.try_get(0).map_err(query_err)?,
+        username: r.try_get(1).map_err(query_err)?,
+        cert_sha1: r.try_get(2).map_err(query_err)?,
+        challenge_id: r
+            .try_get::<Option<String>, _>(3)
+            .map_err(query_err)?
+            .unwrap_or_default(),
+    })
 }
 
 /// A database URL for messages: without a password.
