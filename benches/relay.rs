@@ -311,6 +311,13 @@ async fn fresh_pg(server: &str, n: usize) -> String {
 }
 
 fn main() {
+    // TOKENROLL_BENCH_TRACE=1: the relay's per-request timing (to stderr).
+    if std::env::var_os("TOKENROLL_BENCH_TRACE").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter("tokenroll::relay::timing=debug")
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let n: usize = std::env::var("TOKENROLL_BENCH_N")
         .ok()
         .and_then(|v| v.parse().ok())

@@ -260,12 +260,15 @@ impl Relay {
             );
         };
         let me = self.clone();
-        let task = tokio::spawn(async move {
-            let answer = me.enroll(&body, client).await;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        // The answer goes back as soon as it is decided; the audit row is written after it.
+        tokio::spawn(async move {
+            let (answer, audit) = me.decide_enrollment(&body, client).await;
+            let _ = tx.send(answer);
+            me.record(&audit).await;
             drop(permit);
-            answer
         });
-        match task.await {
+        match rx.await {
             Ok(a) => a,
             Err(e) => {
                 tracing::error!(error = %e, "an enrollment task ended abnormally");
@@ -289,8 +292,23 @@ impl Relay {
         self.inflight.close();
     }
 
-    /// `POST /v1/enroll` from `client`.
+    /// `POST /v1/enroll` from `client`: the answer, its audit record written.
     pub async fn enroll(&self, body: &[u8], client: std::net::IpAddr) -> Answer {
+        let (answer, audit) = self.decide_enrollment(body, client).await;
+        self.record(&audit).await;
+        answer
+    }
+
+    /// The audit line on stdout and its row.
+    async fn record(&self, audit: &Audit) {
+        audit.emit();
+        if let Err(e) = self.store.audit(audit).await {
+            tracing::error!(error = %e, "an audit row could not be written");
+        }
+    }
+
+    /// The answer to `POST /v1/enroll`, and its audit record (not written yet).
+    async fn decide_enrollment(&self, body: &[u8], client: std::net::IpAddr) -> (Answer, Audit) {
         let started = Instant::now();
         let mut audit = Audit {
             request_id: super::audit::request_id(),
@@ -339,14 +357,9 @@ impl Relay {
         audit.time = super::audit::rfc3339(now);
         audit.latency_ms = i64::try_from(took.as_millis()).unwrap_or(i64::MAX);
         self.metrics.request("enroll", outcome, &audit.rule, took);
-        audit.emit();
-        if let Err(e) = self.store.audit(&audit).await {
-            tracing::error!(error = %e, "an audit row could not be written");
-        }
-        answer
+        (answer, audit)
     }
 
-    /// Counts a hit against `rate` for `bucket`; refused over the limit.
     /// Counts a hit against each `(bucket, rate)` (one statement); refused if any is over.
     async fn limit(&self, limits: &[(&str, Rate)], now: i64) -> Result<(), Decision> {
         let buckets: Vec<(&str, i64)> = limits.iter().map(|(b, r)| (*b, r.window(now))).collect();
@@ -383,13 +396,24 @@ impl Relay {
     ) -> Result<Decision, Decision> {
         let now = SystemTime::now();
         let now_ms = now_ms(now);
-        // Before the signature is looked at: nobody can lock a user out by naming them.
-        self.limit(&[(&address_bucket(client), self.rates.address)], now_ms)
-            .await?;
-        let parsed = policy::parse(body)?;
+        let started = Instant::now();
+        // The address's limit decides first (counted before the signature is looked at, so
+        // nobody can lock a user out by naming them); the body is checked while its count is
+        // on its way to the database.
+        let bucket = address_bucket(client);
+        let address = [(bucket.as_str(), self.rates.address)];
+        let (limited, checked) = tokio::join!(self.limit(&address, now_ms), async {
+            let parsed = policy::parse(body)?;
+            let v = self.policy.verify(&parsed, now);
+            Ok::<_, Refusal>((parsed, v))
+        });
+        limited?;
+        let t_rate = started.elapsed();
+        let (parsed, v) = checked?;
         audit.sha256 = parsed.sha256.clone();
         audit.username = crate::text::cap(&parsed.username, 256).into_owned();
-        let v = self.policy.verify(&parsed, now)?;
+        let v = v?;
+        let t_verify = started.elapsed();
         let cert_der = v
             .signer
             .to_der()
@@ -449,6 +473,7 @@ impl Relay {
             challenge_id: &challenge.id,
         };
         let now_ms = self::now_ms(SystemTime::now());
+        let t_limits = started.elapsed();
         match self.store.begin(&new, challenge.expires_ms, now_ms).await? {
             Begun::New => {}
             Begun::Seen(rec) => return Err(self.stored(rec)),
@@ -474,6 +499,7 @@ impl Relay {
             }
         };
         let sent = Instant::now();
+        let t_begun = started.elapsed();
         let result = crate::enroll::register(
             &self.session,
             &registration,
@@ -485,6 +511,16 @@ impl Relay {
         )
         .await;
         let now_ms = now_ms + i64::try_from(sent.elapsed().as_millis()).unwrap_or(0);
+        // Where a request's time goes (cumulative), for an operator tuning the database.
+        tracing::debug!(
+            target: "tokenroll::relay::timing",
+            rate = ?t_rate,
+            verified = ?t_verify,
+            limits_and_permit = ?t_limits,
+            recorded = ?t_begun,
+            registered = ?started.elapsed(),
+            "enrollment timing"
+        );
         match result {
             Ok(report) if report.unsettled => {
                 // A 22027 after a retry that CENTAGATE's list could not attribute: probably

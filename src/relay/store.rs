@@ -122,6 +122,8 @@ pub struct Store {
     /// `synchronous_commit = off`, SQLite's `synchronous = NORMAL` in WAL: a crash of the machine
     /// may lose the last few, never corrupt them; the audit's stdout line is written anyway).
     fast: AnyPool,
+    /// SQLite (one writer, no data-modifying WITH) rather than PostgreSQL.
+    sqlite: bool,
 }
 
 /// What starting a request found.
@@ -198,7 +200,7 @@ impl Store {
         let fast = connect(&url_opened, sqlite, false)
             .await
             .map_err(|e| open_err(e.to_string()))?;
-        Ok(Self { pool, fast })
+        Ok(Self { pool, fast, sqlite })
     }
 
     /// The challenge keys (the newest first), made on first use. Replicas racing to make the
@@ -377,6 +379,9 @@ impl Store {
         expires_ms: i64,
         now_ms: i64,
     ) -> Result<Begun, StoreError> {
+        if !self.sqlite {
+            return self.begin_in_one(new, expires_ms, now_ms).await;
+        }
         let mut tx = self.pool.begin().await.map_err(query_err)?;
         let recorded = sqlx::query(
             "INSERT INTO requests (sha256, state, username, cert_sha1, challenge_id, updated_ms) \
@@ -415,6 +420,41 @@ impl Store {
         }
         tx.commit().await.map_err(query_err)?;
         Ok(Begun::New)
+    }
+
+    /// `begin` on PostgreSQL in one statement (one round trip, one commit): the claim first,
+    /// and the record only where the claim was made. The same request again finds its claim
+    /// made already, and its record.
+    async fn begin_in_one(
+        &self,
+        new: &NewRequest<'_>,
+        expires_ms: i64,
+        now_ms: i64,
+    ) -> Result<Begun, StoreError> {
+        let row: Option<AnyRow> = sqlx::query(
+            "WITH claimed AS (INSERT INTO claims (challenge_id, request_sha256, claimed_ms, \
+             expires_ms) VALUES ($4, $1, $5, $6) ON CONFLICT (challenge_id) DO NOTHING \
+             RETURNING challenge_id) \
+             INSERT INTO requests (sha256, state, username, cert_sha1, challenge_id, updated_ms) \
+             SELECT $1, 'in_progress', $2, $3, challenge_id, $5 FROM claimed \
+             ON CONFLICT (sha256) DO NOTHING RETURNING sha256",
+        )
+        .bind(new.sha256)
+        .bind(new.username)
+        .bind(new.cert_sha1)
+        .bind(new.challenge_id)
+        .bind(now_ms)
+        .bind(expires_ms)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(query_err)?;
+        if row.is_some() {
+            return Ok(Begun::New);
+        }
+        Ok(match self.request(new.sha256).await? {
+            Some(r) => Begun::Seen(r),
+            None => Begun::ChallengeUsed,
+        })
     }
 
     /// Records the final (or unknown) outcome of request `sha256`, unless it is final already;

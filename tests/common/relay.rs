@@ -150,6 +150,24 @@ impl Relay {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The audit trail's first `n` lines, waiting for them (a line is written just after its
+    /// answer is sent).
+    pub fn audit_wait(&self, n: usize) -> Vec<serde_json::Value> {
+        let t = Instant::now();
+        loop {
+            let lines = self.audit_lines();
+            if lines.len() >= n {
+                return lines;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "{} audit lines, not {n}: {lines:?}",
+                lines.len()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// The audit trail's JSON lines so far.
     pub fn audit_lines(&self) -> Vec<serde_json::Value> {
         std::fs::read_to_string(&self.audit)

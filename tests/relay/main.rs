@@ -90,7 +90,7 @@ fn an_enrollment_through_the_relay_registers_and_is_recorded() {
         (400, Some("malformed"))
     );
     // One audit line, and its row.
-    let audit = relay.audit_lines();
+    let audit = relay.audit_wait(1);
     assert_eq!(audit.len(), 1, "{audit:?}");
     assert_eq!(audit[0]["decision"], "registered");
     assert_eq!(audit[0]["username"], "alice");
@@ -246,8 +246,9 @@ fn requests_that_break_a_rule_are_refused_before_centagate() {
         (200, Some("registered"))
     );
     assert_eq!(sim.records().len(), 1);
+    // Twelve decisions went through the checks (the oversized body was refused unread).
     let decisions: Vec<String> = relay
-        .audit_lines()
+        .audit_wait(12)
         .iter()
         .map(|a| {
             format!(
