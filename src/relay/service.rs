@@ -85,6 +85,16 @@ impl From<StoreError> for Decision {
     }
 }
 
+/// A request's outcome, recorded just after its answer is sent.
+struct Recorded {
+    sha256: String,
+    state: &'static str,
+    outcome: String,
+    code: Option<i64>,
+    message: String,
+    now_ms: i64,
+}
+
 /// Enrollments decided at once at most (each holds a permit of `inflight` until it is done).
 const INFLIGHT: u32 = 1 << 20;
 
@@ -261,11 +271,12 @@ impl Relay {
         };
         let me = self.clone();
         let (tx, rx) = tokio::sync::oneshot::channel();
-        // The answer goes back as soon as it is decided; the audit row is written after it.
+        // The answer goes back as soon as it is decided; the outcome (recorded without waiting
+        // for the disk either way) and the audit row are written just after it.
         tokio::spawn(async move {
-            let (answer, audit) = me.decide_enrollment(&body, client).await;
+            let (answer, audit, after) = me.decide_enrollment(&body, client).await;
             let _ = tx.send(answer);
-            me.record(&audit).await;
+            me.finish(after, &audit).await;
             drop(permit);
         });
         match rx.await {
@@ -294,9 +305,17 @@ impl Relay {
 
     /// `POST /v1/enroll` from `client`: the answer, its audit record written.
     pub async fn enroll(&self, body: &[u8], client: std::net::IpAddr) -> Answer {
-        let (answer, audit) = self.decide_enrollment(body, client).await;
-        self.record(&audit).await;
+        let (answer, audit, after) = self.decide_enrollment(body, client).await;
+        self.finish(after, &audit).await;
         answer
+    }
+
+    /// What follows an answer: the request's outcome recorded, then the audit line and row.
+    async fn finish(&self, after: Option<Recorded>, audit: &Audit) {
+        if let Some(r) = after {
+            self.keep(&r).await;
+        }
+        self.record(audit).await;
     }
 
     /// The audit line on stdout and its row.
@@ -307,8 +326,13 @@ impl Relay {
         }
     }
 
-    /// The answer to `POST /v1/enroll`, and its audit record (not written yet).
-    async fn decide_enrollment(&self, body: &[u8], client: std::net::IpAddr) -> (Answer, Audit) {
+    /// The answer to `POST /v1/enroll`, its audit record and the request's outcome to record
+    /// (neither written yet).
+    async fn decide_enrollment(
+        &self,
+        body: &[u8],
+        client: std::net::IpAddr,
+    ) -> (Answer, Audit, Option<Recorded>) {
         let started = Instant::now();
         let mut audit = Audit {
             request_id: super::audit::request_id(),
@@ -316,7 +340,8 @@ impl Relay {
             endpoint: "enroll",
             ..Default::default()
         };
-        let decision = self.decide(body, client, &mut audit).await;
+        let mut after = None;
+        let decision = self.decide(body, client, &mut audit, &mut after).await;
         let (answer, outcome) = match decision {
             Decision::Refused(r, retry) => {
                 audit.decision = match r.rule {
@@ -357,7 +382,7 @@ impl Relay {
         audit.time = super::audit::rfc3339(now);
         audit.latency_ms = i64::try_from(took.as_millis()).unwrap_or(i64::MAX);
         self.metrics.request("enroll", outcome, &audit.rule, took);
-        (answer, audit)
+        (answer, audit, after)
     }
 
     /// Counts a hit against each `(bucket, rate)` (one statement); refused if any is over.
@@ -382,8 +407,14 @@ impl Relay {
         Ok(())
     }
 
-    async fn decide(&self, body: &[u8], client: std::net::IpAddr, audit: &mut Audit) -> Decision {
-        match self.decide_inner(body, client, audit).await {
+    async fn decide(
+        &self,
+        body: &[u8],
+        client: std::net::IpAddr,
+        audit: &mut Audit,
+        after: &mut Option<Recorded>,
+    ) -> Decision {
+        match self.decide_inner(body, client, audit, after).await {
             Ok(d) | Err(d) => d,
         }
     }
@@ -393,6 +424,7 @@ impl Relay {
         body: &[u8],
         client: std::net::IpAddr,
         audit: &mut Audit,
+        after: &mut Option<Recorded>,
     ) -> Result<Decision, Decision> {
         let now = SystemTime::now();
         let now_ms = now_ms(now);
@@ -447,7 +479,7 @@ impl Relay {
             Ok(c) => c,
             Err(refusal) => {
                 return Err(match self.store.request(&parsed.sha256).await? {
-                    Some(rec) => self.stored(rec),
+                    Some(rec) => self.stored(self.awaited(&parsed.sha256, rec).await?),
                     None => refusal.into(),
                 })
             }
@@ -476,7 +508,7 @@ impl Relay {
         let t_limits = started.elapsed();
         match self.store.begin(&new, challenge.expires_ms, now_ms).await? {
             Begun::New => {}
-            Begun::Seen(rec) => return Err(self.stored(rec)),
+            Begun::Seen(rec) => return Err(self.stored(self.awaited(&parsed.sha256, rec).await?)),
             Begun::ChallengeUsed => {
                 return Err(
                     Refusal::new(Rule::ChallengeUsed, "the challenge was used already").into(),
@@ -526,15 +558,14 @@ impl Relay {
                 // A 22027 after a retry that CENTAGATE's list could not attribute: probably
                 // this request's own earlier attempt, but not known; settled later.
                 self.metrics.centagate(report.code, sent.elapsed());
-                self.keep(
-                    &parsed.sha256,
-                    "unknown",
-                    "unknown",
-                    report.code,
-                    &report.message,
+                *after = Some(Recorded {
+                    sha256: parsed.sha256.clone(),
+                    state: "unknown",
+                    outcome: "unknown".to_string(),
+                    code: report.code,
+                    message: report.message.clone(),
                     now_ms,
-                )
-                .await;
+                });
                 Err(Decision::Refused(
                     Refusal::new(Rule::CentagateAnswerLost, report.message),
                     Some(RETRY_ANSWER_LOST_SECS),
@@ -547,15 +578,14 @@ impl Relay {
                     OutcomeKind::Rejected => "rejected",
                     OutcomeKind::Failed => "failed",
                 };
-                self.keep(
-                    &parsed.sha256,
-                    "final",
-                    outcome,
-                    report.code,
-                    &report.message,
+                *after = Some(Recorded {
+                    sha256: parsed.sha256.clone(),
+                    state: "final",
+                    outcome: outcome.to_string(),
+                    code: report.code,
+                    message: report.message.clone(),
                     now_ms,
-                )
-                .await;
+                });
                 Ok(Decision::Outcome {
                     outcome: outcome.into(),
                     code: report.code,
@@ -566,15 +596,14 @@ impl Relay {
             Err(EnrollError::Api(e)) if e.may_have_gone_through() => {
                 self.metrics.centagate(None, sent.elapsed());
                 let message = e.to_string();
-                self.keep(
-                    &parsed.sha256,
-                    "unknown",
-                    "unknown",
-                    e.centagate_code(),
-                    &message,
+                *after = Some(Recorded {
+                    sha256: parsed.sha256.clone(),
+                    state: "unknown",
+                    outcome: "unknown".to_string(),
+                    code: e.centagate_code(),
+                    message: message.clone(),
                     now_ms,
-                )
-                .await;
+                });
                 tracing::warn!(sha256 = %parsed.sha256, error = %message, "CENTAGATE's answer was lost: the relay settles it later");
                 Err(Decision::Refused(
                     Refusal::new(Rule::CentagateAnswerLost, "CENTAGATE's answer was lost"),
@@ -603,28 +632,38 @@ impl Relay {
     /// Records what became of a request that reached CENTAGATE. A database failure here does not
     /// change the answer: the record stays in progress, and housekeeping settles it through
     /// CENTAGATE's list once it is stale.
-    async fn keep(
-        &self,
-        sha256: &str,
-        state: &str,
-        outcome: &str,
-        code: Option<i64>,
-        message: &str,
-        now_ms: i64,
-    ) {
+    async fn keep(&self, r: &Recorded) {
         match self
             .store
-            .finish_request(sha256, state, outcome, code, message, now_ms)
+            .finish_request(&r.sha256, r.state, &r.outcome, r.code, &r.message, r.now_ms)
             .await
         {
             Ok(true) => {}
             Ok(false) => {
-                tracing::error!(%sha256, %outcome, "the request's record was gone or final already: this outcome is not recorded")
+                tracing::error!(sha256 = %r.sha256, outcome = %r.outcome, "the request's record was gone or final already: this outcome is not recorded")
             }
             Err(e) => {
-                tracing::error!(%sha256, error = %e, "the outcome could not be recorded; housekeeping settles it later")
+                tracing::error!(sha256 = %r.sha256, error = %e, "the outcome could not be recorded; housekeeping settles it later")
             }
         }
+    }
+
+    /// A record in progress, given a moment to end: the same request sent again while the first
+    /// is answered gets that answer rather than `in_progress` (up to 2 s).
+    async fn awaited(
+        &self,
+        sha256: &str,
+        mut rec: RequestRecord,
+    ) -> Result<RequestRecord, StoreError> {
+        let until = Instant::now() + Duration::from_secs(2);
+        while rec.state == "in_progress" && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            match self.store.request(sha256).await? {
+                Some(r) => rec = r,
+                None => break,
+            }
+        }
+        Ok(rec)
     }
 
     /// The answer to a request that has a record already.
