@@ -49,6 +49,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
          CREATE INDEX requests_state ON requests (state, updated_ms);
          CREATE INDEX audit_time ON audit (time_ms);",
     ),
+    (
+        3,
+        "the audit names the certificate's SHA-256",
+        "ALTER TABLE audit ADD COLUMN cert_sha256 TEXT;",
+    ),
 ];
 
 #[derive(Debug)]
@@ -555,8 +560,8 @@ impl Store {
     pub async fn audit(&self, a: &super::audit::Audit) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO audit (request_id, time_ms, client, username, subject, issuer, serial, \
-             sha256, challenge_id, decision, rule, code, latency_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+             sha256, challenge_id, decision, rule, code, latency_ms, cert_sha256) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
         )
         .bind(&a.request_id)
         .bind(a.time_ms)
@@ -571,6 +576,7 @@ impl Store {
         .bind(&a.rule)
         .bind(a.code)
         .bind(a.latency_ms)
+        .bind(&a.cert_sha256)
         .execute(&self.fast)
         .await
         .map_err(query_err)?;
