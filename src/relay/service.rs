@@ -460,14 +460,10 @@ impl Relay {
             format!("user:{}", v.username.to_lowercase()),
             format!("cert:{}", signer.certificate.sha256),
         );
-        self.limit(
-            &[
-                (&user_bucket, self.rates.user),
-                (&cert_bucket, self.rates.certificate),
-            ],
-            now_ms,
-        )
-        .await?;
+        let limits = [
+            (user_bucket.as_str(), self.rates.user),
+            (cert_bucket.as_str(), self.rates.certificate),
+        ];
         // A request seen before is answered from its record, whatever its age: never a
         // second registration.
         let fresh = self.policy.fresh(&v, &self.keys, now);
@@ -478,10 +474,11 @@ impl Relay {
         let challenge = match fresh {
             Ok(c) => c,
             Err(refusal) => {
+                self.limit(&limits, now_ms).await?;
                 return Err(match self.store.request(&parsed.sha256).await? {
                     Some(rec) => self.stored(self.awaited(&parsed.sha256, rec).await?),
                     None => refusal.into(),
-                })
+                });
             }
         };
         // The permit first, so that a record in progress is one being sent (its age bounds
@@ -506,7 +503,21 @@ impl Relay {
         };
         let now_ms = self::now_ms(SystemTime::now());
         let t_limits = started.elapsed();
-        match self.store.begin(&new, challenge.expires_ms, now_ms).await? {
+        // The user's and the certificate's counts travel while the record and the claim are
+        // committed; over a limit, what was recorded is given back (nothing was sent yet).
+        let (limited, begun) = tokio::join!(
+            self.limit(&limits, now_ms),
+            self.store.begin(&new, challenge.expires_ms, now_ms)
+        );
+        let begun = begun?;
+        if let Err(refused) = limited {
+            if begun == Begun::New {
+                self.store.release(&challenge.id, &parsed.sha256).await?;
+                self.store.forget_request(&parsed.sha256).await?;
+            }
+            return Err(refused);
+        }
+        match begun {
             Begun::New => {}
             Begun::Seen(rec) => return Err(self.stored(self.awaited(&parsed.sha256, rec).await?)),
             Begun::ChallengeUsed => {
