@@ -41,6 +41,12 @@ pub fn relay_cmd(
         let bound = Bound::bind(&cfg).await?;
         let scheme = if cfg.tls.is_some() { "https" } else { "http" };
         let addr = bound.public.local_addr().map_err(|e| e.to_string())?;
+        if cfg.tls.is_none() {
+            tracing::warn!("no tls_cert/tls_key: serving plain HTTP, for use behind a TLS-terminating load balancer only");
+            if cfg.trusted_proxies.is_empty() {
+                tracing::warn!("no trusted_proxies: behind a load balancer every desk would share its address's rate limit; name the balancer in trusted_proxies");
+            }
+        }
         if args.check {
             relay.store.close().await;
             println!(
@@ -48,9 +54,6 @@ pub fn relay_cmd(
                 cfg.file.display()
             );
             return Ok(());
-        }
-        if cfg.tls.is_none() {
-            tracing::warn!("no tls_cert/tls_key: serving plain HTTP, for use behind a TLS-terminating load balancer only");
         }
         let metrics = bound.metrics.as_ref().and_then(|m| m.local_addr().ok());
         tracing::info!(

@@ -401,3 +401,49 @@ fn a_revoked_certificate_is_refused_with_org_crl() {
     );
     assert_eq!(sim.records().len(), 1);
 }
+
+/// `tokenroll relay --check`: a usable configuration says so (exit 0) without serving; an
+/// unknown key is exit 2, naming the key and the file; a static login is refused.
+#[test]
+fn relay_check_validates_the_configuration() {
+    let env = TestEnv::new();
+    let (_, ca_pem) = org_ca(&env);
+    let good = format!(
+        "listen = \"127.0.0.1:{}\"\npublic_url = \"https://relay.example\"\norg_ca = \"{}\"\n\
+         database = \"sqlite:{}\"\nserver = \"https://cg.example\"\nadmin = \"{ADMIN}\"\n\
+         login = \"password\"\napp_key = \"{APP_KEY}\"\n",
+        free_port(),
+        ca_pem.display(),
+        env.path("check.db").display()
+    );
+    let run = |text: &str, name: &str| {
+        let p = env.path(name);
+        std::fs::write(&p, text).unwrap();
+        env.cmd()
+            .args(["relay", "--check", "--config"])
+            .arg(&p)
+            .env("TOKENROLL_APP_SECRET", APP_SECRET)
+            .env("TOKENROLL_ADMIN_PASSWORD", ADMIN_PASSWORD)
+            .output()
+            .unwrap()
+    };
+    let out = run(&good, "good.toml");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).contains("is usable"), "{}", stdout(&out));
+    assert!(stderr(&out).contains("trusted_proxies"), "{}", stderr(&out));
+    let out = run(&format!("{good}sever = \"x\"\n"), "typo.toml");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("'sever'") && stderr(&out).contains("typo.toml"),
+        "{}",
+        stderr(&out)
+    );
+    let out = run(&good.replace("\"password\"", "\"static\""), "static.toml");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("login must be password or token"),
+        "{}",
+        stderr(&out)
+    );
+    assert_no_secret_in(&[env.path("good.toml")], &[]);
+}
