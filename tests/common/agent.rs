@@ -11,19 +11,7 @@ pub struct Agent {
 
 impl Agent {
     pub fn stop(mut self) -> std::process::ExitStatus {
-        // SAFETY: kill(2) on our own child's pid; the child has not been reaped yet.
-        unsafe { libc_kill(self.child.id() as i32, 15) };
-        let t = Instant::now();
-        loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                return s;
-            }
-            assert!(
-                t.elapsed() < Duration::from_secs(10),
-                "agent did not stop on SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        terminate(&mut self.child, "the agent", 10)
     }
 
     pub fn log(&self) -> String {
@@ -39,11 +27,6 @@ impl Drop for Agent {
             let _ = self.child.wait();
         }
     }
-}
-
-extern "C" {
-    #[link_name = "kill"]
-    fn libc_kill(pid: i32, sig: i32) -> i32;
 }
 
 /// The scripted pinentry's answers, one per line ("CANCEL" cancels).

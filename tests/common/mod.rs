@@ -8,6 +8,7 @@ pub use agent::*;
 pub mod postgres;
 pub mod proxy;
 pub mod relay;
+pub mod tls;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -571,5 +572,28 @@ pub fn assert_no_secret_in(files: &[PathBuf], extra: &[&str]) {
                 p.display()
             );
         }
+    }
+}
+
+extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+/// SIGTERM to `child` (a test's own, not reaped yet), and its exit status; fails naming `what`
+/// when it has not stopped within `secs`.
+pub fn terminate(child: &mut Child, what: &str, secs: u64) -> std::process::ExitStatus {
+    // SAFETY: kill(2) on our own child's pid; the child has not been reaped yet.
+    unsafe { libc_kill(child.id() as i32, 15) };
+    let t = Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(secs),
+            "{what} did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
     }
 }

@@ -179,19 +179,7 @@ impl Relay {
 
     /// SIGTERM, and the exit status.
     pub fn stop(mut self) -> std::process::ExitStatus {
-        // SAFETY: kill(2) on our own child's pid; it has not been reaped yet.
-        unsafe { libc_kill_relay(self.child.id() as i32, 15) };
-        let t = Instant::now();
-        loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                return s;
-            }
-            assert!(
-                t.elapsed() < Duration::from_secs(15),
-                "the relay did not stop on SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        terminate(&mut self.child, "the relay", 15)
     }
 
     /// SIGKILL: no graceful anything.
@@ -208,11 +196,6 @@ impl Drop for Relay {
             let _ = self.child.wait();
         }
     }
-}
-
-extern "C" {
-    #[link_name = "kill"]
-    fn libc_kill_relay(pid: i32, sig: i32) -> i32;
 }
 
 /// An HTTP answer: status, Retry-After, JSON body (or text as a string).

@@ -23,28 +23,15 @@ fn alice_token(env: &TestEnv, ca: &SoftKey, ca_pem: &std::path::Path) -> std::pa
     )
 }
 
-/// A certificate and key for the relay's HTTPS, as an administrator makes them with openssl.
+/// A certificate and key for the relay's HTTPS, as an administrator makes them with openssl
+/// (CA:TRUE, as `openssl req -x509` marks them).
 fn relay_tls(env: &TestEnv) -> (std::path::PathBuf, std::path::PathBuf) {
-    let (cert, key) = (env.path("relay-tls.pem"), env.path("relay-tls.key"));
-    let out = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-        ])
-        .args(["-nodes", "-days", "2", "-subj", "/CN=localhost"])
-        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
-    (cert, key)
+    common::tls::openssl_cert(
+        env,
+        "relay-tls",
+        "localhost",
+        Some("DNS:localhost,IP:127.0.0.1"),
+    )
 }
 
 fn enroll_via(
