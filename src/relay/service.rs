@@ -95,6 +95,9 @@ struct Recorded {
     now_ms: i64,
 }
 
+/// How long the writes after an answer may take.
+const WRITE_WAIT: Duration = Duration::from_secs(10);
+
 /// Enrollments decided at once at most (each holds a permit of `inflight` until it is done).
 const INFLIGHT: u32 = 1 << 20;
 
@@ -275,6 +278,8 @@ impl Relay {
         // for the disk either way) and the audit row are written just after it.
         tokio::spawn(async move {
             let (answer, audit, after) = me.decide_enrollment(&body, client).await;
+            // The audit line first: it is there whatever becomes of the database writes.
+            audit.emit();
             let _ = tx.send(answer);
             me.finish(after, &audit).await;
             drop(permit);
@@ -306,24 +311,32 @@ impl Relay {
     /// `POST /v1/enroll` from `client`: the answer, its audit record written.
     pub async fn enroll(&self, body: &[u8], client: std::net::IpAddr) -> Answer {
         let (answer, audit, after) = self.decide_enrollment(body, client).await;
+        audit.emit();
         self.finish(after, &audit).await;
         answer
     }
 
-    /// What follows an answer: the request's outcome recorded, then the audit line and row.
+    /// What follows an answer (its audit line written): the request's outcome and the audit row,
+    /// together, each given at most `WRITE_WAIT` (a database that hangs cannot hold a stop).
     async fn finish(&self, after: Option<Recorded>, audit: &Audit) {
-        if let Some(r) = after {
-            self.keep(&r).await;
-        }
-        self.record(audit).await;
-    }
-
-    /// The audit line on stdout and its row.
-    async fn record(&self, audit: &Audit) {
-        audit.emit();
-        if let Err(e) = self.store.audit(audit).await {
-            tracing::error!(error = %e, "an audit row could not be written");
-        }
+        let outcome = async {
+            if let Some(r) = &after {
+                if tokio::time::timeout(WRITE_WAIT, self.keep(r))
+                    .await
+                    .is_err()
+                {
+                    tracing::error!(sha256 = %r.sha256, "the outcome was not recorded in time; housekeeping settles it later");
+                }
+            }
+        };
+        let row = async {
+            match tokio::time::timeout(WRITE_WAIT, self.store.audit(audit)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!(error = %e, "an audit row could not be written"),
+                Err(_) => tracing::error!("an audit row was not written in time"),
+            }
+        };
+        tokio::join!(outcome, row);
     }
 
     /// The answer to `POST /v1/enroll`, its audit record and the request's outcome to record
@@ -486,13 +499,17 @@ impl Relay {
         let _permit = match tokio::time::timeout(self.permit_wait, self.permits.acquire()).await {
             Ok(p) => p.expect("the semaphore is never closed"),
             Err(_) => {
+                // A request seen before is still answered from its record.
+                if let Some(rec) = self.store.request(&parsed.sha256).await? {
+                    return Err(self.stored(self.awaited(&parsed.sha256, rec).await?));
+                }
                 return Err(Decision::Refused(
                     Refusal::new(
                         Rule::CentagateUnavailable,
                         "the relay is busy: too many registrations are waiting for CENTAGATE",
                     ),
                     Some(RETRY_UNAVAILABLE_SECS),
-                ))
+                ));
             }
         };
         let new = NewRequest {
@@ -512,14 +529,20 @@ impl Relay {
         let begun = begun?;
         if let Err(refused) = limited {
             if begun == Begun::New {
-                self.store.release(&challenge.id, &parsed.sha256).await?;
-                self.store.forget_request(&parsed.sha256).await?;
+                if let Err(e) = self.store.give_back(&challenge.id, &parsed.sha256).await {
+                    // Still the limit's refusal; the record goes when housekeeping sees it stale.
+                    tracing::error!(error = %e, "a request refused by a limit could not be given back");
+                }
             }
             return Err(refused);
         }
         match begun {
             Begun::New => {}
-            Begun::Seen(rec) => return Err(self.stored(self.awaited(&parsed.sha256, rec).await?)),
+            Begun::Seen(rec) => {
+                // A duplicate waits for its original without holding a CENTAGATE permit.
+                drop(_permit);
+                return Err(self.stored(self.awaited(&parsed.sha256, rec).await?));
+            }
             Begun::ChallengeUsed => {
                 return Err(
                     Refusal::new(Rule::ChallengeUsed, "the challenge was used already").into(),
@@ -626,8 +649,7 @@ impl Relay {
                 // goes back, so the client may send the same request again.
                 // The reason stays in the relay's log: it may name internal addresses.
                 tracing::warn!(error = %e, "nothing was registered: CENTAGATE could not be reached, or refused the relay's login");
-                self.store.release(&challenge.id, &parsed.sha256).await?;
-                self.store.forget_request(&parsed.sha256).await?;
+                self.store.give_back(&challenge.id, &parsed.sha256).await?;
                 Err(Decision::Refused(
                     Refusal::new(
                         Rule::CentagateUnavailable,
@@ -665,20 +687,30 @@ impl Relay {
         &self,
         sha256: &str,
         mut rec: RequestRecord,
-    ) -> Result<RequestRecord, StoreError> {
+    ) -> Result<Option<RequestRecord>, StoreError> {
         let until = Instant::now() + Duration::from_secs(2);
         while rec.state == "in_progress" && Instant::now() < until {
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
             match self.store.request(sha256).await? {
                 Some(r) => rec = r,
-                None => break,
+                // Given back meanwhile (nothing reached CENTAGATE): it may be sent again.
+                None => return Ok(None),
             }
         }
-        Ok(rec)
+        Ok(Some(rec))
     }
 
-    /// The answer to a request that has a record already.
-    fn stored(&self, rec: RequestRecord) -> Decision {
+    /// The answer to a request that has a record already (`None`: it was given back meanwhile).
+    fn stored(&self, rec: Option<RequestRecord>) -> Decision {
+        let Some(rec) = rec else {
+            return Decision::Refused(
+                Refusal::new(
+                    Rule::CentagateUnavailable,
+                    "the same request was given back unregistered while this one waited",
+                ),
+                Some(1),
+            );
+        };
         match rec.state.as_str() {
             "final" => Decision::Outcome {
                 outcome: rec.outcome.unwrap_or_else(|| "failed".into()),
@@ -810,11 +842,7 @@ impl Relay {
             tracing::info!(sha256 = %u.sha256, "settled: registered");
         } else {
             self.store
-                .release(&u.challenge_id, &u.sha256)
-                .await
-                .map_err(|e| e.to_string())?;
-            self.store
-                .forget_request(&u.sha256)
+                .give_back(&u.challenge_id, &u.sha256)
                 .await
                 .map_err(|e| e.to_string())?;
             tracing::info!(sha256 = %u.sha256, "settled: not registered (the record goes)");

@@ -244,39 +244,23 @@ impl Store {
             .collect()
     }
 
-    /// Claims the challenge `id` for the request `sha256`: true for exactly one caller, however
-    /// many replicas race for it.
-    pub async fn claim(
-        &self,
-        id: &str,
-        sha256: &str,
-        now_ms: i64,
-        expires_ms: i64,
-    ) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "INSERT INTO claims (challenge_id, request_sha256, claimed_ms, expires_ms) \
-             VALUES ($1, $2, $3, $4) ON CONFLICT (challenge_id) DO NOTHING",
-        )
-        .bind(id)
-        .bind(sha256)
-        .bind(now_ms)
-        .bind(expires_ms)
-        .execute(&self.pool)
-        .await
-        .map_err(query_err)?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    /// Gives a claim back (the relay answered 503 before anything reached CENTAGATE), so the
-    /// client may retry with the same challenge.
-    pub async fn release(&self, id: &str, sha256: &str) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM claims WHERE challenge_id = $1 AND request_sha256 = $2")
-            .bind(id)
+    /// Gives a request back (nothing reached CENTAGATE, or CENTAGATE confirms nothing was
+    /// registered): its record and its challenge's claim go together, in one transaction, so the
+    /// same request may come again.
+    pub async fn give_back(&self, challenge_id: &str, sha256: &str) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(query_err)?;
+        sqlx::query("DELETE FROM requests WHERE sha256 = $1 AND state <> 'final'")
             .bind(sha256)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .map_err(query_err)?;
-        Ok(())
+        sqlx::query("DELETE FROM claims WHERE challenge_id = $1 AND request_sha256 = $2")
+            .bind(challenge_id)
+            .bind(sha256)
+            .execute(&mut *tx)
+            .await
+            .map_err(query_err)?;
+        tx.commit().await.map_err(query_err)
     }
 
     /// Claims older than their challenges' lifetime say nothing any more: a challenge that old
@@ -298,21 +282,6 @@ impl Store {
             .await
             .map_err(query_err)?;
         Ok(done.rows_affected())
-    }
-
-    /// Counts one hit in `bucket`'s window starting at `window_start`; the count after it.
-    pub async fn hit(&self, bucket: &str, window_start: i64) -> Result<i64, StoreError> {
-        let row = sqlx::query(
-            "INSERT INTO rate_counts (bucket, window_start, hits) VALUES ($1, $2, 1) \
-             ON CONFLICT (bucket, window_start) DO UPDATE SET hits = rate_counts.hits + 1 \
-             RETURNING hits",
-        )
-        .bind(bucket)
-        .bind(window_start)
-        .fetch_one(&self.fast)
-        .await
-        .map_err(query_err)?;
-        row.try_get(0).map_err(query_err)
     }
 
     /// Counts one hit in each `(bucket, window_start)`, in one statement; the counts after it,
@@ -349,31 +318,6 @@ impl Store {
                     .ok_or_else(|| StoreError::Query(format!("no count came back for {b}")))
             })
             .collect()
-    }
-
-    /// Starts the record of request `sha256`: `None` when it is new (now in progress), else
-    /// the record already there (in progress elsewhere, or final).
-    pub async fn begin_request(
-        &self,
-        new: &NewRequest<'_>,
-        now_ms: i64,
-    ) -> Result<Option<RequestRecord>, StoreError> {
-        let done = sqlx::query(
-            "INSERT INTO requests (sha256, state, username, cert_sha1, challenge_id, updated_ms) \
-             VALUES ($1, 'in_progress', $2, $3, $4, $5) ON CONFLICT (sha256) DO NOTHING",
-        )
-        .bind(new.sha256)
-        .bind(new.username)
-        .bind(new.cert_sha1)
-        .bind(new.challenge_id)
-        .bind(now_ms)
-        .execute(&self.pool)
-        .await
-        .map_err(query_err)?;
-        if done.rows_affected() == 1 {
-            return Ok(None);
-        }
-        self.request(new.sha256).await
     }
 
     /// Starts request `new` and claims its challenge (valid until `expires_ms`), in one durable
@@ -438,8 +382,9 @@ impl Store {
     ) -> Result<Begun, StoreError> {
         let row: Option<AnyRow> = sqlx::query(
             "WITH claimed AS (INSERT INTO claims (challenge_id, request_sha256, claimed_ms, \
-             expires_ms) VALUES ($4, $1, $5, $6) ON CONFLICT (challenge_id) DO NOTHING \
-             RETURNING challenge_id) \
+             expires_ms) SELECT $4, $1, $5, $6 WHERE NOT EXISTS \
+             (SELECT 1 FROM requests WHERE sha256 = $1) \
+             ON CONFLICT (challenge_id) DO NOTHING RETURNING challenge_id) \
              INSERT INTO requests (sha256, state, username, cert_sha1, challenge_id, updated_ms) \
              SELECT $1, 'in_progress', $2, $3, challenge_id, $5 FROM claimed \
              ON CONFLICT (sha256) DO NOTHING RETURNING sha256",
@@ -489,17 +434,6 @@ impl Store {
         .await
         .map_err(query_err)?;
         Ok(done.rows_affected() == 1)
-    }
-
-    /// Forgets a record that is not final (nothing reached CENTAGATE, or CENTAGATE confirms
-    /// nothing was registered), so the same request may come again.
-    pub async fn forget_request(&self, sha256: &str) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM requests WHERE sha256 = $1 AND state <> 'final'")
-            .bind(sha256)
-            .execute(&self.pool)
-            .await
-            .map_err(query_err)?;
-        Ok(())
     }
 
     pub async fn request(&self, sha256: &str) -> Result<Option<RequestRecord>, StoreError> {

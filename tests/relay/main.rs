@@ -9,7 +9,7 @@ mod faults;
 use common::relay::*;
 use common::*;
 use tokenroll::relay::soft::SoftKey;
-use tokenroll::relay::store::{NewRequest, Store};
+use tokenroll::relay::store::{Begun, NewRequest, Store};
 
 pub fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -295,31 +295,42 @@ fn two_stores_share_keys_and_a_challenge_has_one_winner() {
             let (ka, kb) = tokio::join!(a.challenge_keys(1), b.challenge_keys(2));
             assert_eq!(ka.unwrap()[0].expose(), kb.unwrap()[0].expose(), "{url}");
             let (a, b) = (std::sync::Arc::new(a), std::sync::Arc::new(b));
-            let mut claims = tokio::task::JoinSet::new();
+            let mut begun = tokio::task::JoinSet::new();
             for i in 0..20 {
                 let store = if i % 2 == 0 { a.clone() } else { b.clone() };
-                claims.spawn(async move {
-                    store
-                        .claim("challenge-1", &format!("request-{i}"), 1, 100)
-                        .await
-                        .unwrap()
+                begun.spawn(async move {
+                    let sha = format!("request-{i}");
+                    let new = NewRequest {
+                        sha256: &sha,
+                        username: "alice",
+                        cert_sha1: "c",
+                        challenge_id: "challenge-1",
+                    };
+                    store.begin(&new, 100, 1).await.unwrap()
                 });
             }
-            let won = claims.join_all().await;
-            let winners = won.iter().filter(|w| **w).count();
+            let won = begun.join_all().await;
+            let winners = won.iter().filter(|w| **w == Begun::New).count();
             assert_eq!(winners, 1, "{url}: {won:?}");
+            assert!(
+                won.iter()
+                    .all(|w| matches!(w, Begun::New | Begun::ChallengeUsed)),
+                "{url}: {won:?}"
+            );
             let new = NewRequest {
                 sha256: "r",
                 username: "alice",
                 cert_sha1: "c",
                 challenge_id: "ch",
             };
-            assert_eq!(a.begin_request(&new, 1).await.unwrap(), None);
-            let seen = b.begin_request(&new, 2).await.unwrap().unwrap();
-            assert_eq!(
-                seen.state, "in_progress",
-                "{url}: the other replica sees it"
-            );
+            assert_eq!(a.begin(&new, 100, 1).await.unwrap(), Begun::New);
+            match b.begin(&new, 100, 2).await.unwrap() {
+                Begun::Seen(seen) => assert_eq!(
+                    seen.state, "in_progress",
+                    "{url}: the other replica sees it"
+                ),
+                other => panic!("{url}: {other:?}"),
+            }
             a.close().await;
             b.close().await;
         });

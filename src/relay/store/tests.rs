@@ -29,19 +29,28 @@ fn the_schema_is_made_once_and_the_first_key_is_kept() {
 }
 
 #[test]
-fn a_challenge_is_claimed_once_and_a_released_claim_can_be_made_again() {
+fn a_given_back_request_and_claim_can_be_made_again() {
     let dir = tempfile::tempdir().unwrap();
     rt().block_on(async {
         let s = sqlite(&dir).await;
-        assert!(s.claim("c1", "r1", 0, 10).await.unwrap());
-        assert!(!s.claim("c1", "r2", 1, 10).await.unwrap(), "used");
-        s.release("c1", "r2").await.unwrap();
-        assert!(
-            !s.claim("c1", "r3", 1, 10).await.unwrap(),
-            "only its own claimant releases"
+        let r1 = NewRequest {
+            sha256: "r1",
+            username: "alice",
+            cert_sha1: "c",
+            challenge_id: "c1",
+        };
+        let r2 = NewRequest { sha256: "r2", ..r1 };
+        assert_eq!(s.begin(&r1, 10, 0).await.unwrap(), Begun::New);
+        assert_eq!(s.begin(&r2, 10, 1).await.unwrap(), Begun::ChallengeUsed);
+        s.give_back("c1", "r2").await.unwrap();
+        assert_eq!(
+            s.begin(&r2, 10, 1).await.unwrap(),
+            Begun::ChallengeUsed,
+            "only its own claimant gives a claim back"
         );
-        s.release("c1", "r1").await.unwrap();
-        assert!(s.claim("c1", "r3", 2, 10).await.unwrap());
+        s.give_back("c1", "r1").await.unwrap();
+        assert_eq!(s.request("r1").await.unwrap(), None, "the record went too");
+        assert_eq!(s.begin(&r2, 10, 2).await.unwrap(), Begun::New);
         assert_eq!(s.forget_claims_before(11).await.unwrap(), 1);
     });
 }
@@ -52,11 +61,16 @@ fn rate_counts_and_request_records_read_back() {
     rt().block_on(async {
         let s = sqlite(&dir).await;
         for n in 1..=3 {
-            assert_eq!(s.hit("addr:127.0.0.1", 60_000).await.unwrap(), n);
+            assert_eq!(
+                s.hits(&[("addr:127.0.0.1", 60_000), ("user:alice", 60_000)])
+                    .await
+                    .unwrap(),
+                vec![n, n]
+            );
         }
         assert_eq!(
-            s.hit("addr:127.0.0.1", 120_000).await.unwrap(),
-            1,
+            s.hits(&[("addr:127.0.0.1", 120_000)]).await.unwrap(),
+            vec![1],
             "a new window"
         );
         let new = NewRequest {
@@ -65,11 +79,13 @@ fn rate_counts_and_request_records_read_back() {
             cert_sha1: "c1",
             challenge_id: "ch1",
         };
-        assert_eq!(s.begin_request(&new, 5).await.unwrap(), None);
-        let again = s.begin_request(&new, 6).await.unwrap().unwrap();
-        assert_eq!(again.state, "in_progress");
+        assert_eq!(s.begin(&new, 100, 5).await.unwrap(), Begun::New);
         assert_eq!(s.unsettled(5).await.unwrap(), vec![], "not stale yet");
         assert_eq!(s.unsettled(6).await.unwrap()[0].cert_sha1, "c1", "stale");
+        assert_eq!(
+            s.unsettled_one("h1", 6).await.unwrap().unwrap().sha256,
+            "h1"
+        );
         s.finish_request("h1", "final", "registered", Some(0), "ok", 7)
             .await
             .unwrap();
@@ -78,7 +94,7 @@ fn rate_counts_and_request_records_read_back() {
             (r.state.as_str(), r.outcome.as_deref(), r.code),
             ("final", Some("registered"), Some(0))
         );
-        s.forget_request("h1").await.unwrap();
+        s.give_back("ch1", "h1").await.unwrap();
         assert!(
             s.request("h1").await.unwrap().is_some(),
             "a final record stays"
