@@ -278,9 +278,9 @@ impl Relay {
         // for the disk either way) and the audit row are written just after it.
         tokio::spawn(async move {
             let (answer, audit, after) = me.decide_enrollment(&body, client).await;
-            // The audit line first: it is there whatever becomes of the database writes.
-            audit.emit();
             let _ = tx.send(answer);
+            // The audit line before the writes: it is there whatever becomes of them.
+            audit.emit();
             me.finish(after, &audit).await;
             drop(permit);
         });
