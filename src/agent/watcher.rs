@@ -216,6 +216,12 @@ fn snapshot(
                 }
             }
         }
+        // A token with no certificate at all may be one still being written (SoftHSM2 shows an
+        // object before all its attributes are set, so a certificate can be missing from the
+        // search for a moment): read it again too before it is announced with nothing to enroll.
+        if pairs.is_empty() {
+            unreadable = unreadable.max(1);
+        }
         if !read_settles(rereads, &key, unreadable) {
             // Not announced half-read (as a card with nothing to enroll): read again on the
             // next poll; a card announced before stays as it was.
