@@ -360,10 +360,21 @@ impl Watcher {
         }
         let reloaded = slot.is_none();
         if reloaded {
+            // The listing the new module's view is compared with must be taken before the
+            // module reads the tokens: taken after, a file written in between (a certificate
+            // finished while it was read half-written) would look unchanged, and SoftHSM2 keeps an
+            // object it once failed to read invisible until the next reload.
+            let before = token_dir
+                .as_ref()
+                .map(|(dir, _)| (dir.clone(), dir_listing(dir)));
             match Module::load(self.module_path.as_deref()) {
                 Ok(m) => {
                     if let Some(dir) = softhsm_token_dir(m.path()) {
-                        *token_dir = Some((dir.clone(), dir_listing(&dir)));
+                        let listing = match before {
+                            Some((d, l)) if d == dir => l,
+                            _ => dir_listing(&dir),
+                        };
+                        *token_dir = Some((dir, listing));
                     }
                     *slot = Some(Arc::new(m));
                 }
