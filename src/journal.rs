@@ -126,6 +126,29 @@ pub fn now() -> String {
         .unwrap_or_default()
 }
 
+/// Appends the outcome of attempt `id` to `journal`, if there is one. A failure to write is
+/// logged, not returned: the answer stands, and the journal shows the attempt as unknown.
+pub fn record_outcome(
+    journal: Option<&Journal>,
+    id: &str,
+    outcome: &str,
+    code: Option<i64>,
+    message: &str,
+    attempts: u32,
+) {
+    let Some(j) = journal else { return };
+    if let Err(e) = j.outcome(&Outcome {
+        id: id.to_string(),
+        time: now(),
+        outcome: outcome.into(),
+        code,
+        message: message.into(),
+        attempts,
+    }) {
+        tracing::error!(error = %e, "the outcome could not be journaled");
+    }
+}
+
 /// A fresh attempt id: 16 random bytes, hex.
 pub fn new_id() -> String {
     let mut b = [0u8; 16];

@@ -346,30 +346,8 @@ fn a_process_killed_mid_request_leaves_a_journal_that_reads_back() {
 fn a_server_offering_only_tls_1_1_is_refused() {
     let env = TestEnv::new();
     env.alice();
-    let (cert, key) = (env.path("old.pem"), env.path("old.key"));
-    let o = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-        ])
-        .args([
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=DNS:localhost,IP:127.0.0.1",
-        ])
-        .args(["-days", "1", "-keyout"])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", stderr(&o));
+    let (cert, key) =
+        common::tls::openssl_cert(&env, "old", "localhost", Some("DNS:localhost,IP:127.0.0.1"));
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

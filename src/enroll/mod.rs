@@ -362,6 +362,19 @@ pub struct Failure {
 }
 
 impl Failure {
+    /// A failure with what was known when it happened.
+    pub(crate) fn boxed(
+        error: EnrollError,
+        pair: Option<&PairSummary>,
+        user: Option<&str>,
+    ) -> Box<Self> {
+        Box::new(Failure {
+            error,
+            pair: pair.cloned(),
+            user: user.map(str::to_string),
+        })
+    }
+
     /// The `--json` record of this failure.
     pub fn report(&self, registration: Option<&Registration<'_>>, digest: DigestAlg) -> Report {
         failure_report(
@@ -387,13 +400,7 @@ pub async fn run<T: TokenSide, R: Registrar>(
     plan: Plan<'_, R>,
     on: &mut (dyn FnMut(Step) + Send),
 ) -> Result<Enrolled, Box<Failure>> {
-    let fail = |error: EnrollError, pair: Option<&PairSummary>, user: Option<&str>| {
-        Box::new(Failure {
-            error,
-            pair: pair.cloned(),
-            user: user.map(str::to_string),
-        })
-    };
+    let fail = Failure::boxed;
     let policy = match &plan {
         Plan::SignOnly => None,
         Plan::Register { user, .. } => Some(user),
@@ -501,13 +508,7 @@ fn select_and_resolve<T: TokenSide>(
     user: Option<&UserPolicy<'_>>,
     on: &mut (dyn FnMut(Step) + Send),
 ) -> Result<(T::Pair, PairSummary, Option<String>), Box<Failure>> {
-    let fail = |error: EnrollError, pair: Option<&PairSummary>| {
-        Box::new(Failure {
-            error,
-            pair: pair.cloned(),
-            user: None,
-        })
-    };
+    let fail = |error: EnrollError, pair: Option<&PairSummary>| Failure::boxed(error, pair, None);
     let selected = token.select().map_err(|e| fail(e.into(), None))?;
     let pair = selected.summary().clone();
     on(pair.found_step());

@@ -170,7 +170,6 @@ pub async fn register(
     digest: DigestAlg,
     on: &mut (dyn FnMut(Step) + Send),
 ) -> Result<Report, EnrollError> {
-    use crate::journal::Outcome;
     // The session first (a login, when one is needed): nothing is journaled or sent for a
     // registration the admin cannot make.
     let mut secrets = registrar.secrets(on).await?;
@@ -237,21 +236,8 @@ pub async fn register(
             Err(e) => break Err(EnrollError::Api(e)),
         }
     };
-    let outcome = |outcome: &str, code: Option<i64>, message: &str| Outcome {
-        id: id.clone(),
-        time: crate::journal::now(),
-        outcome: outcome.into(),
-        code,
-        message: message.into(),
-        attempts,
-    };
-    let record = |o: Outcome| {
-        if let Some(j) = reg.journal {
-            if let Err(e) = j.outcome(&o) {
-                // The answer stands; the journal will show this attempt as unknown.
-                tracing::error!(error = %e, "the outcome could not be journaled");
-            }
-        }
+    let record = |outcome: &str, code: Option<i64>, message: &str| {
+        crate::journal::record_outcome(reg.journal, &id, outcome, code, message, attempts)
     };
     let report = |outcome: OutcomeKind, code: Option<i64>, message: String, timestamp| Report {
         outcome,
@@ -280,7 +266,7 @@ pub async fn register(
                         "registered — the answer was lost, but the server confirms this token's \
                          certificate is bound to {user}"
                     );
-                    record(outcome("registered", None, &message));
+                    record("registered", None, &message);
                     let mut r = report(OutcomeKind::Registered, None, message, None);
                     r.step = Some("reconcile");
                     return Ok(r);
@@ -290,12 +276,12 @@ pub async fn register(
                         "not registered — {e}; the server confirms this token's certificate is \
                          not bound to {user}, so enrolling again is safe"
                     );
-                    record(outcome("failed", e.centagate_code(), &message));
+                    record("failed", e.centagate_code(), &message);
                     return Err(crate::api::ApiError::ConfirmedNotRegistered(message).into());
                 }
                 Err(_) => {
                     // "unknown": the journal says to check the server.
-                    record(outcome("unknown", e.centagate_code(), &e.to_string()));
+                    record("unknown", e.centagate_code(), &e.to_string());
                     return Err(crate::api::ApiError::Unsettled(Box::new(e)).into());
                 }
             }
@@ -305,7 +291,7 @@ pub async fn register(
                 EnrollError::Api(a) => a.centagate_code(),
                 _ => None,
             };
-            record(outcome("failed", code, &e.to_string()));
+            record("failed", code, &e.to_string());
             return Err(e);
         }
     };
@@ -325,7 +311,7 @@ pub async fn register(
                 "already registered: {user} is bound to this token's certificate (code {})",
                 answer.code
             );
-            record(outcome("registered", Some(answer.code), &message));
+            record("registered", Some(answer.code), &message);
             let mut r = report(
                 OutcomeKind::Registered,
                 Some(answer.code),
@@ -375,7 +361,7 @@ pub async fn register(
     // `journal --reconcile`) rather than refused.
     let maybe_ours =
         answer.code == crate::api::CODE_USER_BOUND && attempts > 1 && bound_here.is_none();
-    record(outcome(
+    record(
         if registered {
             "registered"
         } else if maybe_ours {
@@ -385,7 +371,7 @@ pub async fn register(
         },
         Some(answer.code),
         &message,
-    ));
+    );
     let mut r = report(kind, Some(answer.code), message, Some(timestamp));
     r.bound_to_other = other.cloned();
     r.unsettled = maybe_ours;

@@ -109,13 +109,7 @@ pub async fn run_relay<T: TokenSide, C: RelaySide>(
     plan: &RelayPlan<'_>,
     on: &mut (dyn FnMut(Step) + Send),
 ) -> Result<Enrolled, Box<Failure>> {
-    let fail = |error: EnrollError, pair: Option<&PairSummary>, user: Option<&str>| {
-        Box::new(Failure {
-            error,
-            pair: pair.cloned(),
-            user: user.map(str::to_string),
-        })
-    };
+    let fail = Failure::boxed;
     let (mut selected, pair, user) = super::select_and_resolve(token, Some(&plan.user), on)?;
     let user = user.expect("a username policy was given");
     let failed = |e: EnrollError| fail(e, Some(&pair), Some(&user));
@@ -184,7 +178,6 @@ async fn send<C: RelaySide>(
     iat: i64,
     on: &mut (dyn FnMut(Step) + Send),
 ) -> Result<Report, EnrollError> {
-    use crate::journal::Outcome;
     let signer = super::Signer::from(pair);
     let id = crate::journal::new_id();
     let url = relay.enroll_url();
@@ -216,18 +209,7 @@ async fn send<C: RelaySide>(
         }
     };
     let record = |outcome: &str, code: Option<i64>, message: &str| {
-        if let Some(j) = plan.journal {
-            if let Err(e) = j.outcome(&Outcome {
-                id: id.clone(),
-                time: crate::journal::now(),
-                outcome: outcome.into(),
-                code,
-                message: message.into(),
-                attempts,
-            }) {
-                tracing::error!(error = %e, "the outcome could not be journaled");
-            }
-        }
+        crate::journal::record_outcome(plan.journal, &id, outcome, code, message, attempts)
     };
     let report = |outcome, code, message: String, rule: Option<String>| Report {
         outcome,

@@ -25,7 +25,7 @@ pub async fn replace(
     digest: DigestAlg,
     on: &mut (dyn FnMut(Step) + Send),
 ) -> Result<Report, EnrollError> {
-    use crate::journal::{Intent, Outcome};
+    use crate::journal::Intent;
     let secrets = registrar.secrets(on).await?;
     let id = crate::journal::new_id();
     if let Some(j) = reg.journal {
@@ -66,18 +66,7 @@ pub async fn replace(
         ),
         Err(e) => ("failed", None, e.to_string()),
     };
-    if let Some(j) = reg.journal {
-        if let Err(e) = j.outcome(&Outcome {
-            id,
-            time: crate::journal::now(),
-            outcome: state.into(),
-            code,
-            message: message.clone(),
-            attempts: 1,
-        }) {
-            tracing::error!(error = %e, "the unbinding's outcome could not be journaled");
-        }
-    }
+    crate::journal::record_outcome(reg.journal, &id, state, code, &message, 1);
     match answer {
         Ok(a) if a.code == crate::api::CODE_SUCCESS => {}
         Ok(a) => {

@@ -286,41 +286,35 @@ fn an_attempt_that_may_have_gone_through_keeps_the_outcome_unknown() {
         reason: "r".into(),
         maybe_sent,
     };
-    let r = FakeRegistrar {
-        errors: RefCell::new(vec![network(true), network(false)]),
-        ..FakeRegistrar::answering(0)
+    // Each run: a registrar whose two attempts meet `errors`, and what came of it.
+    let run = |errors: Vec<ApiError>| {
+        let r = FakeRegistrar {
+            errors: RefCell::new(errors),
+            ..FakeRegistrar::answering(0)
+        };
+        let result = enroll_with(
+            &mut FakeToken::new(),
+            &mut CountingPrompt(0),
+            &r,
+            &UserFrom::Fixed("alice".into()),
+            MustMatch::None,
+            &ChallengeSource::Given("c".into()),
+            &mut vec![],
+        );
+        let sent = r.bodies.borrow().len();
+        (result, sent, r.asked_bound.get())
     };
-    let err = enroll_with(
-        &mut FakeToken::new(),
-        &mut CountingPrompt(0),
-        &r,
-        &UserFrom::Fixed("alice".into()),
-        MustMatch::None,
-        &ChallengeSource::Given("c".into()),
-        &mut vec![],
-    )
-    .expect_err("no answer");
+    let (result, sent, asked) = run(vec![network(true), network(false)]);
+    let err = result.expect_err("no answer");
     assert!(
         matches!(&err.error, EnrollError::Api(ApiError::Unsettled(e)) if matches!(**e, ApiError::Network { .. })),
         "{}",
         err.error
     );
-    assert_eq!((r.bodies.borrow().len(), r.asked_bound.get()), (2, 1));
+    assert_eq!((sent, asked), (2, 1));
     // Two attempts that never connected: failed, nothing to ask.
-    let r = FakeRegistrar {
-        errors: RefCell::new(vec![network(false), network(false)]),
-        ..FakeRegistrar::answering(0)
-    };
-    let _ = enroll_with(
-        &mut FakeToken::new(),
-        &mut CountingPrompt(0),
-        &r,
-        &UserFrom::Fixed("alice".into()),
-        MustMatch::None,
-        &ChallengeSource::Given("c".into()),
-        &mut vec![],
-    );
-    assert_eq!((r.bodies.borrow().len(), r.asked_bound.get()), (2, 0));
+    let (_, sent, asked) = run(vec![network(false), network(false)]);
+    assert_eq!((sent, asked), (2, 0));
 }
 
 fn enroll_with(

@@ -126,6 +126,8 @@ pub struct Relay {
     /// Enrollments being decided; `drain` waits for them at exit.
     inflight: Arc<tokio::sync::Semaphore>,
     health: std::sync::Mutex<Option<(Instant, bool)>>,
+    /// `host[:port]` of each public URL, in the same order, for matching a Host header.
+    authorities: Vec<String>,
 }
 
 /// The rate bucket of a client address: the address for IPv4, its /64 for IPv6 (one host
@@ -149,6 +151,17 @@ const CLAIM_MARGIN_MS: i64 = 10 * 60 * 1000;
 
 mod decide;
 mod lookup;
+
+/// `host[:port]` of a URL as a Host header names it (empty when it does not parse).
+fn authority(url: &str) -> String {
+    url::Url::parse(url).map_or_else(
+        |_| String::new(),
+        |p| match p.port() {
+            Some(port) => format!("{}:{port}", p.host_str().unwrap_or("")),
+            None => p.host_str().unwrap_or("").to_string(),
+        },
+    )
+}
 
 fn now_ms(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH)
@@ -203,6 +216,7 @@ impl Relay {
             permit_wait: cfg.http.timeout * 2,
             inflight: Arc::new(tokio::sync::Semaphore::new(INFLIGHT as usize)),
             health: std::sync::Mutex::new(None),
+            authorities: cfg.public_urls.iter().map(|u| authority(u)).collect(),
         })
     }
 
@@ -247,19 +261,12 @@ impl Relay {
 
     /// The public URL whose host the client named, else the first.
     fn public_url_for(&self, host: Option<&str>) -> &str {
-        let urls = &self.policy.public_urls;
         host.and_then(|h| {
-            urls.iter().find(|u| {
-                url::Url::parse(u).is_ok_and(|p| {
-                    let authority = match p.port() {
-                        Some(port) => format!("{}:{port}", p.host_str().unwrap_or("")),
-                        None => p.host_str().unwrap_or("").to_string(),
-                    };
-                    authority.eq_ignore_ascii_case(h)
-                })
-            })
+            self.authorities
+                .iter()
+                .position(|a| a.eq_ignore_ascii_case(h))
         })
-        .unwrap_or(&urls[0])
+        .map_or(&self.policy.public_urls[0], |i| &self.policy.public_urls[i])
     }
 
     /// `POST /v1/enroll` from `client`, decided in a task of its own: a client that goes away

@@ -34,6 +34,28 @@ fn relay_tls(env: &TestEnv) -> (std::path::PathBuf, std::path::PathBuf) {
     )
 }
 
+/// A relay serving HTTPS with `relay_tls`'s certificate (and `extra` config lines); the
+/// certificate's file, for the desks' `--relay-ca-file`.
+fn https_relay(
+    env: &TestEnv,
+    sim: &Sim,
+    ca_pem: &std::path::Path,
+    extra: &str,
+) -> (Relay, std::path::PathBuf) {
+    let (tls, tls_key) = relay_tls(env);
+    let relay = Relay::start(
+        env,
+        sim,
+        ca_pem,
+        RelaySetup {
+            tls: Some((tls.clone(), tls_key)),
+            extra: extra.into(),
+            ..Default::default()
+        },
+    );
+    (relay, tls)
+}
+
 fn enroll_via(
     env: &TestEnv,
     relay: &Relay,
@@ -57,16 +79,7 @@ fn a_token_enrolls_through_the_relay_with_no_secret_on_the_desk() {
     let (ca, ca_pem) = org_ca(&env);
     let cert = alice_token(&env, &ca, &ca_pem);
     let sim = simulator(&mut env, &ca_pem, &[]);
-    let (tls, tls_key) = relay_tls(&env);
-    let relay = Relay::start(
-        &env,
-        &sim,
-        &ca_pem,
-        RelaySetup {
-            tls: Some((tls.clone(), tls_key)),
-            ..Default::default()
-        },
-    );
+    let (relay, tls) = https_relay(&env, &sim, &ca_pem, "");
     let out = enroll_via(&env, &relay, &tls, "alice").output().unwrap();
     assert_eq!(
         out.status.code(),
@@ -182,17 +195,7 @@ fn journal_reconcile_settles_a_relay_enrollment_through_the_relay() {
         &ca_pem,
         &["--lose-answers", "1", "--lists-unavailable", "1"],
     );
-    let (tls, tls_key) = relay_tls(&env);
-    let relay = Relay::start(
-        &env,
-        &sim,
-        &ca_pem,
-        RelaySetup {
-            tls: Some((tls.clone(), tls_key)),
-            extra: "retries = 0\n".into(),
-            ..Default::default()
-        },
-    );
+    let (relay, tls) = https_relay(&env, &sim, &ca_pem, "retries = 0\n");
     let out = enroll_via(&env, &relay, &tls, "alice").output().unwrap();
     assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
     let j = json(&out);
@@ -237,16 +240,7 @@ fn the_agent_enrolls_through_the_relay() {
     let (ca, ca_pem) = org_ca(&env);
     alice_token(&env, &ca, &ca_pem);
     let sim = simulator(&mut env, &ca_pem, &[]);
-    let (tls, tls_key) = relay_tls(&env);
-    let relay = Relay::start(
-        &env,
-        &sim,
-        &ca_pem,
-        RelaySetup {
-            tls: Some((tls.clone(), tls_key)),
-            ..Default::default()
-        },
-    );
+    let (relay, tls) = https_relay(&env, &sim, &ca_pem, "");
     pins(&env, &[PIN]);
     let child = env
         .agent_cmd_base()
