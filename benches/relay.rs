@@ -177,6 +177,7 @@ async fn direct(ca: &SoftKey, keys: Arc<Vec<SoftKey>>, n: usize, clients: usize)
                 url_for_display: String::new(),
                 journal: None,
                 retries: 0,
+                run: None,
             };
             let mut challenge = [0u8; 32];
             rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut challenge);

@@ -53,6 +53,10 @@ pub struct Intent {
     /// Through the relay: the SHA-256 of the PKCS#7 sent, by which the relay answers lookups.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_sha256: Option<String>,
+    /// The station run the attempt belongs to (its report file's SHA-256 name, see `station`),
+    /// by which a restarted run finds what it had in flight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<String>,
 }
 
 fn register_action() -> String {
@@ -259,6 +263,7 @@ mod tests {
             status: "1".into(),
             via: None,
             request_sha256: None,
+            run: None,
         }
     }
 

@@ -21,6 +21,7 @@ pub mod paths;
 pub mod relay;
 pub mod secret;
 pub mod simulator;
+pub mod station;
 pub mod text;
 pub mod token;
 pub mod ui;

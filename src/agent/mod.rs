@@ -16,6 +16,7 @@ pub mod registry;
 pub mod state;
 pub mod watcher;
 mod work;
+pub use work::panic_text;
 
 use crate::api::HttpOptions;
 use crate::challenge::ChallengeSource;

@@ -34,6 +34,9 @@ pub struct Seen {
 pub struct PairRef {
     pub uri: String,
     pub subject: String,
+    /// The certificate's serial (hex) and SHA-256, for confirmations and reports.
+    pub cert_serial: String,
+    pub sha256: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -245,6 +248,8 @@ fn snapshot(
             .map(|p| PairRef {
                 uri: p.uri().to_string(),
                 subject: p.subject(),
+                cert_serial: hex::encode(p.cert.tbs_certificate.serial_number.as_bytes()),
+                sha256: crate::certinfo::fingerprint(&p.cert_der),
             })
             .collect();
         out.insert(

@@ -93,6 +93,16 @@ impl TokenStatus {
             Self::Deactivated => 4,
         }
     }
+
+    /// The status's name, as the config and reports write it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Valid => "valid",
+            Self::TempDeactivated => "temp-deactivated",
+            Self::Deactivated => "deactivated",
+        }
+    }
 }
 
 impl std::str::FromStr for TokenStatus {

@@ -45,6 +45,9 @@ pub enum Command {
     Relay(RelayArgs),
     /// Run in the desktop session: notice tokens, ask for the PIN, enroll, tell the person.
     Agent(AgentArgs),
+    /// The helpdesk enrollment station: many tokens for many people in one sitting, with a
+    /// report for the auditor.
+    Station(StationArgs),
     /// Run a whole enrollment on a throw-away SoftHSM2 token against the built-in simulator.
     Demo,
     /// Test tooling: put a key pair and a self-signed certificate on a (SoftHSM2) token.
@@ -193,6 +196,68 @@ impl AgentArgs {
             relay_client: self.relay.clone(),
             module: self.module.clone(),
             signing: self.signing.clone(),
+            http: self.http.clone(),
+            ..Default::default()
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct StationArgs {
+    /// The batch (CSV): a header row naming username and optionally serial and status, then a
+    /// row per user.
+    #[arg(long, value_name = "FILE.csv")]
+    pub batch: Option<PathBuf>,
+    /// The report (CSV) to append a row to as each token finishes; a restart with the same
+    /// report goes on where the last run ended.
+    #[arg(long, value_name = "FILE.csv")]
+    pub report: Option<PathBuf>,
+    /// At the end, write a printable HTML report of the run here.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
+    /// Events as JSON lines on stdout (with --headless).
+    #[arg(long)]
+    pub jsonl: bool,
+    /// How many tokens enroll at the same time [default: 4].
+    #[arg(long, value_name = "N")]
+    pub lanes: Option<usize>,
+    /// A user bound to another certificate (22027): skip, ask, or replace (unbind it and register
+    /// this one) [default: ask with the terminal UI, skip with --headless].
+    #[arg(long, value_name = "WHAT")]
+    pub on_bound: Option<String>,
+    /// Run the preflight (module, readers, server, clock, login, batch) and exit.
+    #[arg(long)]
+    pub check: bool,
+    #[command(flatten)]
+    pub server: ServerKeys,
+    #[command(flatten)]
+    pub login: LoginKeys,
+    #[command(flatten)]
+    pub journal: JournalKeys,
+    #[command(flatten)]
+    pub agent: AgentKeys,
+    #[command(flatten)]
+    pub module: ModuleKeys,
+    #[command(flatten)]
+    pub signing: SigningKeys,
+    #[command(flatten)]
+    pub pin: PinKeys,
+    #[command(flatten)]
+    pub http: HttpKeys,
+    #[command(flatten)]
+    pub config: ConfigFlag,
+}
+
+impl StationArgs {
+    pub fn layer(&self) -> RawConfig {
+        RawConfig {
+            server: self.server.clone(),
+            login: self.login.clone(),
+            journal: self.journal.clone(),
+            agent: self.agent.clone(),
+            module: self.module.clone(),
+            signing: self.signing.clone(),
+            pin: self.pin.clone(),
             http: self.http.clone(),
             ..Default::default()
         }

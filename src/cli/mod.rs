@@ -16,6 +16,7 @@ mod relay;
 pub mod render;
 mod session;
 mod simulate;
+mod station;
 mod status;
 mod tokens;
 mod verify;
@@ -37,6 +38,7 @@ pub fn run(cli: Cli, env: &crate::secret::EnvSecrets, paths: &crate::paths::Path
         Command::Simulate(a) => simulate::simulate_cmd(a, env, paths),
         Command::Relay(a) => relay::relay_cmd(a, env, paths),
         Command::Agent(a) => agent::run(a, env, paths),
+        Command::Station(a) => station::station_cmd(a, env, paths),
         Command::Demo => crate::demo::run(),
         Command::Provision(a) => provision::provision_cmd(a),
     }

@@ -46,6 +46,8 @@ pub struct PairSummary {
     pub pin_count_low: bool,
     pub pin_final_try: bool,
     pub pin_locked: bool,
+    /// The token wants its PIN changed first (CKF_USER_PIN_TO_BE_CHANGED): nothing is tried.
+    pub pin_to_be_changed: bool,
     pub uri: String,
     pub subject: String,
     pub kind: KeyKind,
@@ -488,6 +490,9 @@ fn login_input(
 ) -> Result<PinInput, EnrollError> {
     if pair.pin_locked {
         return Err(TokenError::PinLocked.into());
+    }
+    if pair.pin_to_be_changed {
+        return Err(TokenError::PinToBeChanged.into());
     }
     if pair.pin_count_low || pair.pin_final_try {
         on(Step::PinWarning {

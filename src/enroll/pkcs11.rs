@@ -44,6 +44,7 @@ impl TokenSide for Pkcs11Side {
             pin_count_low: pair.token.pin_count_low,
             pin_final_try: pair.token.pin_final_try,
             pin_locked: pair.token.pin_locked,
+            pin_to_be_changed: pair.token.pin_to_be_changed,
             uri: pair.uri().to_string(),
             subject: pair.subject(),
             kind: pair.kind,

@@ -24,6 +24,8 @@ pub struct Registration<'a> {
     pub journal: Option<&'a crate::journal::Journal>,
     /// How many times a transport failure before any answer is retried.
     pub retries: u32,
+    /// The station run its journal entries are tagged with.
+    pub run: Option<String>,
 }
 
 impl<'a> Registration<'a> {
@@ -40,6 +42,7 @@ impl<'a> Registration<'a> {
             url_for_display: crate::api::client::register_url(origin, &opts.admin),
             journal,
             retries: opts.retries,
+            run: None,
         }
     }
 }
@@ -102,6 +105,7 @@ impl Signer {
             status: status.to_string(),
             via: None,
             request_sha256: None,
+            run: None,
         }
     }
 }
@@ -180,14 +184,17 @@ pub async fn register(
     let sha1 = &signer.sha1;
     let id = crate::journal::new_id();
     if let Some(j) = reg.journal {
-        j.intent(&signer.intent(
-            &id,
-            &reg.url_for_display,
-            reg.admin,
-            user,
-            digest,
-            &reg.status.code().to_string(),
-        ))?;
+        j.intent(&crate::journal::Intent {
+            run: reg.run.clone(),
+            ..signer.intent(
+                &id,
+                &reg.url_for_display,
+                reg.admin,
+                user,
+                digest,
+                &reg.status.code().to_string(),
+            )
+        })?;
     }
     let offset_ms = match registrar.clock_offset_ms().await {
         Some(o) if o.abs() > CLOCK_SKEW_LIMIT_MS => {

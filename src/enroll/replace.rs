@@ -47,6 +47,7 @@ pub async fn replace(
             status: String::new(),
             via: None,
             request_sha256: None,
+            run: reg.run.clone(),
         })?;
     }
     let answer = registrar.unbind(reg.admin, user, &secrets).await;

@@ -53,6 +53,7 @@ impl TokenSide for FakeToken {
                 pin_count_low: false,
                 pin_final_try: false,
                 pin_locked: self.locked,
+                pin_to_be_changed: false,
                 uri: "pkcs11:token=fake".into(),
                 subject: "CN=Fake".into(),
                 kind: KeyKind::Ec(crate::token::Curve::P256),
@@ -274,6 +275,7 @@ fn registration() -> Registration<'static> {
         url_for_display: "u".into(),
         journal: None,
         retries: 1,
+        run: None,
     }
 }
 

@@ -27,6 +27,8 @@ pub enum TokenError {
     PinIncorrect { count_low: bool, final_try: bool },
     #[error("the token's PIN is locked; nothing was tried. Ask your administrator to unblock it with the SO PIN or PUK")]
     PinLocked,
+    #[error("the token's PIN must be changed before the token is used (it still has its initial or transport PIN); nothing was tried. Change it with the token's own tool (for example pkcs11-tool --change-pin), then insert the token again")]
+    PinToBeChanged,
     #[error("the PIN has expired; change it with the token's own tool, then try again")]
     PinExpired,
     #[error("the PIN has an invalid length or characters; check it and try again")]

@@ -122,6 +122,7 @@ impl Module {
                 pin_count_low: info.user_pin_count_low(),
                 pin_final_try: info.user_pin_final_try(),
                 pin_locked: info.user_pin_locked(),
+                pin_to_be_changed: info.user_pin_to_be_changed(),
             });
         }
         Ok(out)
@@ -140,6 +141,7 @@ impl Module {
             pin_count_low: info.user_pin_count_low(),
             pin_final_try: info.user_pin_final_try(),
             pin_locked: info.user_pin_locked(),
+            pin_to_be_changed: info.user_pin_to_be_changed(),
             ..token.clone()
         })
     }

@@ -35,6 +35,9 @@ pub struct TokenDesc {
     pub pin_count_low: bool,
     pub pin_final_try: bool,
     pub pin_locked: bool,
+    /// CKF_USER_PIN_TO_BE_CHANGED: the PIN must be changed before the token may be used.
+    #[serde(default)]
+    pub pin_to_be_changed: bool,
 }
 
 impl TokenDesc {

@@ -52,6 +52,7 @@ pub(crate) fn token(label: &str) -> TokenDesc {
         pin_count_low: false,
         pin_final_try: false,
         pin_locked: false,
+        pin_to_be_changed: false,
     }
 }
 

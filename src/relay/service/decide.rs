@@ -166,6 +166,7 @@ impl Relay {
             url_for_display: crate::api::client::register_url(self.client.origin(), &self.admin),
             journal: None,
             retries: self.retries,
+            run: None,
         };
         let metrics = &self.metrics;
         let mut on = |s: Step| {
