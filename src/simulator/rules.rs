@@ -265,6 +265,9 @@ impl Rules {
         record["timestamp"] = serde_json::json!(timestamp);
         record["status"] = serde_json::json!(status);
         record["signature_len"] = serde_json::json!(signature.as_ref().map(|s| s.len()));
+        // The PKCS#7 itself (no secret: a signature and a public certificate), so that tests
+        // can cross-verify what reached the server with openssl.
+        record["signature"] = serde_json::json!(signature);
         // The static secrets (the admin of `--admin`), or a session an admin login opened.
         let session = match cen_token.as_deref() {
             Some(c) if admin == self.admin && c == self.expected_cen_token(admin) => {

@@ -62,10 +62,12 @@ pub fn parse(bytes: &[u8]) -> Result<Batch, Vec<String>> {
         .from_reader(bytes);
     let mut records = reader.records();
     let header = match records.next() {
-        None => return Err(vec![
+        None => {
+            return Err(vec![
             "line 1: the file is empty; it needs a header row naming at least the username column"
                 .into(),
-        ]),
+        ])
+        }
         Some(Err(e)) => return Err(vec![csv_problem(bytes, &e)]),
         Some(Ok(h)) => h,
     };

@@ -10,20 +10,21 @@
 //! or any enrollment step.
 
 use super::events::{Confirm, Event, Face, TokenName};
+pub use super::pin::EnvPin;
+use super::pin::{lock, Clock, LanePin, Use};
 use super::queue::Settled;
 use super::report::Row;
 use crate::agent::state::TokenKey;
 use crate::agent::watcher::{PairRef, SharedModule};
 use crate::api::{ApiError, TokenStatus};
 use crate::enroll::{
-    self, EnrollError, OutcomeKind, PairSummary, PinPrompt, Pkcs11Side, Plan, Registration,
-    Request, Session, Step, UserFrom, UserPolicy,
+    self, EnrollError, OutcomeKind, Pkcs11Side, Plan, Registration, Request, Session, Step,
+    UserFrom, UserPolicy,
 };
-use crate::secret::Pin;
 use crate::token::uri::Pkcs11Uri;
 use crate::token::{Selector, TokenError};
-use crate::ui::dialogs::{Cancel, PinRequest};
-use std::sync::{Arc, Condvar, Mutex};
+use crate::ui::dialogs::Cancel;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// `--on-bound`: what to do when the user is bound to another certificate (22027).
@@ -45,86 +46,6 @@ impl std::str::FromStr for OnBound {
                 "unknown --on-bound '{s}': use skip, ask or replace"
             )),
         }
-    }
-}
-
-/// The `--pin-env` PIN through the run: tried by one token at a time until a token accepts it;
-/// once a token refuses it, it is gone (the rest wait for a typed PIN).
-enum Shared {
-    None,
-    Untried(Pin),
-    /// A lane is trying it now; the others wait for the verdict.
-    Trying(Pin),
-    Accepted(Pin),
-    Refused,
-}
-
-pub struct EnvPin {
-    state: Mutex<Shared>,
-    changed: Condvar,
-}
-
-/// A lane's use of the env PIN: whether it is the trial.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Use {
-    None,
-    Trial,
-    Known,
-}
-
-impl EnvPin {
-    pub fn new(pin: Option<Pin>) -> Self {
-        Self {
-            state: Mutex::new(pin.map_or(Shared::None, Shared::Untried)),
-            changed: Condvar::new(),
-        }
-    }
-
-    /// The PIN for a lane, waiting while another lane tries it; `None` once it was refused.
-    fn take(&self, cancel: &Cancel) -> Option<(Pin, Use)> {
-        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        loop {
-            match &*s {
-                Shared::None | Shared::Refused => return None,
-                Shared::Accepted(p) => return Some((p.clone(), Use::Known)),
-                Shared::Untried(p) => {
-                    let p = p.clone();
-                    *s = Shared::Trying(p.clone());
-                    return Some((p, Use::Trial));
-                }
-                Shared::Trying(_) if cancel.is_cancelled() => return None,
-                Shared::Trying(_) => {
-                    s = self
-                        .changed
-                        .wait_timeout(s, Duration::from_millis(200))
-                        .unwrap_or_else(|p| p.into_inner())
-                        .0;
-                }
-            }
-        }
-    }
-
-    /// The trial's verdict: `Some(true)` accepted, `Some(false)` refused, `None` not tried
-    /// after all (the lane ended before the token saw it).
-    fn settle(&self, verdict: Option<bool>) {
-        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        if let Shared::Trying(p) = std::mem::replace(&mut *s, Shared::None) {
-            *s = match verdict {
-                Some(true) => Shared::Accepted(p),
-                Some(false) => {
-                    tracing::warn!("a token refused the --pin-env PIN: it is not tried on any further token; their PINs are asked instead");
-                    Shared::Refused
-                }
-                None => Shared::Untried(p),
-            };
-        }
-        self.changed.notify_all();
-    }
-
-    fn refused(&self) {
-        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        *s = Shared::Refused;
-        self.changed.notify_all();
     }
 }
 
@@ -182,106 +103,6 @@ pub enum End {
     },
     /// The token left (or was withdrawn) before the server answered: nothing to report.
     Removed,
-}
-
-/// Time spent in each phase, for the summary's slowest phase.
-#[derive(Default)]
-struct Clock {
-    phase: Option<(&'static str, Instant)>,
-    spent: Vec<(&'static str, Duration)>,
-}
-
-impl Clock {
-    fn enter(&mut self, phase: &'static str) {
-        self.leave();
-        self.phase = Some((phase, Instant::now()));
-    }
-
-    fn leave(&mut self) {
-        if let Some((p, t)) = self.phase.take() {
-            self.spent.push((p, t.elapsed()));
-        }
-    }
-}
-
-/// The lane's PIN: the `--pin-env` PIN while it is good, else typed by the token's holder —
-/// never one the token already refused.
-struct LanePin<'a> {
-    ctx: &'a Ctx,
-    job: &'a Job,
-    user: &'a str,
-    error: Option<String>,
-    refused: &'a [[u8; 32]],
-    used: Use,
-    tried: Option<[u8; 32]>,
-    clock: &'a Mutex<Clock>,
-}
-
-fn pin_hash(pin: &Pin) -> [u8; 32] {
-    use sha2::Digest;
-    sha2::Sha256::digest(pin.expose().as_bytes()).into()
-}
-
-impl PinPrompt for LanePin<'_> {
-    fn pin(&mut self, pair: &PairSummary) -> Result<Pin, TokenError> {
-        let (job, ctx) = (self.job, self.ctx);
-        ctx.face.event(&Event::WaitingPin {
-            time: super::events::now(),
-            token: job.name(),
-            username: self.user.to_string(),
-        });
-        lock(self.clock).enter("waiting_pin");
-        if job.cancel.is_cancelled() {
-            return Err(TokenError::PinCancelled);
-        }
-        let pin = match ctx.env_pin.take(&job.cancel) {
-            Some((p, used)) if !self.refused.contains(&pin_hash(&p)) => {
-                self.used = used;
-                p
-            }
-            _ => {
-                let warning = if pair.pin_final_try {
-                    Some("FINAL TRY: one more wrong PIN locks this token.".to_string())
-                } else if pair.pin_count_low {
-                    Some("Few tries left: the PIN was entered wrongly before.".to_string())
-                } else {
-                    None
-                };
-                let req = PinRequest {
-                    token: job.key.label.clone(),
-                    serial: job.key.serial.clone(),
-                    subject: pair.subject.clone(),
-                    user: self.user.to_string(),
-                    purpose: format!("for {} with CENTAGATE.", self.user),
-                    error: self.error.take(),
-                    warning,
-                };
-                match ctx.face.pin(&req, &job.cancel) {
-                    Ok(Some(p)) if self.refused.contains(&pin_hash(&p)) => {
-                        return Err(TokenError::PinSource(
-                            "that PIN was already refused by this token; it was not sent again"
-                                .into(),
-                        ))
-                    }
-                    Ok(Some(p)) => p,
-                    Ok(None) => return Err(TokenError::PinCancelled),
-                    Err(e) => return Err(TokenError::PinSource(e)),
-                }
-            }
-        };
-        self.tried = Some(pin_hash(&pin));
-        lock(self.clock).enter("signing");
-        ctx.face.event(&Event::Signing {
-            time: super::events::now(),
-            token: job.name(),
-            username: self.user.to_string(),
-        });
-        Ok(pin)
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Runs one token's lane to its end.
@@ -590,40 +411,5 @@ fn finished(job: &Job, mut row: Row, settled: Settled, clock: &Mutex<Clock>) -> 
         row: Box::new(row),
         settled,
         phases: std::mem::take(&mut c.spent),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_env_pin_is_tried_by_one_token_and_never_again_once_refused() {
-        let env = EnvPin::new(Some(Pin::new("123456".into())));
-        let cancel = Cancel::default();
-        let (_, first) = env.take(&cancel).unwrap();
-        assert!(first == Use::Trial);
-        // While the trial runs, another lane waits; a withdrawn one gives up.
-        let gone = Cancel::default();
-        gone.cancel();
-        assert!(env.take(&gone).is_none());
-        env.settle(Some(false));
-        assert!(
-            env.take(&cancel).is_none(),
-            "refused: no further token gets it"
-        );
-
-        let env = EnvPin::new(Some(Pin::new("123456".into())));
-        let _ = env.take(&cancel).unwrap();
-        env.settle(None);
-        assert!(
-            env.take(&cancel).unwrap().1 == Use::Trial,
-            "not tried after all: tried again"
-        );
-        env.settle(Some(true));
-        assert!(env.take(&cancel).unwrap().1 == Use::Known);
-        env.refused();
-        assert!(env.take(&cancel).is_none());
-        assert!(EnvPin::new(None).take(&cancel).is_none());
     }
 }

@@ -14,6 +14,7 @@ pub mod events;
 pub mod headless;
 pub mod html;
 pub mod lane;
+pub mod pin;
 pub mod preflight;
 pub mod queue;
 pub mod report;
