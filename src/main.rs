@@ -25,12 +25,13 @@ impl std::io::Write for LockedFile {
 }
 
 /// The agent also logs to `$XDG_STATE_HOME/tokenroll/agent.log` (owner-only, never through a
-/// link), which "Open log" shows. Without a usable state folder the agent refuses to start
-/// (see `cli::agent`), so the reason is said there.
-fn agent_log(paths: &tokenroll::paths::Paths) -> Option<std::fs::File> {
+/// link), which "Open log" shows; the station's terminal UI to `station.log` there only (the
+/// screen is the UI's). Without a usable state folder the agent refuses to start (see
+/// `cli::agent`), so the reason is said there.
+fn state_log(paths: &tokenroll::paths::Paths, name: &str) -> Option<std::fs::File> {
     let dir = paths.state_dir().ok()?;
     tokenroll::paths::private_dir(dir).ok()?;
-    tokenroll::paths::open_append(&dir.join("agent.log")).ok()
+    tokenroll::paths::open_append(&dir.join(name)).ok()
 }
 
 /// No core dumps: a PIN, the admin's authToken and secretCode or a cenToken may be in memory, and a
@@ -69,7 +70,14 @@ fn main() {
             command: Command::Relay(_)
         })
     );
-    let default_level = if is_agent || is_service {
+    // The station's terminal UI owns the screen: its log goes to a file alone.
+    let station_ui = matches!(
+        &parsed,
+        Ok(Cli {
+            command: Command::Station(a)
+        }) if a.agent.headless != Some(true) && !a.check
+    );
+    let default_level = if is_agent || is_service || station_ui {
         "info"
     } else {
         "warn"
@@ -80,21 +88,33 @@ fn main() {
     };
     // Every record is one line (untrusted text inside it escaped), and no colour codes.
     let stderr = || OneLine(std::io::stderr());
-    match is_agent.then(|| agent_log(&paths)).flatten() {
-        Some(file) => {
-            let file = std::sync::Arc::new(std::sync::Mutex::new(file));
-            let to_file = move || OneLine(LockedFile(file.clone()));
-            tracing_subscriber::fmt()
-                .with_env_filter(filter())
-                .with_ansi(false)
-                .with_writer(stderr.and(to_file))
-                .init()
-        }
-        None => tracing_subscriber::fmt()
+    if let Some(file) = station_ui
+        .then(|| state_log(&paths, "station.log"))
+        .flatten()
+    {
+        let file = std::sync::Arc::new(std::sync::Mutex::new(file));
+        tracing_subscriber::fmt()
             .with_env_filter(filter())
             .with_ansi(false)
-            .with_writer(stderr)
-            .init(),
+            .with_writer(move || OneLine(LockedFile(file.clone())))
+            .init();
+    } else {
+        match is_agent.then(|| state_log(&paths, "agent.log")).flatten() {
+            Some(file) => {
+                let file = std::sync::Arc::new(std::sync::Mutex::new(file));
+                let to_file = move || OneLine(LockedFile(file.clone()));
+                tracing_subscriber::fmt()
+                    .with_env_filter(filter())
+                    .with_ansi(false)
+                    .with_writer(stderr.and(to_file))
+                    .init()
+            }
+            None => tracing_subscriber::fmt()
+                .with_env_filter(filter())
+                .with_ansi(false)
+                .with_writer(stderr)
+                .init(),
+        }
     }
     let cli = match parsed {
         Ok(c) => c,

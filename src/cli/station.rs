@@ -132,17 +132,43 @@ pub fn station_cmd(
             return exit::USAGE;
         }
     };
-    if !r.headless {
-        eprintln!("tokenroll station: the terminal UI is not built yet; run with --headless");
-        return exit::USAGE;
-    }
-    let face: Arc<dyn Face> = Arc::new(st::headless::Headless {
-        jsonl: args.jsonl,
-        dialog: Box::new(crate::ui::dialogs::Pinentry {
-            program: r.pinentry.clone(),
-        }),
-        out: Default::default(),
-    });
+    let (control_tx, control) = tokio::sync::mpsc::unbounded_channel::<Control>();
+    let (quit_tx, mut quit_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let (face, tui): (Arc<dyn Face>, Option<st::tui::Tui>) = if r.headless {
+        let face = st::headless::Headless {
+            jsonl: args.jsonl,
+            dialog: Box::new(crate::ui::dialogs::Pinentry {
+                program: r.pinentry.clone(),
+            }),
+            out: Default::default(),
+        };
+        (Arc::new(face), None)
+    } else {
+        let rows = r
+            .batch
+            .as_ref()
+            .map(|b| b.rows.iter().map(|r| r.username.clone()).collect())
+            .unwrap_or_default();
+        let title = format!("{} @ {}", r.reg.admin, r.reg.server);
+        match st::tui::start(rows, title, control_tx.clone(), quit_tx.clone()) {
+            Ok((face, tui)) => (face, Some(tui)),
+            Err(e) => {
+                eprintln!("tokenroll station: {}", crate::text::plain_lines(&e));
+                return exit::USAGE;
+            }
+        }
+    };
+    // Ends the terminal UI (restoring the terminal) before anything more is printed.
+    let end_ui = |tui: Option<st::tui::Tui>| {
+        if let Some(t) = tui {
+            if let Err(e) = t.end() {
+                eprintln!(
+                    "tokenroll station: the terminal UI: {}",
+                    crate::text::plain(&e)
+                );
+            }
+        }
+    };
     let fail = |code: i32, message: String| {
         eprintln!("tokenroll station: {}", crate::text::plain_lines(&message));
         code
@@ -182,6 +208,12 @@ pub fn station_cmd(
     }
     let failed = checks.iter().find(|c| c.status == Status::Fail);
     if args.check || failed.is_some() {
+        if tui.is_some() {
+            end_ui(tui);
+            for c in &checks {
+                eprintln!("{}", preflight::line(c));
+            }
+        }
         if !args.check {
             eprintln!("tokenroll station: the preflight failed; nothing was touched");
         }
@@ -231,7 +263,6 @@ pub fn station_cmd(
         report: r.report.clone(),
         lanes: r.lanes,
     };
-    let (_control_tx, control) = tokio::sync::mpsc::unbounded_channel::<Control>();
     let ended = rt.block_on(async {
         let stop = async {
             let mut term =
@@ -242,12 +273,14 @@ pub fn station_cmd(
             tokio::select! {
                 _ = term.recv() => {}
                 _ = tokio::signal::ctrl_c() => {}
+                _ = quit_rx.recv() => {}
             }
         };
         st::run(cfg, ctx, control, stop).await
     });
     quit.cancel();
     rt.shutdown_timeout(Duration::from_millis(200));
+    end_ui(tui);
     let ended = match ended {
         Ok(e) => e,
         Err(e) => return fail(exit::FAILURE, e),
@@ -256,6 +289,16 @@ pub fn station_cmd(
         if let Err(e) = write_html(path, &r.report, &admin, &server_shown, &ended.summary) {
             return fail(exit::FAILURE, e);
         }
+    }
+    if !r.headless {
+        // The summary stays on the terminal once the UI is gone.
+        eprintln!(
+            "{}",
+            st::headless::line(&Event::Summary {
+                time: st::events::now(),
+                summary: ended.summary.clone(),
+            })
+        );
     }
     if let Some(e) = &ended.report_error {
         return fail(exit::FAILURE, e.clone());

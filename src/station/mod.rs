@@ -19,6 +19,7 @@ pub mod preflight;
 pub mod queue;
 pub mod report;
 mod resume;
+pub mod tui;
 
 use crate::agent::state::TokenKey;
 use crate::agent::watcher::{self, Change, Seen};

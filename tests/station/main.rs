@@ -4,7 +4,9 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+mod lock;
 mod restart;
+mod tui;
 use common::*;
 use std::io::BufRead;
 use std::path::PathBuf;

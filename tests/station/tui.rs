@@ -1,0 +1,166 @@
+//! The terminal UI as an operator uses it, driven in tmux (`send-keys`, `capture-pane`) on an
+//! 80×24 terminal: a token arrives, the username is typed, the enrollment confirmed, the PIN typed
+//! in the masked field, the result read off the screen, and `q` quits.
+
+use super::*;
+
+/// A tmux server of the test's own, its one window running `script`.
+struct Tmux {
+    socket: PathBuf,
+}
+
+impl Tmux {
+    fn start(env: &TestEnv, script: &std::path::Path) -> Self {
+        let socket = env.path("tmux.sock");
+        let out = Command::new("tmux")
+            .arg("-S")
+            .arg(&socket)
+            .args(["new-session", "-d", "-x", "80", "-y", "24"])
+            .arg(script)
+            .output()
+            .expect("tmux is installed");
+        assert!(out.status.success(), "{}", stderr(&out));
+        Tmux { socket }
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        let out = Command::new("tmux")
+            .arg("-S")
+            .arg(&self.socket)
+            .arg("send-keys")
+            .args(keys)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+
+    /// The screen as text (`escapes`: with its colours, for the README's screenshot).
+    fn screen(&self, escapes: bool) -> String {
+        let mut c = Command::new("tmux");
+        c.arg("-S").arg(&self.socket).args(["capture-pane", "-p"]);
+        if escapes {
+            c.arg("-e");
+        }
+        String::from_utf8_lossy(&c.output().unwrap().stdout).into_owned()
+    }
+
+    /// Waits up to 30 s for `text` on the screen.
+    fn wait_for(&self, text: &str) -> String {
+        let t = Instant::now();
+        loop {
+            let s = self.screen(false);
+            if s.contains(text) {
+                return s;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "no '{text}' on:\n{s}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn running(&self) -> bool {
+        Command::new("tmux")
+            .arg("-S")
+            .arg(&self.socket)
+            .arg("has-session")
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .arg("-S")
+            .arg(&self.socket)
+            .arg("kill-server")
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+#[test]
+fn the_terminal_ui_enrolls_a_token_with_a_typed_username_and_pin() {
+    let mut env = TestEnv::new();
+    let sim = env.simulator(&[]);
+    let cert = token(&env, "alice", "Alice Example");
+    // The station as the operator starts it: no batch, usernames typed, PINs typed.
+    let script = env.path("station.sh");
+    let cmd = env.cmd();
+    let mut text = String::from("#!/bin/sh\n");
+    for (k, v) in cmd.get_envs() {
+        if let (k, Some(v)) = (k.to_string_lossy(), v) {
+            text.push_str(&format!("export {k}='{}'\n", v.to_string_lossy()));
+        }
+    }
+    text.push_str(&format!(
+        "export TOKENROLL_AUTH_TOKEN='{AUTH_TOKEN}' TOKENROLL_SECRET_CODE='{SECRET_CODE}' \
+         TOKENROLL_POLL_MS=100 XDG_STATE_HOME='{}' TERM=xterm-256color\n\
+         exec '{}' station --server '{}' --admin {ADMIN} --ca-file '{}' --report '{}' \
+         2>'{}'\n",
+        env.path("state").display(),
+        env!("CARGO_BIN_EXE_tokenroll"),
+        sim.origin,
+        sim.ca.display(),
+        env.path("report.csv").display(),
+        env.path("station.err").display(),
+    ));
+    std::fs::write(&script, text).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let tmux = Tmux::start(&env, &script);
+    let s = tmux.wait_for("Username for token 'alice'");
+    assert!(
+        s.contains("OK   login: the session of helpdesk is alive"),
+        "{s}"
+    );
+    tmux.keys(&["user1", "Enter"]);
+    let s = tmux.wait_for("Enroll this token?");
+    assert!(
+        s.contains("user:        user1") && s.contains("CN=Alice Example"),
+        "{s}"
+    );
+    tmux.keys(&["Enter"]);
+    tmux.wait_for("PIN of token 'alice'");
+    tmux.keys(&[PIN]);
+    let s = tmux.wait_for("••••••");
+    assert!(!s.contains(PIN), "the PIN is masked:\n{s}");
+    tmux.keys(&["Enter"]);
+    let s = tmux.wait_for("no batch · 1 registered");
+    assert!(s.contains("registered user1"), "{s}");
+    assert!(!s.contains(PIN) && !s.contains(AUTH_TOKEN));
+    // The screen for the README (tests/screenshots renders it).
+    std::fs::write(env.path("station-screen.ans"), tmux.screen(true)).unwrap();
+    if let Ok(dir) = std::env::var("TOKENROLL_SCREENSHOT_DIR") {
+        std::fs::copy(
+            env.path("station-screen.ans"),
+            std::path::Path::new(&dir).join("station.ans"),
+        )
+        .unwrap();
+    }
+    tmux.keys(&["q"]);
+    let t = Instant::now();
+    while tmux.running() {
+        assert!(t.elapsed() < Duration::from_secs(10), "q did not quit");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let rows = report(&env);
+    assert_eq!(rows.len(), 1);
+    assert_eq!(
+        (rows[0]["username"].as_str(), rows[0]["outcome"].as_str()),
+        ("user1", "registered")
+    );
+    let certs = [("Alice Example", cert)].into_iter().collect();
+    assert_eq!(
+        verified_registrations(&env, &sim, &certs),
+        [("user1".to_string(), "CN=Alice Example,O=Acme".to_string())]
+    );
+    let err = std::fs::read_to_string(env.path("station.err")).unwrap();
+    assert!(
+        err.contains("summary: 1 registered"),
+        "the summary stays on the terminal: {err}"
+    );
+}
