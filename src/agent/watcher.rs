@@ -115,11 +115,26 @@ fn dir_listing(dir: &Path) -> BTreeSet<String> {
             .unwrap_or_default();
         format!("{}:{}:{}", p.display(), m.len(), t.as_nanos())
     };
+    // SoftHSM2 rewrites a token's `generation` file (its cross-process change counter) and
+    // touches its `.lock` files without any object changing, on every module load after a login
+    // on the token: counted, they would make every reload look like a change, and the watcher
+    // reload the module again and again. Objects and tokens still show in the other files.
+    let counted = |p: &Path| {
+        p.file_name().is_some_and(|n| {
+            let n = n.to_string_lossy();
+            n != "generation" && !n.ends_with(".lock")
+        })
+    };
     let mut out = BTreeSet::new();
-    for (path, meta) in entries(dir) {
+    for (path, meta) in entries(dir).into_iter().filter(|(p, _)| counted(p)) {
         out.insert(stamp(&path, &meta));
         if meta.is_dir() {
-            out.extend(entries(&path).iter().map(|(p, m)| stamp(p, m)));
+            out.extend(
+                entries(&path)
+                    .iter()
+                    .filter(|(p, _)| counted(p))
+                    .map(|(p, m)| stamp(p, m)),
+            );
         }
     }
     out

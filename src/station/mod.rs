@@ -86,6 +86,8 @@ struct Owner {
     running: tokio::task::JoinSet<(String, End)>,
     /// Tokens the operator skipped: a lane withdrawn for them is reported as skipped.
     skipped: std::collections::HashSet<String>,
+    /// Tokens inserted again while their withdrawn lane was still ending: queued once it has.
+    reinserted: HashMap<String, Seen>,
     /// Without a batch: how each token ended, in order.
     tokens: Vec<Settled>,
     phases: BTreeMap<&'static str, (Duration, u32)>,
@@ -128,6 +130,7 @@ pub async fn run(
         lanes: HashMap::new(),
         running: tokio::task::JoinSet::new(),
         skipped: Default::default(),
+        reinserted: HashMap::new(),
         tokens: Vec::new(),
         phases: BTreeMap::new(),
         paused: false,
@@ -222,7 +225,12 @@ impl Owner {
     fn inserted(&mut self, seen: Seen) {
         let name = name_of(&seen.key);
         let id = name.id();
-        if self.lanes.contains_key(&id) || self.waiting.iter().any(|j| j.name().id() == id) {
+        if self.lanes.contains_key(&id) {
+            // Pulled and put back while its lane ends: it comes again once the lane has ended.
+            self.reinserted.insert(id, seen);
+            return;
+        }
+        if self.waiting.iter().any(|j| j.name().id() == id) {
             return;
         }
         let certs: Vec<String> = seen.pairs.iter().map(|p| p.sha256.clone()).collect();
@@ -280,6 +288,7 @@ impl Owner {
 
     fn removed(&mut self, key: &TokenKey) {
         let id = name_of(key).id();
+        self.reinserted.remove(&id);
         if let Some(lane) = self.lanes.get(&id) {
             // The lane ends as soon as it can; an answer already under way still stands.
             lane.cancel.cancel();
@@ -402,6 +411,9 @@ impl Owner {
                     token: name_of(key),
                     username,
                 });
+                if let Some(seen) = self.reinserted.remove(id) {
+                    self.inserted(seen);
+                }
             }
             End::Done {
                 row: report_row,

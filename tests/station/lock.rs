@@ -13,7 +13,15 @@ fn the_station_locks_when_the_session_expires_and_goes_on_after_a_login() {
     let mut cmd = station_cmd(
         &env,
         &sim,
-        &["--login", "password", "--app-key", APP_KEY, "--batch"],
+        &[
+            PIN_ENV[0],
+            PIN_ENV[1],
+            "--login",
+            "password",
+            "--app-key",
+            APP_KEY,
+            "--batch",
+        ],
     );
     cmd.arg(env.path("batch.csv"))
         .env_remove("TOKENROLL_AUTH_TOKEN")

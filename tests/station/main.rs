@@ -2,6 +2,7 @@
 //! simulator over TLS, SoftHSM2 tokens made by another process while it runs, the report read
 //! back, every registered PKCS#7 cross-verified by openssl.
 
+mod card;
 #[path = "../common/mod.rs"]
 mod common;
 mod lock;
@@ -13,6 +14,9 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+/// The flags that give the SoftHSM tokens' shared PIN.
+pub const PIN_ENV: [&str; 2] = ["--pin-env", "TOKENROLL_PIN"];
 
 /// A running station and the JSONL events it printed so far.
 pub struct Station {
@@ -78,8 +82,8 @@ impl Drop for Station {
     }
 }
 
-/// `tokenroll station --headless --jsonl` against `sim` with the report `report.csv`, the test
-/// PIN in a variable for --pin-env, the scripted pinentry, and `extra`.
+/// `tokenroll station --headless --jsonl` against `sim` with the report `report.csv`, the
+/// scripted pinentry, and `extra` (the test PIN is in TOKENROLL_PIN, for `PIN_ENV`).
 pub fn station_cmd(env: &TestEnv, sim: &Sim, extra: &[&str]) -> Command {
     let mut c = env.cmd();
     c.args([
@@ -95,7 +99,6 @@ pub fn station_cmd(env: &TestEnv, sim: &Sim, extra: &[&str]) -> Command {
     .arg(&sim.ca)
     .arg("--report")
     .arg(env.path("report.csv"))
-    .args(["--pin-env", "TOKENROLL_PIN"])
     .arg("--pinentry")
     .arg(concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -245,7 +248,11 @@ fn a_batch_with_serials_gives_each_token_its_row() {
         ),
     )
     .unwrap();
-    let mut cmd = station_cmd(&env, &sim, &["--lanes", "2", "--batch"]);
+    let mut cmd = station_cmd(
+        &env,
+        &sim,
+        &[PIN_ENV[0], PIN_ENV[1], "--lanes", "2", "--batch"],
+    );
     cmd.arg(env.path("batch.csv"))
         .arg("--html")
         .arg(env.path("report.html"));
@@ -326,7 +333,11 @@ fn tokens_made_while_it_runs_take_the_rows_in_order() {
         "username,status\nuser3,\nuser4,valid\nuser5,4\n",
     )
     .unwrap();
-    let mut cmd = station_cmd(&env, &sim, &["--lanes", "2", "--batch"]);
+    let mut cmd = station_cmd(
+        &env,
+        &sim,
+        &[PIN_ENV[0], PIN_ENV[1], "--lanes", "2", "--batch"],
+    );
     cmd.arg(env.path("batch.csv"));
     let station = start(cmd);
     let mut certs = std::collections::HashMap::new();
@@ -391,7 +402,11 @@ fn a_wrong_pin_on_one_token_while_another_lane_succeeds() {
     // Typed PINs: the test PIN, again and again; the bad token refuses it each time.
     pins(&env, &[PIN, PIN, PIN, PIN]);
     std::fs::write(env.path("batch.csv"), "username\nuser1\nuser2\n").unwrap();
-    let mut cmd = station_cmd(&env, &sim, &["--lanes", "2", "--batch"]);
+    let mut cmd = station_cmd(
+        &env,
+        &sim,
+        &[PIN_ENV[0], PIN_ENV[1], "--lanes", "2", "--batch"],
+    );
     cmd.arg(env.path("batch.csv"));
     let (code, events) = start(cmd).end();
     assert_eq!(code, 3, "{events:#?}");
@@ -420,7 +435,7 @@ fn a_bad_batch_is_refused_with_every_line_named() {
         "username,serial,status,extra\nalice,1,\n,2,\nalice,3,\nbob,1,sometimes\n",
     )
     .unwrap();
-    let mut cmd = station_cmd(&env, &sim, &["--batch"]);
+    let mut cmd = station_cmd(&env, &sim, &[PIN_ENV[0], PIN_ENV[1], "--batch"]);
     cmd.arg(env.path("batch.csv"));
     let out = cmd.output().unwrap();
     assert_eq!(out.status.code(), Some(2));
@@ -455,7 +470,7 @@ fn a_bound_user_is_skipped_or_replaced() {
         format!("username,serial\nalice,{}\n", s["new"]),
     )
     .unwrap();
-    let mut cmd = station_cmd(&env, &sim, &["--batch"]);
+    let mut cmd = station_cmd(&env, &sim, &[PIN_ENV[0], PIN_ENV[1], "--batch"]);
     cmd.arg(env.path("batch.csv"));
     let (code, events) = start(cmd).end();
     assert_eq!(code, 1, "{events:#?}");
@@ -468,7 +483,11 @@ fn a_bound_user_is_skipped_or_replaced() {
     );
     assert!(!sim.all_records().iter().any(|r| r["unbind"] == true));
 
-    let mut cmd = station_cmd(&env, &sim, &["--on-bound", "replace", "--batch"]);
+    let mut cmd = station_cmd(
+        &env,
+        &sim,
+        &[PIN_ENV[0], PIN_ENV[1], "--on-bound", "replace", "--batch"],
+    );
     cmd.arg(env.path("batch.csv"));
     let (code, events) = start(cmd).end();
     assert_eq!(code, 0, "{events:#?}");

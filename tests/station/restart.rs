@@ -13,7 +13,7 @@ fn killed_mid_run_and_restarted_registers_nothing_twice() {
     certs.insert("First", token(&env, "first", "First"));
     std::fs::write(env.path("batch.csv"), "username\nuser1\nuser2\n").unwrap();
     let cmd = || {
-        let mut c = station_cmd(&env, &sim, &["--batch"]);
+        let mut c = station_cmd(&env, &sim, &[PIN_ENV[0], PIN_ENV[1], "--batch"]);
         c.arg(env.path("batch.csv"));
         c
     };
