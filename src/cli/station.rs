@@ -79,7 +79,12 @@ fn resolve(
         Some(p) => Some(st::batch::read(p).map_err(|e| e.to_string())?),
         None => None,
     };
-    let report = args.report.clone().ok_or(
+    // The preflight alone touches no token and writes no report.
+    let report = args
+        .report
+        .clone()
+        .or_else(|| args.check.then(std::path::PathBuf::new));
+    let report = report.ok_or(
         "--report FILE.csv is required: the station's record of every token (a restart with the \
          same file goes on where the run ended)",
     )?;
@@ -134,7 +139,8 @@ pub fn station_cmd(
     };
     let (control_tx, control) = tokio::sync::mpsc::unbounded_channel::<Control>();
     let (quit_tx, mut quit_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
-    let (face, tui): (Arc<dyn Face>, Option<st::tui::Tui>) = if r.headless {
+    // The preflight alone (`--check`) prints its lines; it needs no UI.
+    let (face, tui): (Arc<dyn Face>, Option<st::tui::Tui>) = if r.headless || args.check {
         let face = st::headless::Headless {
             jsonl: args.jsonl,
             dialog: Box::new(crate::ui::dialogs::Pinentry {

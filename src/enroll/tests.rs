@@ -10,6 +10,8 @@ struct FakeToken {
     /// Signs with this key instead, as a faulty token would.
     wrong_key: Option<p256::ecdsa::SigningKey>,
     locked: bool,
+    /// CKF_USER_PIN_TO_BE_CHANGED.
+    change_pin: bool,
     pin_pad: bool,
     /// One entry per login: true for the PIN pad.
     logins: std::rc::Rc<RefCell<Vec<bool>>>,
@@ -28,6 +30,7 @@ impl FakeToken {
             cert,
             wrong_key: None,
             locked: false,
+            change_pin: false,
             pin_pad: false,
             logins: Default::default(),
         }
@@ -53,7 +56,7 @@ impl TokenSide for FakeToken {
                 pin_count_low: false,
                 pin_final_try: false,
                 pin_locked: self.locked,
-                pin_to_be_changed: false,
+                pin_to_be_changed: self.change_pin,
                 uri: "pkcs11:token=fake".into(),
                 subject: "CN=Fake".into(),
                 kind: KeyKind::Ec(crate::token::Curve::P256),
@@ -213,6 +216,21 @@ fn a_locked_pin_is_never_asked_for_or_tried() {
     let e = sign_only(&mut t, &mut p, DigestAlg::Sha256, &mut vec![]).unwrap_err();
     assert!(matches!(e.error, EnrollError::Token(TokenError::PinLocked)));
     assert_eq!(e.pair.map(|p| p.token_label).as_deref(), Some("fake"));
+    assert_eq!(p.0, 0);
+    assert!(t.logins.borrow().is_empty());
+}
+
+#[test]
+fn a_pin_that_must_be_changed_first_is_never_asked_for_or_tried() {
+    let mut t = FakeToken::new();
+    t.change_pin = true;
+    let mut p = CountingPrompt(0);
+    let e = sign_only(&mut t, &mut p, DigestAlg::Sha256, &mut vec![]).unwrap_err();
+    assert!(matches!(
+        e.error,
+        EnrollError::Token(TokenError::PinToBeChanged)
+    ));
+    assert!(e.error.to_string().contains("change-pin"), "{}", e.error);
     assert_eq!(p.0, 0);
     assert!(t.logins.borrow().is_empty());
 }

@@ -6,6 +6,7 @@ mod card;
 #[path = "../common/mod.rs"]
 mod common;
 mod lock;
+mod modes;
 mod restart;
 mod tui;
 use common::*;
