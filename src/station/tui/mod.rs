@@ -8,17 +8,18 @@
 //! station calls from its lanes, which hands every event and question to that thread. Does not
 //! own: what is shown (see `view`) or any decision (the station's loop makes them).
 
+mod question;
 mod view;
 
 use super::events::{Confirm, Event, Face, TokenName};
 use super::Control;
 use crate::secret::{AdminPassword, Pin};
 use crate::ui::dialogs::{Cancel, PinRequest};
+pub use question::{Answer, Question};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::Mutex;
 use std::time::Duration;
-pub use view::{Answer, Question};
 use view::{Key, Model};
 
 /// What the UI thread is told.

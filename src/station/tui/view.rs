@@ -5,12 +5,12 @@
 //!
 //! Owns: the model and the keys' meaning. Does not own: the terminal (see the parent module).
 
+use super::question::{Answer, Question};
 use super::ToUi;
-use crate::station::events::{Confirm, Event, Summary, TokenName};
+use crate::station::events::{Event, Summary, TokenName};
 use crate::station::report::Row;
 use crate::station::Control;
 use crate::text::plain;
-use crate::ui::dialogs::PinRequest;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
@@ -19,123 +19,6 @@ use ratatui::Frame;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Instant;
 use zeroize::Zeroizing;
-
-/// A question for the operator.
-pub enum Question {
-    Pin(PinRequest),
-    User {
-        token: TokenName,
-        subject: String,
-    },
-    Confirm(Confirm),
-    Replace {
-        user: String,
-        other: String,
-    },
-    Password {
-        admin: String,
-    },
-    AdminPin {
-        admin: String,
-        token: String,
-        note: Option<String>,
-    },
-}
-
-impl Question {
-    /// Whether what is typed is shown as dots.
-    fn masked(&self) -> bool {
-        matches!(
-            self,
-            Self::Pin(_) | Self::Password { .. } | Self::AdminPin { .. }
-        )
-    }
-
-    fn typed(&self) -> bool {
-        !matches!(self, Self::Confirm(_) | Self::Replace { .. })
-    }
-
-    /// The token the question is about, by `TokenName::id`.
-    fn token_id(&self) -> Option<String> {
-        match self {
-            Self::User { token, .. } => Some(token.id()),
-            Self::Confirm(c) => Some(c.token.id()),
-            _ => None,
-        }
-    }
-
-    fn title_and_text(&self) -> (String, Vec<String>) {
-        match self {
-            Self::Pin(r) => (
-                format!("PIN of token '{}'", plain(&r.token)),
-                [
-                    Some(format!(
-                        "serial {} · {}",
-                        plain(&r.serial),
-                        plain(&r.subject)
-                    )),
-                    Some(format!("signs {}", plain(&r.purpose))),
-                    r.warning.as_deref().map(|w| plain(w).into_owned()),
-                    r.error.as_deref().map(|e| format!("! {}", plain(e))),
-                    Some("The token's holder types the PIN; Enter signs, Esc cancels.".into()),
-                ]
-                .into_iter()
-                .flatten()
-                .collect(),
-            ),
-            Self::User { token, subject } => (
-                format!("Username for token '{}'", plain(&token.token_label)),
-                vec![
-                    format!("serial {} · {}", plain(&token.token_serial), plain(subject)),
-                    "Type or scan the username; Enter takes it, Esc skips the token.".into(),
-                ],
-            ),
-            Self::Confirm(c) => (
-                "Enroll this token?".into(),
-                vec![
-                    format!("user:        {}", plain(&c.username)),
-                    format!(
-                        "token:       '{}' serial {}",
-                        plain(&c.token.token_label),
-                        plain(&c.token.token_serial)
-                    ),
-                    format!("certificate: {}", plain(&c.subject)),
-                    format!("cert serial: {}", plain(&c.cert_serial)),
-                    "Enter confirms; n or Esc skips the token.".into(),
-                ],
-            ),
-            Self::Replace { user, other } => (
-                format!("{} is bound to another token", plain(user)),
-                vec![
-                    format!("bound now: {}", plain(other)),
-                    "y unbinds it and registers this token instead; n or Esc skips.".into(),
-                ],
-            ),
-            Self::Password { admin } => (
-                format!("Password of the CENTAGATE admin '{}'", plain(admin)),
-                vec!["The session ended: tokens wait until you log in again.".into()],
-            ),
-            Self::AdminPin { admin, token, note } => (
-                format!("PIN of your token '{}'", plain(token)),
-                [
-                    Some(format!("for the CENTAGATE login as '{}'", plain(admin))),
-                    note.as_deref().map(|n| format!("! {}", plain(n))),
-                ]
-                .into_iter()
-                .flatten()
-                .collect(),
-            ),
-        }
-    }
-}
-
-/// An answer.
-pub enum Answer {
-    Text(Zeroizing<String>),
-    Yes,
-    No,
-    Cancel,
-}
 
 pub enum Key {
     Char(char),
@@ -252,7 +135,7 @@ impl Model {
         match e {
             Event::Seen {
                 token, username, ..
-            } => self.phase(&token, username.as_deref(), "seen"),
+            } => self.phase(&token, username.as_deref(), "ready"),
             Event::WaitingPin {
                 token, username, ..
             } => self.phase(&token, Some(&username), "waiting for the PIN"),
@@ -322,6 +205,8 @@ impl Model {
             let typed = q.question.typed();
             match (key, typed) {
                 (Key::Esc, _) => self.answer(Answer::Cancel),
+                // An empty field is not an answer (a stray Enter must not cancel a PIN).
+                (Key::Enter, true) if self.input.is_empty() => {}
                 (Key::Enter, true) => {
                     let text = std::mem::replace(&mut self.input, Zeroizing::new(String::new()));
                     self.answer(Answer::Text(text));
@@ -508,7 +393,8 @@ fn question(f: &mut Frame<'_>, m: &Model, q: &Question) {
     let (title, text) = q.title_and_text();
     let area = f.area();
     let w = area.width.min(72);
-    let h = (text.len() as u16 + 5).min(area.height);
+    let field = if q.typed() { 2 } else { 0 };
+    let h = (text.len() as u16 + 2 + field).min(area.height);
     let r = Rect::new(
         area.x + (area.width - w) / 2,
         area.y + (area.height.saturating_sub(h)) / 2,
@@ -577,6 +463,8 @@ mod tests {
             },
             reply: tx,
         });
+        m.key(Key::Enter);
+        assert!(rx.try_recv().is_err(), "an empty field is not an answer");
         for c in "bob".chars() {
             m.key(Key::Char(c));
         }
