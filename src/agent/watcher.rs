@@ -27,6 +27,8 @@ pub struct Seen {
     pub pin_pad: bool,
     /// The token holds the admin's own signing pair (`admin_key`): never enrolled.
     pub admin_token: bool,
+    /// The slots of the card's tokens as this module listed them.
+    pub slots: Vec<cryptoki::slot::Slot>,
 }
 
 /// A usable signing pair, as the menu names it.
@@ -275,6 +277,7 @@ fn snapshot(
                 pairs: usable,
                 pin_pad: card.iter().any(|t| t.pin_pad),
                 admin_token,
+                slots: card.iter().map(|t| t.slot).collect(),
             },
         );
     }

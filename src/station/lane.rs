@@ -74,6 +74,8 @@ pub struct Job {
     pub key: TokenKey,
     pub pairs: Vec<PairRef>,
     pub pin_pad: bool,
+    /// Where the watcher saw it.
+    pub slots: Vec<cryptoki::slot::Slot>,
     pub row: Option<usize>,
     /// The batch row's username.
     pub username: Option<String>,
@@ -177,6 +179,7 @@ pub fn run(ctx: &Ctx, job: &Job, rt: &tokio::runtime::Handle) -> End {
                 uri: Some(uri.clone()),
                 // The card in its reader, never a copy in another.
                 reader: Some(job.key.reader.clone()),
+                slots: Some(job.slots.clone()),
                 ..Default::default()
             },
         );

@@ -278,6 +278,7 @@ impl Owner {
             key: seen.key,
             pairs: seen.pairs,
             pin_pad: seen.pin_pad,
+            slots: seen.slots,
             row,
             username,
             status: status.unwrap_or(self.ctx.reg.status),

@@ -97,8 +97,13 @@ impl Module {
     }
 
     pub fn tokens(&self) -> Result<Vec<TokenDesc>, TokenError> {
+        Ok(self.tokens_in(&self.slots_with_token()?))
+    }
+
+    /// The tokens in `slots` (a slot that holds none now is left out).
+    pub fn tokens_in(&self, slots: &[Slot]) -> Vec<TokenDesc> {
         let mut out = Vec::new();
-        for slot in self.slots_with_token()? {
+        for &slot in slots {
             let Ok(info) = self.ctx.get_token_info(slot) else {
                 continue;
             };
@@ -125,7 +130,7 @@ impl Module {
                 pin_to_be_changed: info.user_pin_to_be_changed(),
             });
         }
-        Ok(out)
+        out
     }
 
     /// The token's flags now, read from its slot; a different token there means ours was removed.
@@ -241,7 +246,22 @@ impl Module {
 
     /// All tokens' pairs, and the one the selector means.
     pub fn select(&self, sel: &Selector) -> Result<SigningPair, TokenError> {
-        let tokens = self.tokens()?;
+        // Where the token was seen first (a station's lane: listing every token for each of
+        // many would cost each one the time of all); everywhere when it is not there now.
+        if let Some(slots) = &sel.slots {
+            let tokens = self.tokens_in(slots);
+            if tokens.iter().any(|t| sel.matches_token(t)) {
+                return self.select_among(tokens, sel);
+            }
+        }
+        self.select_among(self.tokens()?, sel)
+    }
+
+    fn select_among(
+        &self,
+        tokens: Vec<TokenDesc>,
+        sel: &Selector,
+    ) -> Result<SigningPair, TokenError> {
         let mut pairs = Vec::new();
         for t in tokens.iter().filter(|t| sel.matches_token(t)) {
             pairs.extend(self.pairs(t)?);

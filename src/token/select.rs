@@ -16,6 +16,9 @@ pub struct Selector {
     pub reader: Option<String>,
     /// A pair never chosen: the admin's own (`admin_key`), when it signs the logins.
     pub not: Option<Pkcs11Uri>,
+    /// Look in these slots first (where the token was seen); the whole list when it is not
+    /// found there. Never widens what matches.
+    pub slots: Option<Vec<cryptoki::slot::Slot>>,
 }
 
 impl Selector {
