@@ -171,6 +171,8 @@ pub fn run(ctx: &Ctx, job: &Job, rt: &tokio::runtime::Handle) -> End {
         http: &ctx.http,
     };
     let mut refused: Vec<[u8; 32]> = Vec::new();
+    let mut salt = [0u8; 32];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut salt);
     let mut error = None;
     loop {
         let mut side = Pkcs11Side::with_module(
@@ -189,6 +191,7 @@ pub fn run(ctx: &Ctx, job: &Job, rt: &tokio::runtime::Handle) -> End {
             user: &shown_user,
             error: error.take(),
             refused: &refused,
+            salt: &salt,
             used: Use::None,
             tried: None,
             clock: &clock,

@@ -121,14 +121,20 @@ pub(super) struct LanePin<'a> {
     pub(super) user: &'a str,
     pub(super) error: Option<String>,
     pub(super) refused: &'a [[u8; 32]],
+    /// The lane's salt for `refused`.
+    pub(super) salt: &'a [u8; 32],
     pub(super) used: Use,
     pub(super) tried: Option<[u8; 32]>,
     pub(super) clock: &'a Mutex<Clock>,
 }
 
-fn pin_hash(pin: &Pin) -> [u8; 32] {
+/// A PIN's hash, salted per lane: what is kept of a refused PIN, and never the PIN itself.
+fn pin_hash(salt: &[u8; 32], pin: &Pin) -> [u8; 32] {
     use sha2::Digest;
-    sha2::Sha256::digest(pin.expose().as_bytes()).into()
+    let mut h = sha2::Sha256::new();
+    h.update(salt);
+    h.update(pin.expose().as_bytes());
+    h.finalize().into()
 }
 
 impl PinPrompt for LanePin<'_> {
@@ -144,7 +150,7 @@ impl PinPrompt for LanePin<'_> {
             return Err(TokenError::PinCancelled);
         }
         let pin = match ctx.env_pin.take(&job.cancel) {
-            Some((p, used)) if !self.refused.contains(&pin_hash(&p)) => {
+            Some((p, used)) if !self.refused.contains(&pin_hash(self.salt, &p)) => {
                 self.used = used;
                 p
             }
@@ -166,7 +172,7 @@ impl PinPrompt for LanePin<'_> {
                     warning,
                 };
                 match ctx.face.pin(&req, &job.cancel) {
-                    Ok(Some(p)) if self.refused.contains(&pin_hash(&p)) => {
+                    Ok(Some(p)) if self.refused.contains(&pin_hash(self.salt, &p)) => {
                         return Err(TokenError::PinSource(
                             "that PIN was already refused by this token; it was not sent again"
                                 .into(),
@@ -178,7 +184,7 @@ impl PinPrompt for LanePin<'_> {
                 }
             }
         };
-        self.tried = Some(pin_hash(&pin));
+        self.tried = Some(pin_hash(self.salt, &pin));
         lock(self.clock).enter("signing");
         ctx.face.event(&Event::Signing {
             time: super::events::now(),
