@@ -338,6 +338,12 @@ impl Watcher {
                     continue;
                 }
             };
+            // Removals first: a token moved to another reader leaves before it arrives.
+            for k in known.keys().filter(|k| !now.contains_key(*k)) {
+                if changes.send(Change::Removed(k.clone())).is_err() {
+                    return;
+                }
+            }
             for (k, seen) in &now {
                 if known.get(k) != Some(seen) {
                     if known.contains_key(k) && changes.send(Change::Removed(k.clone())).is_err() {
@@ -346,11 +352,6 @@ impl Watcher {
                     if changes.send(Change::Inserted(seen.clone())).is_err() {
                         return;
                     }
-                }
-            }
-            for k in known.keys().filter(|k| !now.contains_key(*k)) {
-                if changes.send(Change::Removed(k.clone())).is_err() {
-                    return;
                 }
             }
             known = now;

@@ -217,7 +217,7 @@ pub fn station_cmd(
         if tui.is_some() {
             end_ui(tui);
             for c in &checks {
-                eprintln!("{}", preflight::line(c));
+                eprintln!("{}", crate::text::plain_lines(&preflight::line(c)));
             }
         }
         if !args.check {
@@ -259,6 +259,7 @@ pub fn station_cmd(
         on_bound: r.on_bound,
         run: st::run_id(&r.report),
         interactive: !r.headless,
+        quit: quit.clone(),
         reg: r.reg,
     };
     let cfg = StationConfig {

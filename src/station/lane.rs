@@ -67,6 +67,9 @@ pub struct Ctx {
     pub run: String,
     /// Ask the operator to confirm each enrollment.
     pub interactive: bool,
+    /// Cancelled when the run ends: closes a login's question (the station locked), so that
+    /// lanes waiting on it end.
+    pub quit: Arc<Cancel>,
 }
 
 /// One token's job.
@@ -111,7 +114,11 @@ pub enum End {
 pub fn run(ctx: &Ctx, job: &Job, rt: &tokio::runtime::Handle) -> End {
     let clock = Mutex::new(Clock::default());
     let name = job.name();
-    let pair = job.pairs.first();
+    // The pair that will sign: the one --key names among the token's, else its only one.
+    let pair = match &ctx.key {
+        Some(key) => job.pairs.iter().find(|p| narrows(key, &p.uri)),
+        None => job.pairs.first(),
+    };
     let subject = pair.map(|p| p.subject.clone()).unwrap_or_default();
     // Who the token is for: the batch row's user, else typed or scanned, else the certificate's.
     let typed;
@@ -154,7 +161,7 @@ pub fn run(ctx: &Ctx, job: &Job, rt: &tokio::runtime::Handle) -> End {
         );
     };
     let uri = match pair.map(|p| Pkcs11Uri::parse(&p.uri)) {
-        Some(Ok(u)) if ctx.key.is_none() || job.pairs.len() == 1 => u,
+        Some(Ok(u)) => u,
         _ => Pkcs11Uri {
             serial: Some(job.key.serial.clone()),
             ..ctx.key.clone().unwrap_or_default()
@@ -194,6 +201,7 @@ pub fn run(ctx: &Ctx, job: &Job, rt: &tokio::runtime::Handle) -> End {
             salt: &salt,
             used: Use::None,
             tried: None,
+            verdict: None,
             clock: &clock,
         };
         let mut signed = false;
@@ -236,15 +244,15 @@ pub fn run(ctx: &Ctx, job: &Job, rt: &tokio::runtime::Handle) -> End {
             &result,
             Err(f) if matches!(f.error, EnrollError::Token(TokenError::PinIncorrect { .. } | TokenError::PinInvalid))
         );
-        if used == Use::Trial {
-            ctx.env_pin.settle(if signed {
-                Some(true)
-            } else if pin_refused {
-                Some(false)
-            } else {
-                None
-            });
-        } else if used == Use::Known && pin_refused {
+        prompt.verdict = if signed {
+            Some(true)
+        } else if pin_refused {
+            Some(false)
+        } else {
+            None
+        };
+        drop(prompt);
+        if used == Use::Known && pin_refused {
             ctx.env_pin.refused();
         }
         match result {
@@ -304,6 +312,20 @@ pub fn run(ctx: &Ctx, job: &Job, rt: &tokio::runtime::Handle) -> End {
             }
         }
     }
+}
+
+/// Whether the pair at `uri` is one that `key` names.
+fn narrows(key: &Pkcs11Uri, uri: &str) -> bool {
+    let Ok(p) = Pkcs11Uri::parse(uri) else {
+        return false;
+    };
+    let eq = |want: &Option<String>, have: &Option<String>| want.is_none() || want == have;
+    eq(&key.token, &p.token)
+        && eq(&key.serial, &p.serial)
+        && eq(&key.manufacturer, &p.manufacturer)
+        && eq(&key.model, &p.model)
+        && eq(&key.object, &p.object)
+        && (key.id.is_none() || key.id == p.id)
 }
 
 /// 22027 for another certificate: skip, ask the operator, or replace it (journaled).

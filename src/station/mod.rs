@@ -61,9 +61,16 @@ pub struct Ended {
 }
 
 /// The journal tag of the run whose report is `path`: the same report, the same run.
+/// Named by its folder (canonical) and file name, so the same report is the same run however
+/// its path is written, and whether or not the file exists yet.
 pub fn run_id(path: &std::path::Path) -> String {
     use sha2::Digest;
-    let canonical = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let folder = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    let folder = std::fs::canonicalize(&folder).unwrap_or(folder);
+    let canonical = folder.join(path.file_name().unwrap_or_default());
     let h = sha2::Sha256::digest(canonical.to_string_lossy().as_bytes());
     format!("station-{}", &hex::encode(h)[..16])
 }
@@ -235,9 +242,10 @@ impl Owner {
         }
         let certs: Vec<String> = seen.pairs.iter().map(|p| p.sha256.clone()).collect();
         let assignment = if seen.pairs.is_empty() {
-            Assignment::Refused(
-                "the token holds no valid signing certificate; load one onto it first".into(),
-            )
+            Assignment::Refused {
+                why: "the token holds no valid signing certificate; load one onto it first".into(),
+                record: true,
+            }
         } else {
             self.queue.assign(&id, &seen.key.serial, &certs)
         };
@@ -254,25 +262,32 @@ impl Owner {
             username: username.clone(),
             line: row.map(|i| self.queue.rows()[i].line),
         });
-        if let Assignment::Refused(why) = assignment {
-            let pair = seen.pairs.first();
-            let row = report::Row {
-                time: events::now(),
-                reader: name.reader,
-                token_label: name.token_label,
-                token_serial: name.token_serial,
-                username: String::new(),
-                cert_subject: pair.map(|p| p.subject.clone()).unwrap_or_default(),
-                cert_serial: pair.map(|p| p.cert_serial.clone()).unwrap_or_default(),
-                cert_sha256: pair.map(|p| p.sha256.clone()).unwrap_or_default(),
-                status: String::new(),
-                outcome: "skipped".into(),
-                code: None,
-                message: why,
-                seconds: 0.0,
-            };
-            self.record(row);
-            return;
+        match assignment {
+            // The token has its row already (registered in this run): said, not recorded again.
+            Assignment::Refused { why, record: false } => {
+                self.log(format!("token {}: {why}", seen.key));
+                return;
+            }
+            Assignment::Refused { why, record: true } => {
+                let pair = seen.pairs.first();
+                self.record(report::Row {
+                    time: events::now(),
+                    reader: name.reader,
+                    token_label: name.token_label,
+                    token_serial: name.token_serial,
+                    username: String::new(),
+                    cert_subject: pair.map(|p| p.subject.clone()).unwrap_or_default(),
+                    cert_serial: pair.map(|p| p.cert_serial.clone()).unwrap_or_default(),
+                    cert_sha256: pair.map(|p| p.sha256.clone()).unwrap_or_default(),
+                    status: String::new(),
+                    outcome: "skipped".into(),
+                    code: None,
+                    message: why,
+                    seconds: 0.0,
+                });
+                return;
+            }
+            _ => {}
         }
         self.waiting.push_back(Job {
             key: seen.key,
@@ -433,6 +448,11 @@ impl Owner {
                 }
                 self.done_here += 1;
                 self.record(*report_row);
+                // Pulled and put back as its lane ended: it is looked at again (a registered
+                // one is only said to be done).
+                if let Some(seen) = self.reinserted.remove(id) {
+                    self.inserted(seen);
+                }
             }
         }
     }
@@ -454,6 +474,8 @@ impl Owner {
     /// At the end: waiting tokens are withdrawn, lanes waiting for a PIN are cancelled, and
     /// registrations under way finish and are recorded.
     async fn shut_down(&mut self) {
+        // A lane waiting for a login (the station locked) ends with the question.
+        self.ctx.quit.cancel();
         for j in self.waiting.drain(..) {
             if let Some(r) = j.row {
                 self.queue.release(r);

@@ -125,6 +125,9 @@ pub(super) struct LanePin<'a> {
     pub(super) salt: &'a [u8; 32],
     pub(super) used: Use,
     pub(super) tried: Option<[u8; 32]>,
+    /// The env PIN's trial, as the lane judged it: settled when the prompt is dropped (also
+    /// when the lane panics: then as not tried, so other lanes do not wait for ever).
+    pub(super) verdict: Option<bool>,
     pub(super) clock: &'a Mutex<Clock>,
 }
 
@@ -149,12 +152,26 @@ impl PinPrompt for LanePin<'_> {
         if job.cancel.is_cancelled() {
             return Err(TokenError::PinCancelled);
         }
-        let pin = match ctx.env_pin.take(&job.cancel) {
-            Some((p, used)) if !self.refused.contains(&pin_hash(self.salt, &p)) => {
+        // The shared PIN, but never for a token close to locking, nor one that refused it.
+        let close_to_locking = pair.pin_final_try || pair.pin_count_low;
+        let env = match (!close_to_locking)
+            .then(|| ctx.env_pin.take(&job.cancel))
+            .flatten()
+        {
+            Some((p, used)) if self.refused.contains(&pin_hash(self.salt, &p)) => {
+                if used == Use::Trial {
+                    ctx.env_pin.settle(None);
+                }
+                None
+            }
+            other => other,
+        };
+        let pin = match env {
+            Some((p, used)) => {
                 self.used = used;
                 p
             }
-            _ => {
+            None => {
                 let warning = if pair.pin_final_try {
                     Some("FINAL TRY: one more wrong PIN locks this token.".to_string())
                 } else if pair.pin_count_low {
@@ -162,25 +179,30 @@ impl PinPrompt for LanePin<'_> {
                 } else {
                     None
                 };
-                let req = PinRequest {
-                    token: job.key.label.clone(),
-                    serial: job.key.serial.clone(),
-                    subject: pair.subject.clone(),
-                    user: self.user.to_string(),
-                    purpose: format!("for {} with CENTAGATE.", self.user),
-                    error: self.error.take(),
-                    warning,
-                };
-                match ctx.face.pin(&req, &job.cancel) {
-                    Ok(Some(p)) if self.refused.contains(&pin_hash(self.salt, &p)) => {
-                        return Err(TokenError::PinSource(
-                            "that PIN was already refused by this token; it was not sent again"
-                                .into(),
-                        ))
+                let mut error = self.error.take();
+                loop {
+                    let req = PinRequest {
+                        token: job.key.label.clone(),
+                        serial: job.key.serial.clone(),
+                        subject: pair.subject.clone(),
+                        user: self.user.to_string(),
+                        purpose: format!("for {} with CENTAGATE.", self.user),
+                        error: error.take(),
+                        warning: warning.clone(),
+                    };
+                    match ctx.face.pin(&req, &job.cancel) {
+                        // Asked again: a PIN this token refused is never sent to it again.
+                        Ok(Some(p)) if self.refused.contains(&pin_hash(self.salt, &p)) => {
+                            error = Some(
+                                "That PIN was already refused by this token; it was not sent \
+                                 again. Type another."
+                                    .into(),
+                            );
+                        }
+                        Ok(Some(p)) => break p,
+                        Ok(None) => return Err(TokenError::PinCancelled),
+                        Err(e) => return Err(TokenError::PinSource(e)),
                     }
-                    Ok(Some(p)) => p,
-                    Ok(None) => return Err(TokenError::PinCancelled),
-                    Err(e) => return Err(TokenError::PinSource(e)),
                 }
             }
         };
@@ -192,6 +214,14 @@ impl PinPrompt for LanePin<'_> {
             username: self.user.to_string(),
         });
         Ok(pin)
+    }
+}
+
+impl Drop for LanePin<'_> {
+    fn drop(&mut self) {
+        if self.used == Use::Trial {
+            self.ctx.env_pin.settle(self.verdict);
+        }
     }
 }
 

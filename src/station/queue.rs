@@ -42,6 +42,9 @@ enum State {
     /// In a lane with the token of this key.
     Busy(String),
     Settled(Settled),
+    /// An attempt whose outcome is unknown (CENTAGATE could not be asked at a restart): not
+    /// enrolled again in this run.
+    Held,
 }
 
 /// What a token is given.
@@ -51,8 +54,9 @@ pub enum Assignment {
     Row(usize),
     /// No batch: the username is typed, scanned or taken from the certificate.
     Free,
-    /// Not enrolled, and why (a report row with outcome `skipped` says it).
-    Refused(String),
+    /// Not enrolled, and why; `record`: the report gets a `skipped` row for it (a token that
+    /// has its row already — registered in this run — gets none).
+    Refused { why: String, record: bool },
 }
 
 /// The rows and what is settled in this run.
@@ -63,6 +67,8 @@ pub struct Queue {
     cert_rows: HashMap<String, usize>,
     /// Certificates registered in this run, with their user.
     registered: HashMap<String, String>,
+    /// Certificates of attempts whose outcome is unknown.
+    held: std::collections::HashSet<String>,
 }
 
 impl Queue {
@@ -73,6 +79,7 @@ impl Queue {
             states: vec![State::Pending; n],
             cert_rows: HashMap::new(),
             registered: HashMap::new(),
+            held: Default::default(),
         }
     }
 
@@ -91,9 +98,9 @@ impl Queue {
     }
 
     /// What an earlier run (or this one, before a restart) recorded: `user` ended as `settled`
-    /// with the certificate `cert`. Only a registration settles a row for good on a restart —
-    /// a failure or refusal is tried again when its token comes back — but every certificate
-    /// keeps the row it took.
+    /// with the certificate `cert`. Only a registration settles a row for good: a row that was
+    /// refused, failed or skipped is open again (a restart is how an operator tries those again,
+    /// with `--on-bound replace`, a fixed server, the right PIN), and its token comes back to it.
     pub fn restore(&mut self, user: &str, cert: &str, settled: Settled) {
         let row = self.row_of_user(user);
         if !cert.is_empty() {
@@ -111,24 +118,39 @@ impl Queue {
 
     /// An attempt for `user` whose outcome stays unknown: its row is not enrolled again in this
     /// run (a second registration could bind the user twice).
-    pub fn hold(&mut self, user: &str) {
+    pub fn hold(&mut self, user: &str, cert: &str) {
+        if !cert.is_empty() {
+            self.held.insert(cert.to_string());
+        }
         if let Some(i) = self.row_of_user(user) {
-            self.states[i] = State::Settled(Settled::FailedNetwork);
+            self.states[i] = State::Held;
         }
     }
 
     /// The row (or refusal) for a token with `serial` and signing certificates `certs`,
     /// marked busy with `token` when it is a row.
     pub fn assign(&mut self, token: &str, serial: &str, certs: &[String]) -> Assignment {
+        let refused = |why: String, record: bool| Assignment::Refused { why, record };
         if let Some((cert, user)) = certs
             .iter()
             .find_map(|c| self.registered.get(c).map(|u| (c, u)))
         {
-            return Assignment::Refused(format!(
-                "this token's certificate ({}…) is already registered to {user} in this run; \
-                 remove the token",
-                &cert[..cert.len().min(16)]
-            ));
+            return refused(
+                format!(
+                    "this token's certificate ({}…) is already registered to {user} in this run; \
+                     remove the token",
+                    &cert[..cert.len().min(16)]
+                ),
+                false,
+            );
+        }
+        if certs.iter().any(|c| self.held.contains(c)) {
+            return refused(
+                "this token's registration in an earlier run has an unknown outcome; it is not \
+                 enrolled again: run `tokenroll journal --reconcile` once CENTAGATE answers"
+                    .into(),
+                false,
+            );
         }
         let Some(batch) = &self.batch else {
             return Assignment::Free;
@@ -142,34 +164,60 @@ impl Queue {
             {
                 Some(i) => i,
                 None => {
-                    return Assignment::Refused(format!(
-                        "the token's serial '{serial}' is not in the batch; set this token \
-                         aside, or add its row to the batch file"
-                    ))
+                    return refused(
+                        format!(
+                            "the token's serial '{serial}' is not in the batch; set this token \
+                             aside, or add its row to the batch file"
+                        ),
+                        true,
+                    )
                 }
             }
-        } else if let Some(i) = certs.iter().find_map(|c| self.cert_rows.get(c).copied()) {
-            // A token seen before comes back to its own row.
-            i
         } else {
-            match self.states.iter().position(|s| *s == State::Pending) {
+            // A token seen before comes back to its own row, while that row is still its own.
+            let own = certs
+                .iter()
+                .find_map(|c| self.cert_rows.get(c).copied())
+                .filter(|&i| match &self.states[i] {
+                    State::Pending => true,
+                    State::Busy(t) => t == token,
+                    State::Settled(s) => *s != Settled::Registered,
+                    State::Held => false,
+                });
+            match own.or_else(|| self.states.iter().position(|s| *s == State::Pending)) {
                 Some(i) => i,
                 None => {
-                    return Assignment::Refused(
+                    return refused(
                         "every row of the batch is taken; this token has no user".into(),
+                        true,
                     )
                 }
             }
         };
+        let r = &batch.rows[row];
         match &self.states[row] {
-            State::Busy(other) if other != token => Assignment::Refused(format!(
-                "the row for {} (line {}) is being enrolled with another token",
-                batch.rows[row].username, batch.rows[row].line
-            )),
-            State::Settled(Settled::Registered) => Assignment::Refused(format!(
-                "{} (line {}) is already registered in this run; remove the token",
-                batch.rows[row].username, batch.rows[row].line
-            )),
+            State::Busy(other) if other != token => refused(
+                format!(
+                    "the row for {} (line {}) is being enrolled with another token",
+                    r.username, r.line
+                ),
+                true,
+            ),
+            State::Settled(Settled::Registered) => refused(
+                format!(
+                    "{} (line {}) is already registered in this run with another token",
+                    r.username, r.line
+                ),
+                true,
+            ),
+            State::Held => refused(
+                format!(
+                    "{} (line {}) has a registration of unknown outcome from an earlier run; \
+                     run `tokenroll journal --reconcile` once CENTAGATE answers",
+                    r.username, r.line
+                ),
+                true,
+            ),
             _ => {
                 self.states[row] = State::Busy(token.to_string());
                 for c in certs {
@@ -185,6 +233,8 @@ impl Queue {
     pub fn release(&mut self, row: usize) {
         if matches!(self.states.get(row), Some(State::Busy(_))) {
             self.states[row] = State::Pending;
+            // Free for any token: the one that left takes the next free row if this is gone.
+            self.cert_rows.retain(|_, r| *r != row);
         }
     }
 
@@ -199,11 +249,12 @@ impl Queue {
         }
     }
 
-    /// Rows not settled yet (pending or in a lane).
+    /// Rows not settled yet (pending or in a lane); a held row is not open: nothing in this run
+    /// will settle it.
     pub fn open_rows(&self) -> usize {
         self.states
             .iter()
-            .filter(|s| !matches!(s, State::Settled(_)))
+            .filter(|s| matches!(s, State::Pending | State::Busy(_)))
             .count()
     }
 
@@ -213,6 +264,8 @@ impl Queue {
             .iter()
             .map(|s| match s {
                 State::Settled(x) => Some(*x),
+                // Unknown: settled only by asking the server, as a network failure is.
+                State::Held => Some(Settled::FailedNetwork),
                 _ => None,
             })
             .collect()
@@ -231,59 +284,71 @@ mod tests {
         vec![c.to_string()]
     }
 
+    fn refused(a: Assignment) -> (String, bool) {
+        match a {
+            Assignment::Refused { why, record } => (why, record),
+            a => panic!("refused, not {a:?}"),
+        }
+    }
+
     #[test]
     fn by_serial_each_token_gets_its_row_and_an_unknown_serial_is_refused() {
         let mut q = Queue::new(Some(batch("username,serial\nalice,AA01\nbob,bb02\n")));
         assert_eq!(q.assign("t2", " BB02", &certs("c2")), Assignment::Row(1));
         assert_eq!(q.assign("t1", "aa01", &certs("c1")), Assignment::Row(0));
-        match q.assign("t3", "cc03", &certs("c3")) {
-            Assignment::Refused(why) => assert!(why.contains("not in the batch"), "{why}"),
-            a => panic!("{a:?}"),
-        }
+        let (why, record) = refused(q.assign("t3", "cc03", &certs("c3")));
+        assert!(why.contains("not in the batch") && record, "{why}");
         q.finish(Some(0), Settled::Registered, "c1", "alice");
         assert_eq!(q.open_rows(), 1);
-        // Alice's row is done: another token with her serial is refused.
-        assert!(matches!(
-            q.assign("t4", "AA01", &certs("c4")),
-            Assignment::Refused(_)
-        ));
+        // Alice's row is done: another token with her serial is refused, and recorded.
+        let (why, record) = refused(q.assign("t4", "AA01", &certs("c4")));
+        assert!(why.contains("already registered") && record, "{why}");
     }
 
     #[test]
     fn in_order_a_reinserted_token_never_takes_a_second_row() {
-        let mut q = Queue::new(Some(batch("username\ncarol\ndave\nerin\n")));
+        let mut q = Queue::new(Some(batch("username\ncarol\ndave\nerin\nfay\n")));
         assert_eq!(q.assign("t1", "1", &certs("c1")), Assignment::Row(0));
         q.finish(Some(0), Settled::Registered, "c1", "carol");
-        match q.assign("t1", "1", &certs("c1")) {
-            Assignment::Refused(why) => assert!(why.contains("already registered to carol")),
-            a => panic!("{a:?}"),
-        }
+        let (why, record) = refused(q.assign("t1", "1", &certs("c1")));
+        assert!(
+            why.contains("already registered to carol") && !record,
+            "{why}"
+        );
         // A token that failed comes back to its own row.
         assert_eq!(q.assign("t2", "2", &certs("c2")), Assignment::Row(1));
         q.finish(Some(1), Settled::FailedToken, "", "dave");
         assert_eq!(q.assign("t3", "3", &certs("c3")), Assignment::Row(2));
         assert_eq!(q.assign("t2", "2", &certs("c2")), Assignment::Row(1));
-        // A removed token's row waits for a token again.
+        // A token pulled out: its row is free for the next token, and when it comes back it
+        // takes the next free row rather than being refused.
         q.release(2);
         assert_eq!(q.assign("t4", "4", &certs("c4")), Assignment::Row(2));
-        assert!(matches!(
-            q.assign("t5", "5", &certs("c5")),
-            Assignment::Refused(_)
-        ));
+        assert_eq!(q.assign("t3", "3", &certs("c3")), Assignment::Row(3));
+        let (why, record) = refused(q.assign("t5", "5", &certs("c5")));
+        assert!(why.contains("every row") && record, "{why}");
     }
 
     #[test]
-    fn a_restart_skips_what_was_registered_and_retries_the_rest() {
-        let mut q = Queue::new(Some(batch("username\ncarol\ndave\n")));
+    fn a_restart_skips_what_registered_retries_the_rest_and_holds_the_unknown() {
+        let mut q = Queue::new(Some(batch("username\ncarol\ndave\nerin\n")));
         q.restore("Carol", "c1", Settled::Registered);
         q.restore("dave", "c2", Settled::FailedNetwork);
-        assert_eq!(q.open_rows(), 1);
-        assert!(matches!(
-            q.assign("t1", "1", &certs("c1")),
-            Assignment::Refused(_)
-        ));
+        q.hold("erin", "c3");
+        assert_eq!(q.open_rows(), 1, "dave's row is open again");
+        assert_eq!(
+            q.row_states(),
+            vec![
+                Some(Settled::Registered),
+                None,
+                Some(Settled::FailedNetwork)
+            ]
+        );
+        assert!(!refused(q.assign("t1", "1", &certs("c1"))).1);
+        // A failed row is tried again when its token comes back.
         assert_eq!(q.assign("t2", "2", &certs("c2")), Assignment::Row(1));
-        assert_eq!(q.row_states(), vec![Some(Settled::Registered), None]);
+        let (why, _) = refused(q.assign("t3", "3", &certs("c3")));
+        assert!(why.contains("journal --reconcile"), "{why}");
     }
 
     #[test]
@@ -291,10 +356,11 @@ mod tests {
         let mut q = Queue::new(None);
         assert_eq!(q.assign("t1", "1", &certs("c1")), Assignment::Free);
         q.finish(None, Settled::Registered, "c1", "zoe");
-        assert!(matches!(
-            q.assign("t1", "1", &certs("c1")),
-            Assignment::Refused(_)
-        ));
+        assert!(!refused(q.assign("t1", "1", &certs("c1"))).1);
+        q.hold("", "c9");
+        assert!(refused(q.assign("t9", "9", &certs("c9")))
+            .0
+            .contains("unknown outcome"));
         assert_eq!(q.open_rows(), 0);
     }
 }

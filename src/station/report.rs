@@ -1,6 +1,6 @@
 //! The station's record for an auditor: a CSV file with one header row, then one row per token,
-//! appended and synced to disk as each token finishes. A restart appends to the same file, and
-//! reads back what it holds to skip what is done.
+//! appended and synced to disk as each token finishes, one line each. A restart appends to the
+//! same file, and reads back what it holds to skip what is done.
 //!
 //! Owns: the file, its columns, RFC 4180 quoting and the spreadsheet-formula guard (a cell that
 //! starts with `= + - @`, a tab or a carriage return is prefixed with `'`, as is one that starts
@@ -88,11 +88,13 @@ impl Row {
     }
 }
 
-/// A cell a spreadsheet will not run as a formula.
+/// A cell a spreadsheet will not run as a formula, on one line: a line break inside a cell
+/// becomes " | ", so every row is one line and a row cut by a crash is always the last line.
 pub fn guard(cell: &str) -> String {
+    let cell = cell.replace("\r\n", " | ").replace(['\n', '\r'], " | ");
     match cell.chars().next() {
-        Some('=' | '+' | '-' | '@' | '\t' | '\r' | '\'') => format!("'{cell}"),
-        _ => cell.to_string(),
+        Some('=' | '+' | '-' | '@' | '\t' | '\'') => format!("'{cell}"),
+        _ => cell,
     }
 }
 
@@ -252,7 +254,16 @@ mod tests {
         assert!(text.contains(",'-bob,"), "{text}");
         assert!(text.contains(",1.500\r\n"), "{text}");
         assert!(text.contains(",\"CN=A, O=\"\"Quoted\"\"\","), "{text}");
+        assert!(
+            text.contains("line one | line two"),
+            "a line break in a cell stays on the row's line: {text}"
+        );
+        assert_eq!(text.lines().count(), 3);
         let (_, back) = Report::open(&path).unwrap();
+        let a = Row {
+            message: "line one | line two, with \"quotes\"".into(),
+            ..a
+        };
         assert_eq!(back, vec![a, b]);
     }
 

@@ -71,6 +71,7 @@ pub async fn restore(
         })
     };
     let mut added = Vec::new();
+    let mut unknown = Vec::new();
     for e in ours {
         if in_report(&rows, e) || in_report(&added, e) {
             continue;
@@ -89,15 +90,26 @@ pub async fn restore(
             tracing::info!(user = %i.user, "{message}");
             continue;
         }
-        queue.restore(&i.user, &i.certificate_sha256, settled_of(outcome));
         if outcome != "registered" {
-            queue.hold(&i.user);
+            // Unknown still: held, not reported (the journal keeps it unknown; a later start
+            // asks again).
+            tracing::warn!(user = %i.user, "{message}");
+            queue.hold(&i.user, &i.certificate_sha256);
+            unknown.push(message);
+            continue;
         }
+        queue.restore(&i.user, &i.certificate_sha256, settled_of(outcome));
         added.push(row_of(e, outcome, message));
     }
     for r in added {
         report.append(&r).map_err(|e| e.to_string())?;
         rows.push(r);
+    }
+    for message in unknown {
+        ctx.face.event(&super::events::Event::Log {
+            time: super::events::now(),
+            message,
+        });
     }
     Ok((report, rows))
 }

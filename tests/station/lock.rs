@@ -50,7 +50,8 @@ fn the_station_locks_when_the_session_expires_and_goes_on_after_a_login() {
         2,
         "{names:?}"
     );
-    // The second lock comes after the first token was done and before the second registered.
+    // The second lock comes after the first token was done, and the second token's
+    // registration waited for it (its PKCS#7 was made before the session was needed).
     let first_done = names.iter().position(|n| *n == "done").unwrap();
     let second_lock = names
         .iter()
@@ -59,7 +60,13 @@ fn the_station_locks_when_the_session_expires_and_goes_on_after_a_login() {
         .nth(1)
         .unwrap()
         .0;
-    assert!(second_lock > first_done, "{names:?}");
+    let second_done = names.iter().rposition(|n| *n == "done").unwrap();
+    assert!(
+        first_done < second_lock && second_lock < second_done,
+        "{names:?}"
+    );
+    assert_eq!(events[second_done]["token_label"], "second");
+
     let logins = sim
         .all_records()
         .into_iter()

@@ -12,12 +12,15 @@ fn killed_mid_run_and_restarted_registers_nothing_twice() {
     let mut certs = std::collections::HashMap::new();
     certs.insert("First", token(&env, "first", "First"));
     std::fs::write(env.path("batch.csv"), "username\nuser1\nuser2\n").unwrap();
-    let cmd = || {
-        let mut c = station_cmd(&env, &sim, &[PIN_ENV[0], PIN_ENV[1], "--batch"]);
-        c.arg(env.path("batch.csv"));
+    // The same report, named relative to the station's folder (before it exists), then by its
+    // absolute path: one run.
+    let cmd = |report: &std::path::Path| {
+        let mut c =
+            station_cmd_reporting_to(&env, &sim, report, &[PIN_ENV[0], PIN_ENV[1], "--batch"]);
+        c.arg(env.path("batch.csv")).current_dir(env.dir.path());
         c
     };
-    let mut station = start(cmd());
+    let mut station = start(cmd(std::path::Path::new("report.csv")));
     let t = Instant::now();
     while station.named("registering").is_empty() || registrations(&sim).is_empty() {
         assert!(
@@ -36,7 +39,7 @@ fn killed_mid_run_and_restarted_registers_nothing_twice() {
 
     // Started again: the first token's registration is settled from the server, then a second
     // token comes for the second row.
-    let station = start(cmd());
+    let station = start(cmd(&env.path("report.csv")));
     let t = Instant::now();
     while report(&env).is_empty() {
         assert!(
