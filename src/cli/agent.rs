@@ -144,18 +144,7 @@ pub fn run(args: AgentArgs, env: &crate::secret::EnvSecrets, paths: &Paths) -> i
         if tray.is_some() {
             crate::ui::tray::forward_menu_events(menu_tx);
         }
-        let stop = async {
-            let mut term =
-                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                    Ok(t) => t,
-                    Err(_) => return std::future::pending().await,
-                };
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-                _ = quit_rx.recv() => {}
-            }
-        };
+        let stop = super::stopped(&mut quit_rx);
         let ui = async {
             loop {
                 tokio::select! {

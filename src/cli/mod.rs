@@ -65,6 +65,20 @@ pub fn argument_error(e: clap::Error) -> i32 {
     render::usage_error(true, message, "sha256")
 }
 
+/// Resolves at SIGTERM, at Ctrl-C, or when the face asks to quit (`quit`): how the long-running
+/// faces (the agent, the station) are told to end.
+pub(crate) async fn stopped(quit: &mut tokio::sync::mpsc::UnboundedReceiver<()>) {
+    let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+    else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+        _ = quit.recv() => {}
+    }
+}
+
 pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -270,21 +270,8 @@ pub fn station_cmd(
         report: r.report.clone(),
         lanes: r.lanes,
     };
-    let ended = rt.block_on(async {
-        let stop = async {
-            let mut term =
-                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                    Ok(t) => t,
-                    Err(_) => return std::future::pending().await,
-                };
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-                _ = quit_rx.recv() => {}
-            }
-        };
-        st::run(cfg, ctx, control, stop).await
-    });
+    let ended =
+        rt.block_on(async { st::run(cfg, ctx, control, super::stopped(&mut quit_rx)).await });
     quit.cancel();
     rt.shutdown_timeout(Duration::from_millis(200));
     end_ui(tui);
