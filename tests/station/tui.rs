@@ -17,6 +17,8 @@ impl Tmux {
             .arg(&socket)
             .args(["new-session", "-d", "-x", "80", "-y", "24"])
             .arg(script)
+            // CI has no terminal of its own: tmux is told what its clients are.
+            .env("TERM", "xterm-256color")
             .output()
             .expect("tmux is installed");
         assert!(out.status.success(), "{}", stderr(&out));
