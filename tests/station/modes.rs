@@ -79,3 +79,80 @@ fn without_a_batch_the_certificate_names_the_user_and_sigterm_ends_the_run() {
         .unwrap()
         .contains("user6"));
 }
+
+/// The operator logs in with their own token (`--login token`, its pair named by `--admin-key`),
+/// which sits in a reader beside the tokens being enrolled: it signs the login, is recognised,
+/// and is never offered for enrollment nor reported.
+#[test]
+fn the_operators_own_token_logs_in_and_is_never_enrolled() {
+    let mut env = TestEnv::new();
+    let admin_cert = env.provision("operator", true, "p256", "07", "CN=helpdesk operator", &[]);
+    let fp = openssl_fingerprint(&admin_cert, "-sha256");
+    let sim = env.simulator_with(
+        &[],
+        &format!("[[admin]]\nname = \"tokenadmin\"\ncert_sha256 = \"{fp}\"\n"),
+    );
+    let cert = token(&env, "user", "user1");
+    std::fs::write(env.path("batch.csv"), "username\nuser1\n").unwrap();
+    let mut cmd = env.cmd();
+    cmd.args(["station", "--headless", "--jsonl", "--server", &sim.origin])
+        .args([
+            "--admin",
+            "tokenadmin",
+            "--login",
+            "token",
+            "--app-key",
+            APP_KEY,
+        ])
+        .args(["--admin-key", "pkcs11:token=operator;id=%07"])
+        .args(["--admin-pin-env", "OPERATOR_PIN", PIN_ENV[0], PIN_ENV[1]])
+        .arg("--ca-file")
+        .arg(&sim.ca)
+        .arg("--report")
+        .arg(env.path("report.csv"))
+        .arg("--batch")
+        .arg(env.path("batch.csv"))
+        .env("OPERATOR_PIN", PIN)
+        .env("TOKENROLL_APP_SECRET", APP_SECRET)
+        .env("TOKENROLL_POLL_MS", "100")
+        .env("XDG_STATE_HOME", env.path("state"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    let (code, events) = start(cmd).end();
+    assert_eq!(code, 0, "{events:#?}");
+    let rows = report(&env);
+    assert_eq!(
+        rows.len(),
+        1,
+        "the operator's token is not reported: {rows:?}"
+    );
+    assert_eq!(
+        (
+            rows[0]["token_label"].as_str(),
+            rows[0]["username"].as_str()
+        ),
+        ("user", "user1")
+    );
+    assert!(
+        !events
+            .iter()
+            .any(|e| e["event"] == "seen" && e["token_label"] == "operator"),
+        "{events:#?}"
+    );
+    assert!(events.iter().any(|e| e["event"] == "log"
+        && e["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("operator's own signing pair")));
+    let logins = sim
+        .all_records()
+        .into_iter()
+        .filter(|r| r["login"] == "pkcs7")
+        .count();
+    assert_eq!(logins, 1, "one login for the run");
+    let certs = [("user1", cert)].into_iter().collect();
+    assert_eq!(
+        verified_registrations(&env, &sim, &certs),
+        [("user1".to_string(), "CN=user1,O=Acme".to_string())]
+    );
+}

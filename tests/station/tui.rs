@@ -138,6 +138,22 @@ fn the_terminal_ui_enrolls_a_token_with_a_typed_username_and_pin() {
     let s = tmux.wait_for("no batch · 1 registered");
     assert!(s.contains("registered user1"), "{s}");
     assert!(!s.contains(PIN) && !s.contains(AUTH_TOKEN));
+    // A second token for the same user: 22027, and the UI asks (--on-bound ask, its default);
+    // y replaces the first token's binding.
+    let second = token(&env, "alice2", "Alice Two");
+    tmux.wait_for("Username for token 'alice2'");
+    tmux.keys(&["user1", "Enter"]);
+    tmux.wait_for("Enroll this token?");
+    tmux.keys(&["Enter"]);
+    tmux.wait_for("PIN of token 'alice2'");
+    tmux.keys(&[PIN, "Enter"]);
+    let s = tmux.wait_for("user1 is bound to another token");
+    assert!(
+        s.contains("CN=Alice Example"),
+        "the binding it would replace: {s}"
+    );
+    tmux.keys(&["y"]);
+    tmux.wait_for("no batch · 2 registered");
     tmux.keys(&["q"]);
     let t = Instant::now();
     while tmux.running() {
@@ -145,19 +161,46 @@ fn the_terminal_ui_enrolls_a_token_with_a_typed_username_and_pin() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let rows = report(&env);
-    assert_eq!(rows.len(), 1);
+    let outcomes: Vec<(&str, &str, &str)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["token_label"].as_str(),
+                r["username"].as_str(),
+                r["outcome"].as_str(),
+            )
+        })
+        .collect();
     assert_eq!(
-        (rows[0]["username"].as_str(), rows[0]["outcome"].as_str()),
-        ("user1", "registered")
+        outcomes,
+        [
+            ("alice", "user1", "registered"),
+            ("alice2", "user1", "registered")
+        ]
     );
-    let certs = [("Alice Example", cert)].into_iter().collect();
     assert_eq!(
-        verified_registrations(&env, &sim, &certs),
-        [("user1".to_string(), "CN=Alice Example,O=Acme".to_string())]
+        sim.all_records()
+            .iter()
+            .filter(|r| r["unbind"] == true)
+            .count(),
+        1
+    );
+    let certs = [("Alice Example", cert), ("Alice Two", second)]
+        .into_iter()
+        .collect();
+    let regs = verified_registrations(&env, &sim, &certs);
+    assert_eq!(
+        regs.len(),
+        3,
+        "the first, the refused one (22027), the replacement"
+    );
+    assert_eq!(
+        regs[2],
+        ("user1".to_string(), "CN=Alice Two,O=Acme".to_string())
     );
     let err = std::fs::read_to_string(env.path("station.err")).unwrap();
     assert!(
-        err.contains("summary: 1 registered"),
+        err.contains("summary: 2 registered"),
         "the summary stays on the terminal: {err}"
     );
 }

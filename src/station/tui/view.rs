@@ -51,6 +51,8 @@ pub struct Model {
     rows: Vec<String>,
     /// Each batch row's latest outcome, by lowercased username.
     settled: HashMap<String, String>,
+    /// Every token's outcome, counted (without a batch, what the counts show).
+    outcomes: HashMap<String, usize>,
     lanes: BTreeMap<String, LaneView>,
     results: VecDeque<Row>,
     log: VecDeque<String>,
@@ -72,6 +74,7 @@ impl Model {
             title,
             rows,
             settled: HashMap::new(),
+            outcomes: HashMap::new(),
             lanes: BTreeMap::new(),
             results: VecDeque::new(),
             log: VecDeque::new(),
@@ -149,6 +152,7 @@ impl Model {
                 }
                 .id();
                 self.lanes.remove(&id);
+                *self.outcomes.entry(row.outcome.clone()).or_default() += 1;
                 if !row.username.is_empty() {
                     self.settled
                         .insert(row.username.to_lowercase(), row.outcome.clone());
@@ -325,7 +329,14 @@ pub fn draw(f: &mut Frame<'_>, m: &Model) {
             .gauge_style(Style::new().fg(Color::Green))
             .ratio(ratio.clamp(0.0, 1.0))
             .label(if m.rows.is_empty() {
-                format!("no batch · {} registered", count("registered"))
+                let n = |o: &str| m.outcomes.get(o).copied().unwrap_or(0);
+                format!(
+                    "no batch · {} registered · {} rejected · {} failed · {} skipped",
+                    n("registered"),
+                    n("rejected"),
+                    n("failed"),
+                    n("skipped")
+                )
             } else {
                 label
             }),
