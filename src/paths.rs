@@ -55,6 +55,9 @@ pub struct Paths {
     /// `$STATE_DIRECTORY` (the first, if several): a service's state folder under systemd
     /// (`StateDirectory=`), where the relay keeps its SQLite database by default.
     pub service_state: Option<PathBuf>,
+    /// `$TOKENROLL_POLICY_FILE`: an additional policy file, which only adds constraints to
+    /// `/etc/tokenroll/policy.toml` (see `config::policy`).
+    pub extra_policy: Option<PathBuf>,
 }
 
 impl Paths {
@@ -82,6 +85,7 @@ impl Paths {
                         .map(PathBuf::from)
                 })
                 .filter(|p| p.is_absolute()),
+            extra_policy: var("TOKENROLL_POLICY_FILE"),
         }
     }
 
@@ -328,6 +332,7 @@ mod tests {
             state: None,
             runtime: None,
             service_state: None,
+            extra_policy: None,
         };
         let e = p.state_dir().unwrap_err().to_string();
         assert!(e.contains("HOME") && e.contains("current directory"), "{e}");

@@ -48,6 +48,8 @@ pub enum Command {
     /// The helpdesk enrollment station: many tokens for many people in one sitting, with a
     /// report for the auditor.
     Station(StationArgs),
+    /// Show the configuration: every key's value and where it came from.
+    Config(ConfigArgs),
     /// Run a whole enrollment on a throw-away SoftHSM2 token against the built-in simulator.
     Demo,
     /// Test tooling: put a key pair and a self-signed certificate on a (SoftHSM2) token.
@@ -259,6 +261,57 @@ impl StationArgs {
             signing: self.signing.clone(),
             pin: self.pin.clone(),
             http: self.http.clone(),
+            ..Default::default()
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct ConfigArgs {
+    /// Every key's resolved value and its origin: policy, system, user, env, flag or default.
+    #[arg(long)]
+    pub show: bool,
+    #[command(flatten)]
+    pub module: ModuleKeys,
+    #[command(flatten)]
+    pub signing: SigningKeys,
+    #[command(flatten)]
+    pub http: HttpKeys,
+    #[command(flatten)]
+    pub pin: PinKeys,
+    #[command(flatten)]
+    pub output: OutputKeys,
+    #[command(flatten)]
+    pub sign_out: SignOutKeys,
+    #[command(flatten)]
+    pub server: ServerKeys,
+    #[command(flatten)]
+    pub journal: JournalKeys,
+    #[command(flatten)]
+    pub relay: RelayClientKeys,
+    #[command(flatten)]
+    pub login: LoginKeys,
+    #[command(flatten)]
+    pub agent: AgentKeys,
+    #[command(flatten)]
+    pub config: ConfigFlag,
+}
+
+impl ConfigArgs {
+    /// Every key's flag and variable, as one layer.
+    pub fn layer(&self) -> RawConfig {
+        RawConfig {
+            module: self.module.clone(),
+            signing: self.signing.clone(),
+            http: self.http.clone(),
+            pin: self.pin.clone(),
+            output: self.output.clone(),
+            sign_out: self.sign_out.clone(),
+            server: self.server.clone(),
+            journal: self.journal.clone(),
+            relay_client: self.relay.clone(),
+            login: self.login.clone(),
+            agent: self.agent.clone(),
             ..Default::default()
         }
     }

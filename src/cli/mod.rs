@@ -6,6 +6,7 @@
 
 pub mod agent;
 pub mod args;
+mod config_show;
 mod enroll;
 mod enroll_relay;
 pub mod exit;
@@ -39,6 +40,7 @@ pub fn run(cli: Cli, env: &crate::secret::EnvSecrets, paths: &crate::paths::Path
         Command::Relay(a) => relay::relay_cmd(a, env, paths),
         Command::Agent(a) => agent::run(a, env, paths),
         Command::Station(a) => station::station_cmd(a, env, paths),
+        Command::Config(a) => config_show::config_cmd(a, env, paths),
         Command::Demo => crate::demo::run(),
         Command::Provision(a) => provision::provision_cmd(a),
     }

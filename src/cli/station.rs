@@ -79,6 +79,32 @@ fn resolve(
         Some(p) => Some(st::batch::read(p).map_err(|e| e.to_string())?),
         None => None,
     };
+    // A batch row is one more place a policy key can be set: its status must agree too.
+    let policy = crate::config::policy::Policy::load(paths.extra_policy.as_deref())
+        .map_err(|e| e.to_string())?;
+    if let (Some(b), Some((fixed, file))) = (&batch, policy.status()) {
+        let refused: Vec<String> = b
+            .rows
+            .iter()
+            .filter(|r| r.status.is_some_and(|s| s != fixed))
+            .map(|r| {
+                format!(
+                    "line {}: status {} is not allowed: the administrator's policy {} fixes \
+                     status = {}",
+                    r.line,
+                    r.status.map(|s| s.name()).unwrap_or_default(),
+                    file.display(),
+                    fixed.name()
+                )
+            })
+            .collect();
+        if !refused.is_empty() {
+            return Err(format!(
+                "the batch file cannot be used; nothing was started:\n{}",
+                refused.join("\n")
+            ));
+        }
+    }
     // The preflight alone touches no token and writes no report.
     let report = args
         .report

@@ -30,6 +30,7 @@ fn err<T>(s: impl Into<String>) -> Result<T, ConfigError> {
 
 pub mod keys;
 mod login;
+pub mod policy;
 mod relay;
 pub use keys::RawConfig;
 use login::proxy;
@@ -120,21 +121,72 @@ pub fn read_file(path: &Path, required: bool) -> Result<RawConfig, ConfigError> 
     }
 }
 
-/// flags+env (already merged by the caller, flags winning) over the user file over the system file.
+/// Every layer of the configuration, as read: what `resolve` merges and `config --show` shows.
+pub struct Layers {
+    /// Flags and variables (merged by clap, flags winning).
+    pub flags_and_env: RawConfig,
+    pub user: RawConfig,
+    /// The user's file (`--config`, else the XDG one), whether or not it exists.
+    pub user_path: Option<std::path::PathBuf>,
+    pub system: RawConfig,
+    pub policy: policy::Policy,
+}
+
+/// Reads every layer: the user file, the system file and the administrator's policy.
+pub fn layers(
+    flags_and_env: RawConfig,
+    config_flag: Option<&Path>,
+    paths: &Paths,
+) -> Result<Layers, ConfigError> {
+    let user_path = config_flag
+        .map(Path::to_path_buf)
+        .or_else(|| paths.user_config.clone());
+    let user = match (config_flag, &user_path) {
+        (Some(p), _) => read_file(p, true)?,
+        (None, Some(p)) => read_file(p, false)?,
+        (None, None) => RawConfig::default(),
+    };
+    Ok(Layers {
+        flags_and_env,
+        user,
+        user_path,
+        system: read_file(Path::new(SYSTEM_CONFIG), false)?,
+        policy: policy::Policy::load(paths.extra_policy.as_deref())?,
+    })
+}
+
+impl Layers {
+    /// flags+env over the user file over the system file, then the administrator's policy over
+    /// all (a layer that disagrees with it is refused).
+    pub fn merge(&self) -> Result<RawConfig, ConfigError> {
+        let merged = self
+            .flags_and_env
+            .clone()
+            .over(self.user.clone())?
+            .over(self.system.clone())?;
+        let user_name = self
+            .user_path
+            .as_ref()
+            .map(|p| format!("the config file {}", p.display()))
+            .unwrap_or_default();
+        self.policy.apply(
+            &[
+                ("a flag or variable", &self.flags_and_env),
+                (&user_name, &self.user),
+                (SYSTEM_CONFIG, &self.system),
+            ],
+            merged,
+        )
+    }
+}
+
+/// The configuration a command runs with: every layer read, merged, the policy applied.
 pub fn resolve(
     flags_and_env: RawConfig,
     config_flag: Option<&Path>,
     paths: &Paths,
 ) -> Result<RawConfig, ConfigError> {
-    let user = match config_flag {
-        Some(p) => read_file(p, true)?,
-        None => match &paths.user_config {
-            Some(p) => read_file(p, false)?,
-            None => RawConfig::default(),
-        },
-    };
-    let system = read_file(Path::new(SYSTEM_CONFIG), false)?;
-    flags_and_env.over(user)?.over(system)
+    layers(flags_and_env, config_flag, paths)?.merge()
 }
 
 /// A secret from the environment (taken at start) or else from its owner-only file.
