@@ -85,7 +85,8 @@ impl Paths {
                         .map(PathBuf::from)
                 })
                 .filter(|p| p.is_absolute()),
-            extra_policy: var("TOKENROLL_POLICY_FILE"),
+            // Not filtered like the XDG folders: a relative one is refused where it is read.
+            extra_policy: std::env::var_os("TOKENROLL_POLICY_FILE").map(PathBuf::from),
         }
     }
 

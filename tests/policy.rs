@@ -211,14 +211,61 @@ fn config_show_names_where_each_key_came_from() {
     );
     assert_eq!(key("admin_password")["value"], "<unset>");
     assert!(!stdout(&o).contains(SECRET_CODE));
-    // The policy's floor against the default algorithm: said, with exit 2, and still listed.
+    // Below the policy's floor: said, with exit 2, and still listed; unset, it takes the floor.
     let p = policy(&env, "min_algorithm = \"sha512\"\n", 0o644);
+    let show = |extra: &[&str]| {
+        env.cmd()
+            .args(["config", "--show"])
+            .args(extra)
+            .env("TOKENROLL_POLICY_FILE", &p)
+            .output()
+            .unwrap()
+    };
+    let o = show(&["--algorithm", "sha256"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stdout(&o).contains("policy") && stderr(&o).contains("min_algorithm = sha512"));
+    let o = show(&[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    // A relative TOKENROLL_POLICY_FILE is refused, not ignored.
     let o = env
         .cmd()
         .args(["config", "--show"])
-        .env("TOKENROLL_POLICY_FILE", &p)
+        .env("TOKENROLL_POLICY_FILE", "policy.toml")
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(2));
-    assert!(stdout(&o).contains("policy") && stderr(&o).contains("min_algorithm = sha512"));
+    assert!(stderr(&o).contains("absolute path"), "{}", stderr(&o));
+}
+
+/// The journal is the user's file: `journal --reconcile` does not take the admin's login to a
+/// server an entry names when the policy fixes another.
+#[test]
+fn reconcile_asks_no_server_but_the_policys() {
+    let env = TestEnv::new();
+    let p = policy(&env, "server = \"https://cg.example.com\"\n", 0o644);
+    let journal = env.path("journal.jsonl");
+    let intent = serde_json::json!({
+        "record": "intent", "id": "e1", "time": "2026-12-03T10:00:00Z",
+        "server": "https://elsewhere.example/CentagateWS/webresources/cert/register/pkcs7/helpdesk",
+        "admin": "helpdesk", "user": "alice", "token_label": "alice", "token_serial": "1",
+        "certificate_sha256": "ab", "certificate_subject": "CN=Alice", "algorithm": "sha256",
+        "status": "1"
+    });
+    std::fs::write(&journal, format!("{intent}\n")).unwrap();
+    std::fs::set_permissions(&journal, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let o = env
+        .cmd()
+        .args(["journal", "--reconcile", "--json", "--journal"])
+        .arg(&journal)
+        .env("TOKENROLL_POLICY_FILE", &p)
+        .env("TOKENROLL_AUTH_TOKEN", AUTH_TOKEN)
+        .env("TOKENROLL_SECRET_CODE", SECRET_CODE)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(5), "{}{}", stdout(&o), stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains("not asked") && out.contains("https://elsewhere.example"),
+        "{out}"
+    );
 }

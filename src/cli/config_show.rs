@@ -31,8 +31,7 @@ fn default_of(key: &str) -> Option<&'static str> {
         "user_must_match" => "none",
         "login" => "static",
         "auth_api" => "v2",
-        "enroll_on_insert" => "ask",
-        "poll_ms" => "500",
+        "poll_ms" => "500 (at least 50)",
         "pinentry" => "pinentry",
         _ => return None,
     })
@@ -108,9 +107,26 @@ pub fn config_cmd(
             (v, "user", f)
         } else if let Some(v) = set(&system, &key) {
             (v, "system", Some(SYSTEM_CONFIG.to_string()))
+        } else if key == "proxy" && env.proxy.is_some() {
+            // HTTPS_PROXY / ALL_PROXY, as taken at start (credentials never shown).
+            let shown = env
+                .proxy
+                .as_ref()
+                .map(|p| crate::config::policy::without_credentials(p.expose()))
+                .unwrap_or_default();
+            (shown.into(), "env", Some("HTTPS_PROXY or ALL_PROXY".into()))
+        } else if key == "journal" {
+            let v = crate::config::journal_path(paths)
+                .map_or(serde_json::Value::Null, |p| p.display().to_string().into());
+            (v, "default", None)
         } else {
             let v = default_of(&key).map_or(serde_json::Value::Null, |d| d.into());
             (v, "default", None)
+        };
+        // A URL written with a user and password (never a key's place for them) shows without.
+        let value = match value {
+            serde_json::Value::String(t) => crate::config::policy::without_credentials(&t).into(),
+            v => v,
         };
         shown.push(Shown {
             key,
@@ -159,11 +175,17 @@ pub fn config_cmd(
             "TOKENROLL_ADMIN_PASSWORD",
             "admin_password_file",
         ),
+        // The admin token's PIN: from the variable admin_pin_env names, or its file.
+        ("admin_pin", false, "", "admin_pin_file"),
+        ("proxy_credentials", false, "", "proxy_credentials_file"),
     ];
     let secrets: Vec<Shown> = secrets
         .into_iter()
         .map(|(key, in_env, var, file_key_name)| {
-            let (value, origin, file) = match (in_env, file_key(file_key_name)) {
+            let by_variable = (key == "admin_pin")
+                .then(|| file_key("admin_pin_env"))
+                .flatten();
+            let (value, origin, file) = match (in_env, file_key(file_key_name).or(by_variable)) {
                 (true, _) => ("<set>", "env", Some(var.to_string())),
                 (false, Some((origin, file))) => ("<set>", origin, file),
                 (false, None) => ("<unset>", "default", None),
@@ -187,7 +209,10 @@ pub fn config_cmd(
         for s in &shown {
             let value = match &s.value {
                 serde_json::Value::Null => "(unset)".to_string(),
-                serde_json::Value::String(t) => format!("\"{}\"", crate::text::plain(t)),
+                serde_json::Value::String(t) => format!(
+                    "\"{}\"",
+                    crate::text::plain(&crate::config::policy::without_credentials(t))
+                ),
                 other => other.to_string(),
             };
             let file = s

@@ -38,7 +38,8 @@ pub fn journal_cmd(
             eprintln!("error: {}", plain_lines(&message));
         }
     };
-    let raw = match crate::config::resolve(args.layer(), args.config.config.as_deref(), paths) {
+    let layers = crate::config::layers(args.layer(), args.config.config.as_deref(), paths);
+    let (raw, policy) = match layers.and_then(|l| Ok((l.merge()?, l.policy))) {
         Ok(r) => r,
         Err(e) => {
             fail(e.to_string());
@@ -57,7 +58,7 @@ pub fn journal_cmd(
         },
     };
     if args.reconcile {
-        return super::reconcile::reconcile(&raw, env, &path, json);
+        return super::reconcile::reconcile(&raw, &policy, env, &path, json);
     }
     let contents = match crate::journal::read(&path) {
         Ok(c) => c,

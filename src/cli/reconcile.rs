@@ -90,7 +90,13 @@ async fn ask_relay(e: &Entry, http: &crate::api::HttpOptions) -> (&'static str, 
     }
 }
 
-pub fn reconcile(raw: &RawConfig, env: &crate::secret::EnvSecrets, path: &Path, json: bool) -> i32 {
+pub fn reconcile(
+    raw: &RawConfig,
+    policy: &crate::config::policy::Policy,
+    env: &crate::secret::EnvSecrets,
+    path: &Path,
+    json: bool,
+) -> i32 {
     let fail = |code: i32, message: String| {
         if json {
             println!("{}", serde_json::json!({"error": message}));
@@ -119,6 +125,35 @@ pub fn reconcile(raw: &RawConfig, env: &crate::secret::EnvSecrets, path: &Path, 
         }
         return exit::OK;
     }
+    // The journal is the user's file: an entry naming a server or relay other than the one the
+    // administrator's policy fixes is not asked (the admin's login would go there).
+    let mut settled = Vec::new();
+    let unknown: Vec<&Entry> = unknown
+        .into_iter()
+        .filter(|e| {
+            let i = &e.intent;
+            let allowed = if i.via.as_deref() == Some("relay") {
+                policy.allows(
+                    "relay",
+                    i.server.strip_suffix("/v1/enroll").unwrap_or(&i.server),
+                )
+            } else {
+                server_of(e).map_or(Ok(()), |(origin, _)| policy.allows("server", &origin))
+            };
+            match allowed {
+                Ok(()) => true,
+                Err(why) => {
+                    settled.push(Settled {
+                        id: i.id.clone(),
+                        user: i.user.clone(),
+                        state: "unknown",
+                        message: format!("not asked: {why}"),
+                    });
+                    false
+                }
+            }
+        })
+        .collect();
     // Entries sent through the relay are settled by asking the relay: no admin credentials.
     let (via_relay, direct): (Vec<&Entry>, Vec<&Entry>) = unknown
         .into_iter()
@@ -144,7 +179,7 @@ pub fn reconcile(raw: &RawConfig, env: &crate::secret::EnvSecrets, path: &Path, 
     };
     let rt = super::runtime();
     let mut sessions: Vec<((String, String), Session)> = Vec::new();
-    let mut settled = Vec::new();
+
     let mut relay_http = http.clone();
     relay_http.ca_file = raw.relay_client.relay_ca_file.clone();
     relay_http.server_cert_sha256 = None;

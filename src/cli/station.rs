@@ -38,8 +38,9 @@ fn resolve(
     env: &crate::secret::EnvSecrets,
     paths: &crate::paths::Paths,
 ) -> Result<Resolved, String> {
-    let mut raw = crate::config::resolve(args.layer(), args.config.config.as_deref(), paths)
+    let layers = crate::config::layers(args.layer(), args.config.config.as_deref(), paths)
         .map_err(|e| e.to_string())?;
+    let mut raw = layers.merge().map_err(|e| e.to_string())?;
     if raw.server.user.is_some() {
         return Err(
             "--user (or the user key) names one user for every token, and the station \
@@ -80,9 +81,7 @@ fn resolve(
         None => None,
     };
     // A batch row is one more place a policy key can be set: its status must agree too.
-    let policy = crate::config::policy::Policy::load(paths.extra_policy.as_deref())
-        .map_err(|e| e.to_string())?;
-    if let (Some(b), Some((fixed, file))) = (&batch, policy.status()) {
+    if let (Some(b), Some((fixed, file))) = (&batch, layers.policy.status()) {
         let refused: Vec<String> = b
             .rows
             .iter()

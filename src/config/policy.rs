@@ -14,10 +14,11 @@ use std::path::{Path, PathBuf};
 pub const SYSTEM_POLICY: &str = "/etc/tokenroll/policy.toml";
 
 /// The keys a policy may fix (besides `min_algorithm`).
-pub const KEYS: [&str; 8] = [
+pub const KEYS: [&str; 9] = [
     "server",
     "relay",
     "ca_file",
+    "relay_ca_file",
     "server_cert_sha256",
     "user_must_match",
     "status",
@@ -38,13 +39,14 @@ fn err<T>(s: String) -> Result<T, ConfigError> {
     Err(ConfigError(s))
 }
 
-/// Reads one policy file. `root_only`: the system policy must be root's; an additional one may
-/// also be the user's own (it can only add constraints).
-fn read(path: &Path, root_only: bool) -> Result<Option<toml::Table>, ConfigError> {
+/// Reads one policy file. `owner`: the uid the file and its folder must belong to (the system
+/// policy: root's, or whoever owns it could change or remove it); an additional one may also be
+/// the user's own (it can only add constraints).
+fn read(path: &Path, owner: Option<u32>) -> Result<Option<toml::Table>, ConfigError> {
     use std::os::unix::fs::MetadataExt;
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && root_only => return Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && owner.is_some() => return Ok(None),
         Err(e) => {
             return err(format!(
                 "cannot read the policy file {}: {e}",
@@ -52,15 +54,21 @@ fn read(path: &Path, root_only: bool) -> Result<Option<toml::Table>, ConfigError
             ))
         }
     };
-    let meta = std::fs::metadata(path)
-        .map_err(|e| ConfigError(format!("the policy file {}: {e}", path.display())))?;
-    if root_only && meta.uid() != 0 {
-        return err(format!(
-            "the policy file {} is not owned by root (uid {}): it is refused, as anyone who owns \
-             it could change it; run `chown root:root {0}` and `chmod 644 {0}`",
-            path.display(),
-            meta.uid()
-        ));
+    if let Some(uid) = owner {
+        for p in [Some(path), path.parent()].into_iter().flatten() {
+            let meta = std::fs::metadata(p)
+                .map_err(|e| ConfigError(format!("the policy file {}: {e}", path.display())))?;
+            if meta.uid() != uid {
+                return err(format!(
+                    "the policy file {} is refused: {} is owned by uid {}, not root, and whoever \
+                     owns it could change or remove the policy; run `chown root:root {}`",
+                    path.display(),
+                    p.display(),
+                    meta.uid(),
+                    p.display()
+                ));
+            }
+        }
     }
     crate::paths::check_config(path).map_err(|e| {
         ConfigError(format!(
@@ -89,11 +97,18 @@ impl Policy {
     pub fn load(extra: Option<&Path>) -> Result<Self, ConfigError> {
         let mut p = Policy::default();
         let system = Path::new(SYSTEM_POLICY);
-        if let Some(t) = read(system, true)? {
+        if let Some(t) = read(system, Some(0))? {
             p.add(t, system, false)?;
         }
         if let Some(extra) = extra {
-            let t = read(extra, false)?.unwrap_or_default();
+            if !extra.is_absolute() {
+                return err(format!(
+                    "TOKENROLL_POLICY_FILE must name a policy file by its absolute path, not \
+                     '{}'",
+                    extra.display()
+                ));
+            }
+            let t = read(extra, None)?.unwrap_or_default();
             p.add(t, extra, true)?;
         }
         Ok(p)
@@ -112,6 +127,12 @@ impl Policy {
                     ))
                 }
             };
+            if let Some(why) = invalid(&k, &v) {
+                return err(format!(
+                    "the policy file {}: {k} = {v} {why}",
+                    file.display()
+                ));
+            }
             if k == "min_algorithm" {
                 let alg: crate::digest::DigestAlg =
                     v.as_str().unwrap_or_default().parse().map_err(|e| {
@@ -158,8 +179,9 @@ impl Policy {
                 };
                 if !agrees(key, &set, value) {
                     return err(format!(
-                        "{key} = {set} ({from}) is not allowed: the administrator's policy {} \
+                        "{key} = \"{}\" ({from}) is not allowed: the administrator's policy {} \
                          fixes {key} = {value}; remove it, or ask the administrator",
+                        without_credentials(set.as_str().unwrap_or_default()),
                         file.display()
                     ));
                 }
@@ -171,14 +193,17 @@ impl Policy {
         }
         let merged: RawConfig = serde_json::from_value(serde_json::Value::Object(m))
             .map_err(|e| ConfigError(format!("applying the policy: {e}")))?;
+        let mut merged = merged;
         if let Some((floor, file)) = &self.min_algorithm {
-            let alg: crate::digest::DigestAlg = merged
-                .signing
-                .algorithm
-                .as_deref()
-                .unwrap_or("sha256")
-                .parse()
-                .map_err(ConfigError)?;
+            // No algorithm set: the default, raised to the floor.
+            let alg: crate::digest::DigestAlg = match merged.signing.algorithm.as_deref() {
+                Some(a) => a.parse().map_err(ConfigError)?,
+                None if strength(*floor) > strength(crate::digest::DigestAlg::Sha256) => {
+                    merged.signing.algorithm = Some(floor.name().to_string());
+                    *floor
+                }
+                None => crate::digest::DigestAlg::Sha256,
+            };
             if strength(alg) < strength(*floor) {
                 return err(format!(
                     "algorithm {alg} is not allowed: the administrator's policy {} sets \
@@ -190,10 +215,80 @@ impl Policy {
         Ok(merged)
     }
 
+    /// Whether `value` agrees with what the policy fixes for `key` (nothing fixed: yes); the
+    /// refusal names the file.
+    pub fn allows(&self, key: &str, value: &str) -> Result<(), String> {
+        match self.fixed.get(key) {
+            Some((fixed, file)) if !agrees(key, &value.into(), fixed) => Err(format!(
+                "{key} {} is not the one the administrator's policy {} fixes ({fixed})",
+                without_credentials(value),
+                file.display()
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// The status the policy fixes, if it does (for the station's batch rows).
     pub fn status(&self) -> Option<(crate::api::TokenStatus, &Path)> {
         let (v, file) = self.fixed.get("status")?;
         Some((v.as_str()?.parse().ok()?, file))
+    }
+}
+
+/// Why a policy value cannot be used, if it cannot (the file is then refused, naming it).
+fn invalid(key: &str, v: &serde_json::Value) -> Option<String> {
+    let s = v.as_str().unwrap_or_default();
+    let bad = |e: String| Some(format!("is not a value it can take: {e}"));
+    match key {
+        "status" => s.parse::<crate::api::TokenStatus>().err().and_then(bad),
+        "user_must_match" => s.parse::<crate::enroll::MustMatch>().err().and_then(bad),
+        "enroll_on_insert" => s
+            .parse::<crate::agent::state::EnrollOnInsert>()
+            .err()
+            .and_then(bad),
+        "min_algorithm" => s.parse::<crate::digest::DigestAlg>().err().and_then(bad),
+        "server" => crate::api::client::server_origin(s)
+            .err()
+            .and_then(|e| bad(e.to_string())),
+        "relay" => url::Url::parse(s).err().and_then(|e| bad(e.to_string())),
+        "server_cert_sha256" => {
+            let hex: String = s
+                .chars()
+                .filter(|c| *c != ':' && !c.is_whitespace())
+                .collect();
+            (hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_hexdigit()))
+                .then(|| "is not a SHA-256 fingerprint (64 hex digits)".into())
+        }
+        "ca_file" | "relay_ca_file" if !Path::new(s).is_absolute() => {
+            Some("must be an absolute path".into())
+        }
+        _ => None,
+    }
+}
+
+/// A URL for comparison: parsed (so case, default ports and a final slash do not count), with
+/// `http://` assumed as the proxy settings assume it.
+fn url_key(s: &str) -> String {
+    let s = s.trim();
+    let with_scheme = if s.contains("://") || s == "none" {
+        s.to_string()
+    } else {
+        format!("http://{s}")
+    };
+    url::Url::parse(&with_scheme)
+        .map(|u| u.as_str().trim_end_matches('/').to_string())
+        .unwrap_or_else(|_| s.to_ascii_lowercase())
+}
+
+/// `text` with any user and password in a URL in it removed, for messages.
+pub fn without_credentials(text: &str) -> String {
+    match url::Url::parse(text) {
+        Ok(mut u) if !u.username().is_empty() || u.password().is_some() => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.to_string()
+        }
+        _ => text.to_string(),
     }
 }
 
@@ -223,13 +318,13 @@ fn agrees(key: &str, a: &serde_json::Value, b: &serde_json::Value) -> bool {
                 .map(|m| format!("{m:?}"))
                 .unwrap_or_else(|_| s.to_string()),
             "server" => crate::api::client::server_origin(s).unwrap_or_else(|_| s.to_string()),
-            "relay" => s.trim().trim_end_matches('/').to_ascii_lowercase(),
+            "relay" | "proxy" => url_key(s),
             "server_cert_sha256" => s
                 .chars()
                 .filter(|c| *c != ':' && !c.is_whitespace())
                 .collect::<String>()
                 .to_ascii_lowercase(),
-            "ca_file" => std::fs::canonicalize(s)
+            "ca_file" | "relay_ca_file" => std::fs::canonicalize(s)
                 .map(|p| p.display().to_string())
                 .unwrap_or_else(|_| s.to_string()),
             _ => s.trim().to_string(),
@@ -278,6 +373,52 @@ mod tests {
         weak.signing.algorithm = Some("sha1".into());
         let e = p.apply(&[], weak).unwrap_err().to_string();
         assert!(e.contains("min_algorithm = sha256"), "{e}");
+    }
+
+    #[test]
+    fn a_policy_file_or_folder_of_another_owner_is_refused_and_values_are_checked() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("policy.toml");
+        std::fs::write(&file, "status = \"pending\"\n").unwrap();
+        let me = std::fs::metadata(&file).unwrap().uid();
+        assert!(read(&file, Some(me)).unwrap().is_some());
+        let e = read(&file, Some(me + 1)).unwrap_err().to_string();
+        assert!(e.contains("chown root:root"), "{e}");
+        let mut p = Policy::default();
+        for bad in [
+            "status = \"pendng\"",
+            "ca_file = \"certs/ca.pem\"",
+            "server_cert_sha256 = \"abc\"",
+            "min_algorithm = \"md5\"",
+        ] {
+            let e = p
+                .add(toml::from_str(bad).unwrap(), &file, false)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(&file.display().to_string()), "{bad}: {e}");
+        }
+        assert!(agrees(
+            "relay",
+            &"https://R.example:443/".into(),
+            &"https://r.example".into()
+        ));
+        assert!(agrees(
+            "proxy",
+            &"proxy.example:3128".into(),
+            &"http://proxy.example:3128/".into()
+        ));
+        assert_eq!(
+            without_credentials("http://u:secret@proxy:3128"),
+            "http://proxy:3128/"
+        );
+    }
+
+    #[test]
+    fn an_unset_algorithm_takes_the_floor() {
+        let p = policy("min_algorithm = \"sha384\"");
+        let merged = p.apply(&[], RawConfig::default()).unwrap();
+        assert_eq!(merged.signing.algorithm.as_deref(), Some("sha384"));
     }
 
     #[test]
