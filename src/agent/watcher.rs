@@ -109,7 +109,16 @@ fn dir_listing(dir: &Path) -> BTreeSet<String> {
             })
             .unwrap_or_default()
     }
+    // SoftHSM2 rewrites a token's `generation` file (its cross-process change counter) on every
+    // module load after a login on the token, with the same count: by its time, every reload
+    // would look like a change and the watcher reload the module again and again. It counts by
+    // its content, which changes when an object does; `.lock` files count not at all (one is
+    // made with each object, whose own file shows it).
     let stamp = |p: &Path, m: &std::fs::Metadata| {
+        if p.file_name().is_some_and(|n| n == "generation") {
+            let count = std::fs::read(p).unwrap_or_default();
+            return format!("{}:{}", p.display(), hex::encode(count));
+        }
         let t = m
             .modified()
             .ok()
@@ -117,15 +126,9 @@ fn dir_listing(dir: &Path) -> BTreeSet<String> {
             .unwrap_or_default();
         format!("{}:{}:{}", p.display(), m.len(), t.as_nanos())
     };
-    // SoftHSM2 rewrites a token's `generation` file (its cross-process change counter) and
-    // touches its `.lock` files without any object changing, on every module load after a login
-    // on the token: counted, they would make every reload look like a change, and the watcher
-    // reload the module again and again. Objects and tokens still show in the other files.
     let counted = |p: &Path| {
-        p.file_name().is_some_and(|n| {
-            let n = n.to_string_lossy();
-            n != "generation" && !n.ends_with(".lock")
-        })
+        p.file_name()
+            .is_some_and(|n| !n.to_string_lossy().ends_with(".lock"))
     };
     let mut out = BTreeSet::new();
     for (path, meta) in entries(dir).into_iter().filter(|(p, _)| counted(p)) {
