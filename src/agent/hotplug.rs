@@ -230,7 +230,10 @@ impl Wake {
     }
 
     /// Waits for the next reason to list the tokens again.
-    pub fn wait(&mut self, interval: Duration, token_dir: Option<&Path>) {
+    /// `soon`: something is pending (a card read half-written, a module just reloaded): come
+    /// back within `interval` even when events are watched — a change made before a new token's
+    /// folder was watched sends no event, and would otherwise wait for the safety net.
+    pub fn wait(&mut self, interval: Duration, token_dir: Option<&Path>, soon: bool) {
         if let Some(dir) = token_dir {
             if self.inotify.is_none() {
                 match inotify::Inotify::init() {
@@ -245,7 +248,7 @@ impl Wake {
         let ino_fd = token_dir.and(self.inotify.as_ref()).map(|i| i.as_raw_fd());
         let ev_fd = self.events.as_ref().map(|e| e.as_raw_fd());
         let fds: Vec<_> = ino_fd.into_iter().chain(ev_fd).collect();
-        let timeout = if fds.is_empty() {
+        let timeout = if fds.is_empty() || soon {
             interval
         } else {
             Self::SAFETY_NET

@@ -308,9 +308,11 @@ impl Watcher {
         let mut wake = Wake::new(self.stopper.clone());
         loop {
             let empty = BTreeMap::new();
+            let mut reloaded_now = false;
             let now = self
                 .current_module(&mut token_dir)
                 .and_then(|(m, reloaded)| {
+                    reloaded_now = reloaded;
                     if reloaded {
                         wake.arm(&m, token_dir.as_ref().map(|(d, _)| d.as_path()));
                     }
@@ -334,7 +336,11 @@ impl Watcher {
                     {
                         return;
                     }
-                    wake.wait(self.interval, token_dir.as_ref().map(|(d, _)| d.as_path()));
+                    wake.wait(
+                        self.interval,
+                        token_dir.as_ref().map(|(d, _)| d.as_path()),
+                        true,
+                    );
                     if self.stopper.stopped() {
                         return;
                     }
@@ -358,7 +364,13 @@ impl Watcher {
                 }
             }
             known = now;
-            wake.wait(self.interval, token_dir.as_ref().map(|(d, _)| d.as_path()));
+            // Soon while a card waits to be read again or the module was just reloaded (its
+            // token folders may have changed before they were watched).
+            wake.wait(
+                self.interval,
+                token_dir.as_ref().map(|(d, _)| d.as_path()),
+                reloaded_now || !rereads.is_empty(),
+            );
             if self.stopper.stopped() {
                 return;
             }
