@@ -205,11 +205,15 @@ fn read_settles(rereads: &mut BTreeMap<TokenKey, u8>, key: &TokenKey, unreadable
     *n >= REREADS
 }
 
+/// `stale`: the token folder changed since the module was loaded, but the module is in use and
+/// cannot be reloaded yet — a card read half-written then is not counted towards `REREADS`
+/// (SoftHSM2 shows it whole only after the reload that is due).
 fn snapshot(
     module: &Module,
     known: &BTreeMap<TokenKey, Seen>,
     admin_key: Option<&crate::token::Selector>,
     rereads: &mut BTreeMap<TokenKey, u8>,
+    stale: bool,
 ) -> Result<BTreeMap<TokenKey, Seen>, String> {
     let mut out = BTreeMap::new();
     let mut present = std::collections::BTreeSet::new();
@@ -245,7 +249,7 @@ fn snapshot(
         if pairs.is_empty() {
             unreadable = unreadable.max(1);
         }
-        if !read_settles(rereads, &key, unreadable) {
+        if (stale && unreadable > 0) || !read_settles(rereads, &key, unreadable) {
             // Not announced half-read (as a card with nothing to enroll): read again on the
             // next poll; a card announced before stays as it was.
             if let Some(old) = known.get(&key) {
@@ -310,8 +314,8 @@ impl Watcher {
             let empty = BTreeMap::new();
             let mut reloaded_now = false;
             let now = self
-                .current_module(&mut token_dir)
-                .and_then(|(m, reloaded)| {
+                .current_module(&mut token_dir, !rereads.is_empty())
+                .and_then(|(m, reloaded, stale)| {
                     reloaded_now = reloaded;
                     if reloaded {
                         wake.arm(&m, token_dir.as_ref().map(|(d, _)| d.as_path()));
@@ -322,6 +326,7 @@ impl Watcher {
                         if reloaded { &empty } else { &known },
                         self.admin_key.as_ref(),
                         &mut rereads,
+                        stale,
                     )
                 });
             let now = match now {
@@ -380,14 +385,22 @@ impl Watcher {
     /// The module to list with, reloaded when SoftHSM2's token directory changed and nobody else
     /// holds the module (a reload finalises it, which would end an enrollment's session).
     /// Also says whether the module was (re)loaded just now.
+    /// `half_read`: a card waits to be read again — SoftHSM2 keeps an object it once failed to
+    /// read invisible until the module is loaded again, so it is reloaded whether or not the
+    /// folder's listing shows a change (a last write can keep a file's size and, within the
+    /// clock's tick, its time).
     fn current_module(
         &self,
         token_dir: &mut Option<(PathBuf, BTreeSet<String>)>,
-    ) -> Result<(Arc<Module>, bool), String> {
+        half_read: bool,
+    ) -> Result<(Arc<Module>, bool, bool), String> {
         let mut slot = self.shared.lock().expect("module lock");
+        let mut stale = false;
         if let (Some(m), Some((dir, listing))) = (slot.as_ref(), token_dir.as_mut()) {
             let fresh = dir_listing(dir);
-            if fresh != *listing && Arc::strong_count(m) == 1 {
+            let changed = fresh != *listing || half_read;
+            stale = changed && Arc::strong_count(m) > 1;
+            if changed && Arc::strong_count(m) == 1 {
                 tracing::debug!(dir = %dir.display(), "SoftHSM2 token directory changed: reloading the module");
                 *listing = fresh;
                 // C_Finalize before the next C_Initialize: dropping alone does not finalize, and a
@@ -420,7 +433,7 @@ impl Watcher {
                 Err(e) => return Err(e.to_string()),
             }
         }
-        Ok((slot.clone().expect("loaded above"), reloaded))
+        Ok((slot.clone().expect("loaded above"), reloaded, stale))
     }
 }
 

@@ -242,9 +242,11 @@ impl Owner {
         }
         let certs: Vec<String> = seen.pairs.iter().map(|p| p.sha256.clone()).collect();
         let assignment = if seen.pairs.is_empty() {
+            // Said, not recorded: a token still being written shows whole later (and comes
+            // again), and one with nothing to enroll was never a row's.
             Assignment::Refused {
                 why: "the token holds no valid signing certificate; load one onto it first".into(),
-                record: true,
+                record: false,
             }
         } else {
             self.queue.assign(&id, &seen.key.serial, &certs)
