@@ -52,6 +52,11 @@ pub enum Command {
     Config(ConfigArgs),
     /// Run a whole enrollment on a throw-away SoftHSM2 token against the built-in simulator.
     Demo,
+    /// Print the shell completion script for SHELL (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
+    /// Packaging: write the man pages (tokenroll.1, tokenroll-SUBCOMMAND.1) into DIR.
+    #[command(hide = true)]
+    Manpages { dir: PathBuf },
     /// Test tooling: put a key pair and a self-signed certificate on a (SoftHSM2) token.
     #[command(hide = true)]
     Provision(ProvisionArgs),

@@ -11,6 +11,7 @@ mod enroll;
 mod enroll_relay;
 pub mod exit;
 mod journal;
+mod manuals;
 mod provision;
 mod reconcile;
 mod relay;
@@ -42,6 +43,8 @@ pub fn run(cli: Cli, env: &crate::secret::EnvSecrets, paths: &crate::paths::Path
         Command::Station(a) => station::station_cmd(a, env, paths),
         Command::Config(a) => config_show::config_cmd(a, env, paths),
         Command::Demo => crate::demo::run(),
+        Command::Completions { shell } => manuals::completions(shell),
+        Command::Manpages { dir } => manuals::manpages(&dir),
         Command::Provision(a) => provision::provision_cmd(a),
     }
 }
