@@ -150,6 +150,18 @@ pub const SECRET_VARIABLES: [&str; 4] = [
     "TOKENROLL_ADMIN_PASSWORD",
 ];
 
+impl Pin {
+    /// The PIN's SHA-256 under `salt`: what is kept of a PIN a token refused (never the PIN),
+    /// so that it is not sent to that token again.
+    pub fn salted_hash(&self, salt: &[u8; 32]) -> [u8; 32] {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        h.update(salt);
+        h.update(self.expose().as_bytes());
+        h.finalize().into()
+    }
+}
+
 /// The secrets the environment held at start, taken out of it before any thread or child exists.
 #[derive(Debug, Default)]
 pub struct EnvSecrets {

@@ -257,14 +257,6 @@ pub async fn run(
 const DRAIN: Duration = Duration::from_secs(10);
 
 impl Owner {
-    fn pin_hash(&self, pin: &Pin) -> [u8; 32] {
-        use sha2::Digest;
-        let mut h = sha2::Sha256::new();
-        h.update(self.salt);
-        h.update(pin.expose().as_bytes());
-        h.finalize().into()
-    }
-
     fn view(&self) -> View {
         let m = &self.machine;
         View {
@@ -341,7 +333,7 @@ impl Owner {
         match report {
             Report::Asked { answer, .. } => {
                 let hash = match &answer {
-                    Asked::Entered { pin: Some(p), .. } => Some(self.pin_hash(p)),
+                    Asked::Entered { pin: Some(p), .. } => Some(p.salted_hash(&self.salt)),
                     _ => None,
                 };
                 let r = self.records.get_mut(&key)?;

@@ -28,7 +28,7 @@ pub struct Seen {
     /// The token holds the admin's own signing pair (`admin_key`): never enrolled.
     pub admin_token: bool,
     /// The slots of the card's tokens as this module listed them.
-    pub slots: Vec<cryptoki::slot::Slot>,
+    pub slots: Vec<crate::token::Slot>,
 }
 
 /// A usable signing pair, as the menu names it.

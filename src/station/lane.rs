@@ -78,7 +78,7 @@ pub struct Job {
     pub pairs: Vec<PairRef>,
     pub pin_pad: bool,
     /// Where the watcher saw it.
-    pub slots: Vec<cryptoki::slot::Slot>,
+    pub slots: Vec<crate::token::Slot>,
     pub row: Option<usize>,
     /// The batch row's username.
     pub username: Option<String>,
@@ -116,7 +116,10 @@ pub fn run(ctx: &Ctx, job: &Job, rt: &tokio::runtime::Handle) -> End {
     let name = job.name();
     // The pair that will sign: the one --key names among the token's, else its only one.
     let pair = match &ctx.key {
-        Some(key) => job.pairs.iter().find(|p| narrows(key, &p.uri)),
+        Some(key) => job
+            .pairs
+            .iter()
+            .find(|p| Pkcs11Uri::parse(&p.uri).is_ok_and(|u| key.narrows(&u))),
         None => job.pairs.first(),
     };
     let subject = pair.map(|p| p.subject.clone()).unwrap_or_default();
@@ -312,20 +315,6 @@ pub fn run(ctx: &Ctx, job: &Job, rt: &tokio::runtime::Handle) -> End {
             }
         }
     }
-}
-
-/// Whether the pair at `uri` is one that `key` names.
-fn narrows(key: &Pkcs11Uri, uri: &str) -> bool {
-    let Ok(p) = Pkcs11Uri::parse(uri) else {
-        return false;
-    };
-    let eq = |want: &Option<String>, have: &Option<String>| want.is_none() || want == have;
-    eq(&key.token, &p.token)
-        && eq(&key.serial, &p.serial)
-        && eq(&key.manufacturer, &p.manufacturer)
-        && eq(&key.model, &p.model)
-        && eq(&key.object, &p.object)
-        && (key.id.is_none() || key.id == p.id)
 }
 
 /// 22027 for another certificate: skip, ask the operator, or replace it (journaled).

@@ -131,15 +131,6 @@ pub(super) struct LanePin<'a> {
     pub(super) clock: &'a Mutex<Clock>,
 }
 
-/// A PIN's hash, salted per lane: what is kept of a refused PIN, and never the PIN itself.
-fn pin_hash(salt: &[u8; 32], pin: &Pin) -> [u8; 32] {
-    use sha2::Digest;
-    let mut h = sha2::Sha256::new();
-    h.update(salt);
-    h.update(pin.expose().as_bytes());
-    h.finalize().into()
-}
-
 impl PinPrompt for LanePin<'_> {
     fn pin(&mut self, pair: &PairSummary) -> Result<Pin, TokenError> {
         let (job, ctx) = (self.job, self.ctx);
@@ -158,7 +149,7 @@ impl PinPrompt for LanePin<'_> {
             .then(|| ctx.env_pin.take(&job.cancel))
             .flatten()
         {
-            Some((p, used)) if self.refused.contains(&pin_hash(self.salt, &p)) => {
+            Some((p, used)) if self.refused.contains(&p.salted_hash(self.salt)) => {
                 if used == Use::Trial {
                     ctx.env_pin.settle(None);
                 }
@@ -192,7 +183,7 @@ impl PinPrompt for LanePin<'_> {
                     };
                     match ctx.face.pin(&req, &job.cancel) {
                         // Asked again: a PIN this token refused is never sent to it again.
-                        Ok(Some(p)) if self.refused.contains(&pin_hash(self.salt, &p)) => {
+                        Ok(Some(p)) if self.refused.contains(&p.salted_hash(self.salt)) => {
                             error = Some(
                                 "That PIN was already refused by this token; it was not sent \
                                  again. Type another."
@@ -206,7 +197,7 @@ impl PinPrompt for LanePin<'_> {
                 }
             }
         };
-        self.tried = Some(pin_hash(self.salt, &pin));
+        self.tried = Some(pin.salted_hash(self.salt));
         lock(self.clock).enter("signing");
         ctx.face.event(&Event::Signing {
             time: super::events::now(),

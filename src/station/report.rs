@@ -208,8 +208,7 @@ impl Report {
 
 /// The SHA-256 (hex) of the file at `path`, for the HTML report.
 pub fn file_sha256(path: &Path) -> std::io::Result<String> {
-    use sha2::Digest;
-    Ok(hex::encode(sha2::Sha256::digest(std::fs::read(path)?)))
+    Ok(crate::certinfo::fingerprint(&std::fs::read(path)?))
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ pub struct Selector {
     pub not: Option<Pkcs11Uri>,
     /// Look in these slots first (where the token was seen); the whole list when it is not
     /// found there. Never widens what matches.
-    pub slots: Option<Vec<cryptoki::slot::Slot>>,
+    pub slots: Option<Vec<super::Slot>>,
 }
 
 impl Selector {

@@ -41,6 +41,18 @@ pub enum UriError {
 }
 
 impl Pkcs11Uri {
+    /// Whether `other` names an object this URI names too: every attribute this one gives,
+    /// `other` gives with the same value.
+    pub fn narrows(&self, other: &Pkcs11Uri) -> bool {
+        let eq = |want: &Option<String>, have: &Option<String>| want.is_none() || want == have;
+        eq(&self.token, &other.token)
+            && eq(&self.serial, &other.serial)
+            && eq(&self.manufacturer, &other.manufacturer)
+            && eq(&self.model, &other.model)
+            && eq(&self.object, &other.object)
+            && (self.id.is_none() || self.id == other.id)
+    }
+
     pub fn parse(text: &str) -> Result<Self, UriError> {
         let rest = text
             .strip_prefix("pkcs11:")
