@@ -15,6 +15,16 @@ fn policy(env: &TestEnv, text: &str, mode: u32) -> std::path::PathBuf {
     p
 }
 
+/// `tokenroll config --show` under the policy file `p`, with `extra` arguments.
+fn show_under(env: &TestEnv, p: &std::path::Path, extra: &[&str]) -> std::process::Output {
+    env.cmd()
+        .args(["config", "--show"])
+        .args(extra)
+        .env("TOKENROLL_POLICY_FILE", p)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn a_policy_key_set_otherwise_is_refused_and_one_that_agrees_accepted() {
     let mut env = TestEnv::new();
@@ -112,12 +122,7 @@ fn a_policy_key_set_otherwise_is_refused_and_one_that_agrees_accepted() {
 fn a_policy_file_others_can_change_is_refused() {
     let env = TestEnv::new();
     let p = policy(&env, "status = \"pending\"\n", 0o664);
-    let o = env
-        .cmd()
-        .args(["config", "--show"])
-        .env("TOKENROLL_POLICY_FILE", &p)
-        .output()
-        .unwrap();
+    let o = show_under(&env, &p, &[]);
     assert_eq!(o.status.code(), Some(2));
     assert!(
         stderr(&o).contains("is refused") && stderr(&o).contains("chmod go-w"),
@@ -125,12 +130,7 @@ fn a_policy_file_others_can_change_is_refused() {
         stderr(&o)
     );
     let p = policy(&env, "colour = \"red\"\n", 0o644);
-    let o = env
-        .cmd()
-        .args(["config", "--show"])
-        .env("TOKENROLL_POLICY_FILE", &p)
-        .output()
-        .unwrap();
+    let o = show_under(&env, &p, &[]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("'colour' is not a key a policy may fix"));
 }
@@ -213,14 +213,7 @@ fn config_show_names_where_each_key_came_from() {
     assert!(!stdout(&o).contains(SECRET_CODE));
     // Below the policy's floor: said, with exit 2, and still listed; unset, it takes the floor.
     let p = policy(&env, "min_algorithm = \"sha512\"\n", 0o644);
-    let show = |extra: &[&str]| {
-        env.cmd()
-            .args(["config", "--show"])
-            .args(extra)
-            .env("TOKENROLL_POLICY_FILE", &p)
-            .output()
-            .unwrap()
-    };
+    let show = |extra: &[&str]| show_under(&env, &p, extra);
     let o = show(&["--algorithm", "sha256"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stdout(&o).contains("policy") && stderr(&o).contains("min_algorithm = sha512"));

@@ -10,11 +10,21 @@ use std::fmt;
 /// A token is known by label, serial and reader (slot description), never by slot id: a token
 /// in another reader that copies a card's label and serial is another token, and never gets
 /// that card's PIN.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 pub struct TokenKey {
+    /// As the station's events and report name it.
+    #[serde(rename = "token_label")]
     pub label: String,
+    #[serde(rename = "token_serial")]
     pub serial: String,
     pub reader: String,
+}
+
+impl TokenKey {
+    /// One string per token (the station's lanes and the terminal UI's keys).
+    pub fn id(&self) -> String {
+        format!("{}\u{1f}{}\u{1f}{}", self.reader, self.label, self.serial)
+    }
 }
 
 impl fmt::Display for TokenKey {

@@ -11,23 +11,9 @@ use crate::secret::Pin;
 use crate::ui::dialogs::{Cancel, PinRequest};
 use serde::Serialize;
 
-/// A token as events name it: never by a reader's index.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct TokenName {
-    pub reader: String,
-    pub token_label: String,
-    pub token_serial: String,
-}
-
-impl TokenName {
-    /// One string per token, for maps and lanes.
-    pub fn id(&self) -> String {
-        format!(
-            "{}\u{1f}{}\u{1f}{}",
-            self.reader, self.token_label, self.token_serial
-        )
-    }
-}
+/// A token as events name it (`reader`, `token_label`, `token_serial`): never by a reader's
+/// index.
+pub use crate::agent::state::TokenKey as TokenName;
 
 /// The slowest phase on average over the tokens that went through it.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
@@ -181,8 +167,8 @@ mod tests {
     fn events_carry_their_name_time_and_flat_fields() {
         let token = TokenName {
             reader: "r".into(),
-            token_label: "alice".into(),
-            token_serial: "01".into(),
+            label: "alice".into(),
+            serial: "01".into(),
         };
         let v = serde_json::to_value(Event::Seen {
             time: now(),

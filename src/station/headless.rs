@@ -22,13 +22,7 @@ pub struct Headless {
 
 /// An event as one plain line for a person reading the log.
 pub fn line(e: &Event) -> String {
-    let who = |t: &TokenName| {
-        format!(
-            "'{}' (serial {})",
-            plain(&t.token_label),
-            plain(&t.token_serial)
-        )
-    };
+    let who = |t: &TokenName| format!("'{}' (serial {})", plain(&t.label), plain(&t.serial));
     match e {
         Event::Seen {
             token,
@@ -110,7 +104,7 @@ impl Face for Headless {
         subject: &str,
         cancel: &Cancel,
     ) -> Result<Option<String>, String> {
-        self.dialog.ask_user(&token.token_label, subject, cancel)
+        self.dialog.ask_user(&token.label, subject, cancel)
     }
 
     fn confirm(&self, _: &Confirm, _: &Cancel) -> Result<bool, String> {

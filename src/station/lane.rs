@@ -90,11 +90,7 @@ pub struct Job {
 
 impl Job {
     pub fn name(&self) -> TokenName {
-        TokenName {
-            reader: self.key.reader.clone(),
-            token_label: self.key.label.clone(),
-            token_serial: self.key.serial.clone(),
-        }
+        self.key.clone()
     }
 }
 

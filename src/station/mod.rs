@@ -23,7 +23,7 @@ pub mod tui;
 
 use crate::agent::state::TokenKey;
 use crate::agent::watcher::{self, Change, Seen};
-use events::{Event, Slowest, Summary, TokenName};
+use events::{Event, Slowest, Summary};
 use lane::{End, Job};
 use queue::{Assignment, Queue, Settled};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -198,14 +198,6 @@ impl lane::Ctx {
     }
 }
 
-fn name_of(key: &TokenKey) -> TokenName {
-    TokenName {
-        reader: key.reader.clone(),
-        token_label: key.label.clone(),
-        token_serial: key.serial.clone(),
-    }
-}
-
 impl Owner {
     fn change(&mut self, change: Change) {
         match change {
@@ -230,7 +222,7 @@ impl Owner {
     }
 
     fn inserted(&mut self, seen: Seen) {
-        let name = name_of(&seen.key);
+        let name = seen.key.clone();
         let id = name.id();
         if self.lanes.contains_key(&id) {
             // Pulled and put back while its lane ends: it comes again once the lane has ended.
@@ -275,8 +267,8 @@ impl Owner {
                 self.record(report::Row {
                     time: events::now(),
                     reader: name.reader,
-                    token_label: name.token_label,
-                    token_serial: name.token_serial,
+                    token_label: name.label,
+                    token_serial: name.serial,
                     username: String::new(),
                     cert_subject: pair.map(|p| p.subject.clone()).unwrap_or_default(),
                     cert_serial: pair.map(|p| p.cert_serial.clone()).unwrap_or_default(),
@@ -305,7 +297,7 @@ impl Owner {
     }
 
     fn removed(&mut self, key: &TokenKey) {
-        let id = name_of(key).id();
+        let id = key.id();
         self.reinserted.remove(&id);
         if let Some(lane) = self.lanes.get(&id) {
             // The lane ends as soon as it can; an answer already under way still stands.
@@ -408,12 +400,12 @@ impl Owner {
                 if row.is_none() {
                     self.tokens.push(Settled::Skipped);
                 }
-                let name = name_of(key);
+                let name = key.clone();
                 self.record(report::Row {
                     time: events::now(),
                     reader: name.reader,
-                    token_label: name.token_label,
-                    token_serial: name.token_serial,
+                    token_label: name.label,
+                    token_serial: name.serial,
                     username: username.unwrap_or_default(),
                     outcome: "skipped".into(),
                     message: "skipped by the operator".into(),
@@ -426,7 +418,7 @@ impl Owner {
                 }
                 self.ctx.face.event(&Event::Removed {
                     time: events::now(),
-                    token: name_of(key),
+                    token: key.clone(),
                     username,
                 });
                 if let Some(seen) = self.reinserted.remove(id) {

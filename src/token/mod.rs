@@ -15,9 +15,9 @@ mod session;
 pub mod signer;
 pub mod uri;
 
+pub use cryptoki::slot::Slot;
 pub use discovery::{discover_module, softhsm_module};
 pub use error::{map_ck, TokenError};
-pub use cryptoki::slot::Slot;
 pub use module::Module;
 pub(crate) use pair::validity_at;
 pub use pair::{

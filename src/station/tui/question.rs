@@ -73,9 +73,9 @@ impl Question {
                 .collect(),
             ),
             Self::User { token, subject } => (
-                format!("Username for token '{}'", plain(&token.token_label)),
+                format!("Username for token '{}'", plain(&token.label)),
                 vec![
-                    format!("serial {} · {}", plain(&token.token_serial), plain(subject)),
+                    format!("serial {} · {}", plain(&token.serial), plain(subject)),
                     "Type or scan the username; Enter takes it, Esc skips the token.".into(),
                 ],
             ),
@@ -85,8 +85,8 @@ impl Question {
                     format!("user:        {}", plain(&c.username)),
                     format!(
                         "token:       '{}' serial {}",
-                        plain(&c.token.token_label),
-                        plain(&c.token.token_serial)
+                        plain(&c.token.label),
+                        plain(&c.token.serial)
                     ),
                     format!("certificate: {}", plain(&c.subject)),
                     format!("cert serial: {}", plain(&c.cert_serial)),

@@ -147,8 +147,8 @@ impl Model {
             Event::Done { row } => {
                 let id = TokenName {
                     reader: row.reader.clone(),
-                    token_label: row.token_label.clone(),
-                    token_serial: row.token_serial.clone(),
+                    label: row.token_label.clone(),
+                    serial: row.token_serial.clone(),
                 }
                 .id();
                 self.lanes.remove(&id);
@@ -291,8 +291,8 @@ pub fn draw(f: &mut Frame<'_>, m: &Model) {
             .map(|l| {
                 Line::raw(format!(
                     "{spin} {:<14} {:<16} {:<16} {:<20} {:>4}s",
-                    cut(&l.token.token_label, 14),
-                    cut(&l.token.token_serial, 16),
+                    cut(&l.token.label, 14),
+                    cut(&l.token.serial, 16),
                     cut(&l.user, 16),
                     l.phase,
                     l.since.elapsed().as_secs()
@@ -457,8 +457,8 @@ mod tests {
     fn token(label: &str) -> TokenName {
         TokenName {
             reader: "r".into(),
-            token_label: label.into(),
-            token_serial: "01".into(),
+            label: label.into(),
+            serial: "01".into(),
         }
     }
 
