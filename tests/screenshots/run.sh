@@ -10,7 +10,15 @@ out=$(realpath -m "${1:-$root/assets/screenshots}")
 bin=${TOKENROLL_BIN:-$root/target/debug/tokenroll}
 mkdir -p "$out"
 work=$(mktemp -d)
-cleanup() { kill $(jobs -p) 2>/dev/null || true; [ -n "${xvfb:-}" ] && kill "$xvfb" 2>/dev/null || true; rm -rf "$work"; }
+cleanup() {
+  local status=$?
+  kill $(jobs -p) 2>/dev/null || true
+  wait 2>/dev/null || true
+  # A service the session bus started (xfconfd) may still be saving into $work as it exits: the
+  # folder is removed once it is quiet, and its removal never decides the run's outcome.
+  for _ in $(seq 50); do rm -rf "$work" 2>/dev/null && break; sleep 0.1; done
+  exit "$status"
+}
 trap cleanup EXIT
 export HOME=$work/home XDG_CONFIG_HOME=$work/home/.config XDG_STATE_HOME=$work/state XDG_RUNTIME_DIR=$work/run
 mkdir -p "$work/tokens" "$XDG_CONFIG_HOME/xfce4/xfconf/xfce-perchannel-xml" "$XDG_RUNTIME_DIR" "$XDG_STATE_HOME"
@@ -25,7 +33,6 @@ printf '[[user]]\nname = "alice"\n' > "$work/users.toml"
 
 display=:$(( 90 + RANDOM % 100 ))
 Xvfb "$display" -screen 0 800x420x24 -nolisten tcp >/dev/null 2>&1 &
-xvfb=$!
 export DISPLAY=$display
 for _ in $(seq 50); do xdpyinfo >/dev/null 2>&1 && break; sleep 0.1; done
 
