@@ -13,6 +13,7 @@ pub mod cms;
 pub mod config;
 pub mod demo;
 pub mod digest;
+pub mod doctor;
 pub mod enroll;
 #[doc(hidden)]
 pub mod fuzzing;

@@ -58,6 +58,12 @@ pub struct Paths {
     /// `$TOKENROLL_POLICY_FILE`: an additional policy file, which only adds constraints to
     /// `/etc/tokenroll/policy.toml` (see `config::policy`).
     pub extra_policy: Option<PathBuf>,
+    /// `$XDG_CONFIG_HOME` (or `~/.config`): where a user's autostart entries and units live.
+    pub config_home: Option<PathBuf>,
+    /// `$XDG_CONFIG_DIRS` (or `/etc/xdg`): the system's autostart entries.
+    pub config_dirs: Vec<PathBuf>,
+    /// `$CREDENTIALS_DIRECTORY`: the secrets systemd handed a service (`LoadCredential=`).
+    pub credentials: Option<PathBuf>,
 }
 
 impl Paths {
@@ -70,10 +76,24 @@ impl Paths {
                 .filter(|p| p.is_absolute())
         };
         let home = var("HOME");
+        let config_home =
+            var("XDG_CONFIG_HOME").or_else(|| home.as_ref().map(|h| h.join(".config")));
+        let config_dirs: Vec<PathBuf> = std::env::var("XDG_CONFIG_DIRS")
+            .unwrap_or_default()
+            .split(':')
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+            .collect();
         Self {
-            user_config: var("XDG_CONFIG_HOME")
-                .or_else(|| home.as_ref().map(|h| h.join(".config")))
+            user_config: config_home
+                .as_ref()
                 .map(|b| b.join("tokenroll/config.toml")),
+            config_home,
+            config_dirs: if config_dirs.is_empty() {
+                vec![PathBuf::from("/etc/xdg")]
+            } else {
+                config_dirs
+            },
             state: var("XDG_STATE_HOME")
                 .or_else(|| home.as_ref().map(|h| h.join(".local/state")))
                 .map(|b| b.join("tokenroll")),
@@ -87,7 +107,14 @@ impl Paths {
                 .filter(|p| p.is_absolute()),
             // Not filtered like the XDG folders: a relative one is refused where it is read.
             extra_policy: std::env::var_os("TOKENROLL_POLICY_FILE").map(PathBuf::from),
+            credentials: var("CREDENTIALS_DIRECTORY"),
         }
+    }
+
+    /// The credential `name` systemd handed this service, when it did.
+    pub fn credential(&self, name: &str) -> Option<PathBuf> {
+        let p = self.credentials.as_ref()?.join(name);
+        p.is_file().then_some(p)
     }
 
     /// The state folder; refused (never the current directory) when the environment names none.
@@ -205,10 +232,29 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), PathError> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
 }
 
+/// Where systemd puts a system service's credentials (`LoadCredential=`), one folder per unit.
+/// Only root can make folders there; systemd lets no one but the service's user (and root) read
+/// them, with the files owned by root and an ACL where the file system has them.
+const SYSTEMD_CREDENTIALS: &str = "/run/credentials";
+
 /// Reads a secret file: opened first (never through a link), then checked on the open
 /// descriptor — owned by this user, readable by no one else — so the file checked is the file
-/// read. The text comes back zeroizing, one trailing newline removed.
+/// read. A service's credential from systemd is guarded by its folder instead; it must still be
+/// writable by no one but its owner. The text comes back zeroizing, one trailing newline removed.
 pub fn read_secret_file(path: &Path, key: &str) -> Result<Zeroizing<String>, String> {
+    read_secret_in(path, key, Path::new(SYSTEMD_CREDENTIALS))
+}
+
+/// `path` is `ROOT/UNIT/NAME`, with nothing that climbs out.
+fn is_credential(path: &Path, root: &Path) -> bool {
+    use std::path::Component;
+    path.strip_prefix(root).is_ok_and(|rest| {
+        let parts: Vec<_> = rest.components().collect();
+        parts.len() == 2 && parts.iter().all(|c| matches!(c, Component::Normal(_)))
+    })
+}
+
+fn read_secret_in(path: &Path, key: &str, credentials: &Path) -> Result<Zeroizing<String>, String> {
     let shown = path.display();
     let mut f = std::fs::OpenOptions::new()
         .read(true)
@@ -218,16 +264,23 @@ pub fn read_secret_file(path: &Path, key: &str) -> Result<Zeroizing<String>, Str
     let meta = f.metadata().map_err(|e| format!("{key} {shown}: {e}"))?;
     // SAFETY: geteuid has no preconditions and cannot fail.
     let me = unsafe { libc::geteuid() };
-    if meta.uid() != me {
+    let mode = meta.mode() & 0o777;
+    if is_credential(path, credentials) {
+        if mode & 0o022 != 0 || (meta.uid() != me && meta.uid() != 0) {
+            return Err(format!(
+                "{key} {shown} is a service credential that another user could change (owner \
+                 uid {}, mode {mode:o}); check the unit's LoadCredential= source",
+                meta.uid()
+            ));
+        }
+    } else if meta.uid() != me {
         return Err(format!(
             "{key} {shown} belongs to another user (uid {}); a secret file must be your own: \
              run 'chown {} {shown}' if it is yours",
             meta.uid(),
             std::env::var("USER").unwrap_or_else(|_| me.to_string())
         ));
-    }
-    let mode = meta.mode() & 0o777;
-    if mode & 0o077 != 0 {
+    } else if mode & 0o077 != 0 {
         return Err(format!(
             "{key} {shown} is readable by group or others (mode {mode:o}); run 'chmod 600 \
              {shown}' and try again"
@@ -327,6 +380,32 @@ mod tests {
     }
 
     #[test]
+    fn a_service_credential_is_guarded_by_its_folder_and_nothing_climbs_out() {
+        let d = tempfile::tempdir().unwrap();
+        let unit = d.path().join("tokenroll-relay.service");
+        std::fs::create_dir(&unit).unwrap();
+        let p = unit.join("app_secret");
+        std::fs::write(&p, "S-1\n").unwrap();
+        // systemd's own mode when it grants the service's user through an ACL.
+        chmod(&p, 0o440);
+        assert_eq!(
+            read_secret_in(&p, "app_secret", d.path()).unwrap().as_str(),
+            "S-1"
+        );
+        assert!(
+            read_secret_file(&p, "app_secret").is_err(),
+            "elsewhere: owner-only"
+        );
+        chmod(&p, 0o460);
+        let e = read_secret_in(&p, "app_secret", d.path()).unwrap_err();
+        assert!(e.contains("LoadCredential") && !e.contains("S-1"), "{e}");
+        let climbing = unit.join("../tokenroll-relay.service/app_secret");
+        assert!(!is_credential(&climbing, d.path()));
+        assert!(!is_credential(&d.path().join("app_secret"), d.path()));
+        assert!(is_credential(&p, d.path()));
+    }
+
+    #[test]
     fn no_home_means_no_state_folder_not_the_current_one() {
         let p = Paths {
             user_config: None,
@@ -334,6 +413,9 @@ mod tests {
             runtime: None,
             service_state: None,
             extra_policy: None,
+            config_home: None,
+            config_dirs: Vec::new(),
+            credentials: None,
         };
         let e = p.state_dir().unwrap_err().to_string();
         assert!(e.contains("HOME") && e.contains("current directory"), "{e}");

@@ -132,7 +132,10 @@ pub fn register_url(origin: &str, admin: &str) -> String {
 
 /// Builds the shared client: system roots plus `--ca-file` (see `tls`), TLS 1.2 minimum, no
 /// redirects.
-pub fn http_client(opts: &HttpOptions) -> Result<reqwest::Client, ApiError> {
+/// The certificates `--ca-file` adds to the system's roots (none without it).
+pub fn trust_anchors(
+    opts: &HttpOptions,
+) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, ApiError> {
     let mut extra = Vec::new();
     if let Some(path) = &opts.ca_file {
         let pem = std::fs::read(path).map_err(|e| {
@@ -155,6 +158,11 @@ pub fn http_client(opts: &HttpOptions) -> Result<reqwest::Client, ApiError> {
         }
         extra = certs;
     }
+    Ok(extra)
+}
+
+pub fn http_client(opts: &HttpOptions) -> Result<reqwest::Client, ApiError> {
+    let extra = trust_anchors(opts)?;
     let tls =
         super::tls::client_config(extra, opts.server_cert_sha256).map_err(ApiError::Config)?;
     // The environment's proxy settings were read once, at start (see `config`): reqwest reads

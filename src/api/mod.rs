@@ -8,6 +8,7 @@
 pub mod client;
 pub mod contract;
 pub mod login;
+pub mod probe;
 pub mod relay;
 mod tls;
 

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 /// A server certificate other than the pinned one.
 #[derive(Debug)]
-struct NotPinned(String);
+pub(super) struct NotPinned(pub(super) String);
 
 impl std::fmt::Display for NotPinned {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -50,6 +50,10 @@ pub enum Command {
     Station(StationArgs),
     /// Show the configuration: every key's value and where it came from.
     Config(ConfigArgs),
+    /// Check this desk: modules, pcscd and readers, tokens and PINs, the configuration, the
+    /// server or relay (DNS, TCP, TLS, clock, session) and the agent; OK, WARN, FAIL or SKIP
+    /// with what to do. Registers nothing. Exit 0 when nothing failed, 1 when a check failed.
+    Doctor(AllKeys),
     /// Run a whole enrollment on a throw-away SoftHSM2 token against the built-in simulator.
     Demo,
     /// Print the shell completion script for SHELL (bash, zsh, fish, elvish, powershell).
@@ -277,6 +281,13 @@ pub struct ConfigArgs {
     #[arg(long)]
     pub show: bool,
     #[command(flatten)]
+    pub keys: AllKeys,
+}
+
+/// Every configuration key as a flag and variable: what `config --show` and `doctor` take.
+#[derive(Args, Debug)]
+pub struct AllKeys {
+    #[command(flatten)]
     pub module: ModuleKeys,
     #[command(flatten)]
     pub signing: SigningKeys,
@@ -302,7 +313,7 @@ pub struct ConfigArgs {
     pub config: ConfigFlag,
 }
 
-impl ConfigArgs {
+impl AllKeys {
     /// Every key's flag and variable, as one layer.
     pub fn layer(&self) -> RawConfig {
         RawConfig {

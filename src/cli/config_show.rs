@@ -49,21 +49,22 @@ pub fn config_cmd(
     env: &crate::secret::EnvSecrets,
     paths: &crate::paths::Paths,
 ) -> i32 {
-    let json = args.output.json.unwrap_or(false);
+    let json = args.keys.output.json.unwrap_or(false);
     if !args.show {
         eprintln!("tokenroll config: say what to do: --show lists every key, its value and origin");
         return exit::USAGE;
     }
-    let layers = match crate::config::layers(args.layer(), args.config.config.as_deref(), paths) {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!(
-                "tokenroll config: {}",
-                crate::text::plain_lines(&e.to_string())
-            );
-            return exit::USAGE;
-        }
-    };
+    let layers =
+        match crate::config::layers(args.keys.layer(), args.keys.config.config.as_deref(), paths) {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!(
+                    "tokenroll config: {}",
+                    crate::text::plain_lines(&e.to_string())
+                );
+                return exit::USAGE;
+            }
+        };
     // A layer that breaks the policy is shown, and said, but the command still lists.
     let refused = layers.merge().err();
     // Which flags and variables were given: clap knows each value's source.

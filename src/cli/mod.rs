@@ -7,6 +7,7 @@
 pub mod agent;
 pub mod args;
 mod config_show;
+mod doctor;
 mod enroll;
 mod enroll_relay;
 pub mod exit;
@@ -42,6 +43,7 @@ pub fn run(cli: Cli, env: &crate::secret::EnvSecrets, paths: &crate::paths::Path
         Command::Agent(a) => agent::run(a, env, paths),
         Command::Station(a) => station::station_cmd(a, env, paths),
         Command::Config(a) => config_show::config_cmd(a, env, paths),
+        Command::Doctor(a) => doctor::doctor_cmd(a, env, paths),
         Command::Demo => crate::demo::run(),
         Command::Completions { shell } => manuals::completions(shell),
         Command::Manpages { dir } => manuals::manpages(&dir),

@@ -249,7 +249,7 @@ pub fn station_cmd(
             eprintln!("tokenroll station: the preflight failed; nothing was touched");
         }
         rt.block_on(session.logout());
-        return match failed.map(|c| c.name) {
+        return match failed.map(|c| c.name.as_str()) {
             None => exit::OK,
             Some("module" | "slots") => exit::TOKEN,
             Some("login") => exit::REFUSED,

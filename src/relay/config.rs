@@ -208,7 +208,20 @@ impl RelayConfig {
             }
         }
         let keys = RelayKeys::deserialize(ours).map_err(|e| e.to_string())?;
-        let raw = RawConfig::deserialize(centagate).map_err(|e| e.to_string())?;
+        let mut raw = RawConfig::deserialize(centagate).map_err(|e| e.to_string())?;
+        // Under systemd, a secret the unit hands over (`LoadCredential=NAME:...`) stands in for
+        // a `NAME_file` key the file leaves out.
+        let files = &mut raw.secret_files;
+        for (slot, name) in [
+            (&mut files.app_secret_file, "app_secret"),
+            (&mut files.admin_password_file, "admin_password"),
+            (&mut files.admin_pin_file, "admin_pin"),
+            (&mut files.proxy_credentials_file, "proxy_credentials"),
+        ] {
+            if slot.is_none() {
+                *slot = paths.credential(name);
+            }
+        }
         Self::resolve(keys, raw, env, paths)
     }
 

@@ -5,38 +5,10 @@
 //! Owns: the checks and their order. Does not own: how a module is loaded, a login made or a
 //! batch read (see `token`, `enroll::Session`, `batch`).
 
-use crate::enroll::Registrar;
-use serde::Serialize;
+pub use crate::doctor::{Check, Status};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    Ok,
-    Warn,
-    Fail,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct Check {
-    pub name: &'static str,
-    pub status: Status,
-    pub detail: String,
-    /// What to do, when it is not OK.
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub fix: String,
-}
-
-fn check(name: &'static str, status: Status, detail: String, fix: &str) -> Check {
-    Check {
-        name,
-        status,
-        detail,
-        fix: if status == Status::Ok {
-            String::new()
-        } else {
-            fix.to_string()
-        },
-    }
+fn check(name: &str, status: Status, detail: String, fix: &str) -> Check {
+    Check::new(name, status, detail, fix)
 }
 
 /// What the preflight looks at.
@@ -117,59 +89,8 @@ pub async fn run(p: &Preflight<'_>) -> Vec<Check> {
             "check --server, the network and --ca-file / --server-cert-sha256",
         )),
     }
-    match p.client.clock_offset_ms().await {
-        Some(o) if o.abs() > crate::enroll::CLOCK_SKEW_LIMIT_MS => out.push(check(
-            "clock",
-            Status::Warn,
-            format!(
-                "this computer's clock is {:.1} s {} the server's; timestamps follow the server's clock",
-                o.abs() as f64 / 1000.0,
-                if o > 0 { "behind" } else { "ahead of" }
-            ),
-            "set this computer's clock (NTP)",
-        )),
-        Some(o) => out.push(check(
-            "clock",
-            Status::Ok,
-            format!("within {:.1} s of the server's", o.abs() as f64 / 1000.0),
-            "",
-        )),
-        None => out.push(check(
-            "clock",
-            Status::Warn,
-            "the server sent no Date header to compare with".into(),
-            "timestamps use this computer's clock: keep it set by NTP",
-        )),
-    }
-    let login = async {
-        let secrets = p.session.secrets(&mut |_| {}).await?;
-        Ok::<_, crate::enroll::EnrollError>(p.client.session_check(p.api, p.admin, &secrets).await?)
-    }
-    .await;
-    match login {
-        Ok(a) if a.code == crate::api::CODE_SUCCESS => out.push(check(
-            "login",
-            Status::Ok,
-            format!("the session of {} is alive", crate::text::plain(p.admin)),
-            "",
-        )),
-        Ok(a) => out.push(check(
-            "login",
-            Status::Fail,
-            format!(
-                "the server refused the session (code {}): {}",
-                a.code,
-                crate::text::plain(&a.message)
-            ),
-            "check the admin's credentials and that the account may register tokens",
-        )),
-        Err(e) => out.push(check(
-            "login",
-            Status::Fail,
-            e.to_string(),
-            "check --admin, --login and the admin's credentials",
-        )),
-    }
+    out.push(crate::doctor::clock_check(p.client).await);
+    out.push(crate::doctor::login_check("login", p.client, p.session, p.api, p.admin).await);
     if let Some(n) = p.batch_rows {
         out.push(check("batch", Status::Ok, format!("{n} row(s)"), ""));
     }
@@ -178,14 +99,5 @@ pub async fn run(p: &Preflight<'_>) -> Vec<Check> {
 
 /// A check as one line for a person.
 pub fn line(c: &Check) -> String {
-    let status = match c.status {
-        Status::Ok => "OK  ",
-        Status::Warn => "WARN",
-        Status::Fail => "FAIL",
-    };
-    if c.fix.is_empty() {
-        format!("{status} {}: {}", c.name, c.detail)
-    } else {
-        format!("{status} {}: {} — {}", c.name, c.detail, c.fix)
-    }
+    c.line()
 }

@@ -40,6 +40,14 @@ pub fn discover_module() -> Result<PathBuf, TokenError> {
     Err(TokenError::NoModule(names.join(", ")))
 }
 
+/// A library by its name under the usual library folders (`pkcs11/opensc-pkcs11.so`, say).
+pub fn library(name: &str) -> Option<PathBuf> {
+    library_dirs()
+        .into_iter()
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
 /// SoftHSM2's module, which the demo and the test tooling need specifically.
 pub fn softhsm_module() -> Option<PathBuf> {
     library_dirs()

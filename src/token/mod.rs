@@ -16,7 +16,7 @@ pub mod signer;
 pub mod uri;
 
 pub use cryptoki::slot::Slot;
-pub use discovery::{discover_module, softhsm_module};
+pub use discovery::{discover_module, library, softhsm_module};
 pub use error::{map_ck, TokenError};
 pub use module::Module;
 pub(crate) use pair::validity_at;

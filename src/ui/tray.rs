@@ -172,18 +172,17 @@ pub fn forward_menu_events(tx: tokio::sync::mpsc::UnboundedSender<MenuEvent>) {
     }));
 }
 
-/// Is a StatusNotifierItem host (a tray) registered on the session bus?
+/// Is a StatusNotifierItem host (a tray) registered on the session bus? `Err` when there is no
+/// session bus to ask.
+pub fn tray_host() -> Result<bool, String> {
+    let conn = zbus::blocking::Connection::session().map_err(|e| e.to_string())?;
+    let bus = zbus::blocking::fdo::DBusProxy::new(&conn).map_err(|e| e.to_string())?;
+    let watcher = zbus::names::BusName::try_from("org.kde.StatusNotifierWatcher")
+        .map_err(|e| e.to_string())?;
+    bus.name_has_owner(watcher).map_err(|e| e.to_string())
+}
+
+/// [`tray_host`], with no bus taken as no tray.
 pub fn tray_host_present() -> bool {
-    std::process::Command::new("dbus-send")
-        .args([
-            "--session",
-            "--print-reply",
-            "--dest=org.freedesktop.DBus",
-            "/org/freedesktop/DBus",
-            "org.freedesktop.DBus.NameHasOwner",
-            "string:org.kde.StatusNotifierWatcher",
-        ])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).contains("boolean true"))
-        .unwrap_or(false)
+    tray_host().unwrap_or(false)
 }

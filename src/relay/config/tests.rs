@@ -3,6 +3,7 @@ use super::*;
 fn paths(state: Option<&str>) -> Paths {
     let mut p = Paths::from_env();
     p.service_state = state.map(PathBuf::from);
+    p.credentials = None;
     p
 }
 
@@ -133,6 +134,42 @@ fn the_database_defaults_to_the_service_state_folder() {
     )
     .unwrap();
     assert_eq!(c.database, "sqlite:/var/lib/tokenroll-relay/relay.db");
+}
+
+#[test]
+fn secrets_systemd_hands_over_stand_in_for_the_files_left_out() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let creds = dir.path().join("credentials");
+    std::fs::create_dir(&creds).unwrap();
+    for (name, value) in [("app_secret", "SK-cred\n"), ("admin_password", "pw-cred\n")] {
+        let f = creds.join(name);
+        std::fs::write(&f, value).unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let mut p = paths(None);
+    p.credentials = Some(creds);
+    let c = RelayConfig::parse(&minimal(&ca_file(&dir)), &EnvSecrets::default(), &p).unwrap();
+    match c.login {
+        LoginOptions::Password {
+            app,
+            password: Some(pw),
+            ..
+        } => {
+            assert_eq!(app.secret.expose(), "SK-cred");
+            assert_eq!(pw.expose(), "pw-cred");
+        }
+        other => panic!("{other:?}"),
+    }
+    // Without the unit's credentials, the relay says which key is missing.
+    let e = RelayConfig::parse(
+        &minimal(&ca_file(&dir)),
+        &EnvSecrets::default(),
+        &paths(None),
+    )
+    .err()
+    .unwrap();
+    assert!(e.contains("app_secret_file"), "{e}");
 }
 
 #[test]
