@@ -277,3 +277,102 @@ fn a_token_whose_pin_is_locked_fails_with_how_to_unblock_it() {
     }
     assert_eq!(status_of(&r, "pcscd"), "ok", "{r}");
 }
+
+#[test]
+fn a_pin_that_names_another_certificate_fails_with_the_one_presented() {
+    let mut env = TestEnv::new();
+    env.alice();
+    let sim = env.simulator(&[]);
+    let real = openssl_fingerprint(&sim.ca, "-sha256").to_lowercase();
+    let o = doctor(
+        &env,
+        &sim,
+        &["--server-cert-sha256", &"ab".repeat(32)],
+        |_| {},
+    );
+    let r = json(&o);
+    let tls = named(&r, "tls")[0];
+    assert_eq!(tls["status"], "fail", "{r}");
+    assert!(tls["detail"].as_str().unwrap().contains("pins"), "{tls}");
+    assert!(tls["fix"].as_str().unwrap().contains(&real), "{tls}");
+    // The right pin is trusted, and said to be the pinned certificate.
+    let o = doctor(&env, &sim, &["--server-cert-sha256", &real], |_| {});
+    let r = json(&o);
+    let tls = named(&r, "tls")[0];
+    assert_eq!(tls["status"], "ok", "{r}");
+    assert!(tls["detail"].as_str().unwrap().contains("pinned"), "{tls}");
+}
+
+#[test]
+fn a_bad_configuration_fails_naming_the_file_and_the_rest_is_still_checked() {
+    let mut env = TestEnv::new();
+    env.alice();
+    let sim = env.simulator(&[]);
+    let config = env.path("home/.config/tokenroll/config.toml");
+    std::fs::create_dir_all(config.parent().unwrap()).unwrap();
+    std::fs::write(&config, "sever = \"https://cg.example.com\"\n").unwrap();
+    let o = doctor(&env, &sim, &[], |_| {});
+    assert_eq!(o.status.code(), Some(1));
+    let r = json(&o);
+    let c = named(&r, "config")[0];
+    assert_eq!(c["status"], "fail", "{r}");
+    let detail = c["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("sever") && detail.contains(config.to_str().unwrap()),
+        "{c}"
+    );
+    // The later checks run on the defaults: the module is still checked.
+    assert!(!named(&r, "module").is_empty(), "{r}");
+    assert_eq!(status_of(&r, "server"), "skip", "{r}");
+    // A setting the administrator's policy fixes otherwise.
+    std::fs::remove_file(&config).unwrap();
+    let policy = env.path("policy.toml");
+    std::fs::write(&policy, "server = \"https://cg.example.com\"\n").unwrap();
+    let o = doctor(&env, &sim, &[], |c| {
+        c.env("TOKENROLL_POLICY_FILE", &policy);
+    });
+    assert_eq!(o.status.code(), Some(1));
+    let r = json(&o);
+    let c = named(&r, "config")[0];
+    assert_eq!(c["status"], "fail", "{r}");
+    let detail = c["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("server") && detail.contains(policy.to_str().unwrap()),
+        "{c}"
+    );
+    let p = named(&r, "policy")[0];
+    assert!(p["detail"].as_str().unwrap().contains("server"), "{p}");
+}
+
+#[test]
+fn the_agent_running_is_seen_and_an_autostart_turned_off_by_the_user_is_said() {
+    let mut env = TestEnv::new();
+    let sim = env.simulator(&[]);
+    let agent = start_agent(&env, &sim, &[]);
+    let mut last = serde_json::Value::Null;
+    wait_for(&agent, "the doctor to see the agent", || {
+        last = json(&doctor(&env, &sim, &[], |_| {}));
+        named(&last, "agent")[0]["status"] == "ok"
+    });
+    let autostart = env.path("home/.config/autostart/tokenroll-agent.desktop");
+    std::fs::create_dir_all(autostart.parent().unwrap()).unwrap();
+    std::fs::write(
+        &autostart,
+        "[Desktop Entry]\nType=Application\nHidden=true\n",
+    )
+    .unwrap();
+    let r = json(&doctor(&env, &sim, &[], |_| {}));
+    let a = named(&r, "autostart")[0];
+    assert_eq!(a["status"], "warn", "{r}");
+    assert!(
+        a["detail"].as_str().unwrap().contains("turned off")
+            && a["fix"]
+                .as_str()
+                .unwrap()
+                .contains(autostart.to_str().unwrap()),
+        "{a}"
+    );
+    agent.stop();
+    let r = json(&doctor(&env, &sim, &[], |_| {}));
+    assert_eq!(named(&r, "agent")[0]["status"], "warn", "{r}");
+}
