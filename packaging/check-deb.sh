@@ -7,8 +7,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
-deb=$(ls target/debian/tokenroll_*_"$(dpkg --print-architecture)".deb | tail -n 1)
 fail() { echo "check-deb: $*" >&2; exit 1; }
+version=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n 1)
+deb=target/debian/tokenroll_${version}-1_$(dpkg --print-architecture).deb
+[ -f "$deb" ] || fail "$deb is missing: run packaging/build-deb.sh first"
 step() { echo "check-deb: $*"; }
 
 step "lintian $deb"
@@ -58,6 +60,17 @@ grep -q '^X-GNOME-HiddenUnderSystemd=true' /etc/xdg/autostart/tokenroll-agent.de
   || fail "the autostart entry does not stand aside under systemd"
 [ -L /etc/systemd/user/graphical-session.target.wants/tokenroll-agent.service ] \
   || fail "the agent's user unit is not enabled for graphical sessions"
+
+step "removed and installed again: the units are not left masked"
+apt-get remove -y -qq tokenroll >/dev/null
+[ "$(readlink /etc/systemd/user/tokenroll-agent.service)" = /dev/null ] \
+  || fail "removal did not mask the agent's unit (nothing may start a program that is gone)"
+apt-get install -y -qq "./$deb" >/dev/null
+for u in /etc/systemd/user/tokenroll-agent.service /etc/systemd/system/tokenroll-relay.service; do
+  [ ! -L "$u" ] || fail "$u is still a mask after installing again"
+done
+[ -L /etc/systemd/user/graphical-session.target.wants/tokenroll-agent.service ] \
+  || fail "the agent's user unit is not enabled again"
 
 step "apt-get purge tokenroll: nothing of it may be left"
 mapfile -t files < <(dpkg -L tokenroll | while read -r f; do [ -d "$f" ] || echo "$f"; done)

@@ -5,7 +5,10 @@
 # build-rpm.sh; safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-target=${CARGO_TARGET_DIR:-target}
+# The packages' asset lists name target/, so the build goes there.
+[ -z "${CARGO_TARGET_DIR:-}" ] || [ "$CARGO_TARGET_DIR" = target ] \
+  || { echo "stage.sh: unset CARGO_TARGET_DIR (the packages take their files from target/)" >&2; exit 1; }
+target=target
 cargo build --release --locked
 bin=$target/release/tokenroll
 stage=$target/packaging

@@ -122,6 +122,11 @@ impl Paths {
         self.state.as_deref().ok_or(PathError::NoStateHome)
     }
 
+    /// The agent's one-per-session lock: held while an agent runs.
+    pub fn agent_lock(&self) -> Result<PathBuf, PathError> {
+        Ok(self.lock_dir()?.join("tokenroll-agent.lock"))
+    }
+
     /// Where the agent's one-per-session lock lives: the runtime folder, else the state folder.
     pub fn lock_dir(&self) -> Result<&Path, PathError> {
         match &self.runtime {

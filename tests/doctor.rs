@@ -47,6 +47,20 @@ fn status_of(report: &serde_json::Value, name: &str) -> String {
     found[0]["status"].as_str().unwrap().to_string()
 }
 
+/// The JSON report; every failed check says what to do.
+fn report(o: &Output) -> serde_json::Value {
+    let r = json(o);
+    for c in r["checks"].as_array().unwrap() {
+        if c["status"] == "fail" {
+            assert!(
+                !c["fix"].as_str().unwrap().is_empty(),
+                "a failure says what to do: {c}"
+            );
+        }
+    }
+    r
+}
+
 fn no_secret(o: &Output) {
     let all = format!("{}{}", stdout(o), stderr(o));
     for s in [AUTH_TOKEN, SECRET_CODE, PIN, SO_PIN] {
@@ -65,7 +79,7 @@ fn a_healthy_desk_has_no_failure_and_the_json_has_its_shape() {
     });
     no_secret(&o);
     assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
-    let r = json(&o);
+    let r = report(&o);
     assert_eq!(r["ok"], true);
     for c in r["checks"].as_array().unwrap() {
         let keys: Vec<&String> = c.as_object().unwrap().keys().collect();
@@ -150,7 +164,7 @@ fn a_missing_module_fails_with_what_to_do() {
         c.env("TOKENROLL_MODULE", "/nonexistent/libtoken-pkcs11.so");
     });
     assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
-    let r = json(&o);
+    let r = report(&o);
     assert_eq!(r["ok"], false);
     let failed: Vec<_> = named(&r, "module")
         .into_iter()
@@ -179,14 +193,14 @@ fn pcscd_stopped_fails_for_a_smart_card_module_and_warns_for_a_software_token() 
     let o = doctor(&env, &sim, &[], |c| {
         c.env("PCSCLITE_CSOCK_NAME", &nowhere);
     });
-    let r = json(&o);
+    let r = report(&o);
     assert_eq!(status_of(&r, "pcscd"), "warn", "{r}");
     assert_eq!(o.status.code(), Some(0), "{r}");
     let o = doctor(&env, &sim, &[], |c| {
         c.env("PCSCLITE_CSOCK_NAME", &nowhere)
             .env("TOKENROLL_MODULE", opensc_module());
     });
-    let r = json(&o);
+    let r = report(&o);
     let pcscd = named(&r, "pcscd")[0];
     assert_eq!(pcscd["status"], "fail", "{r}");
     assert!(
@@ -206,7 +220,7 @@ fn a_server_clock_ten_minutes_off_is_a_warning_that_names_the_correction() {
     env.alice();
     let sim = env.simulator(&["--clock-offset-secs", "600"]);
     let o = doctor(&env, &sim, &[], |_| {});
-    let r = json(&o);
+    let r = report(&o);
     let clock = named(&r, "clock")[0];
     assert_eq!(clock["status"], "warn", "{r}");
     let detail = clock["detail"].as_str().unwrap();
@@ -230,7 +244,7 @@ fn an_expired_server_certificate_fails_and_says_who_must_renew_it() {
     let sim = env.simulator(&["--bad-tls", "expired"]);
     let o = doctor(&env, &sim, &[], |_| {});
     assert_eq!(o.status.code(), Some(1));
-    let r = json(&o);
+    let r = report(&o);
     assert_eq!(status_of(&r, "dns"), "ok");
     assert_eq!(status_of(&r, "tcp"), "ok");
     let tls = named(&r, "tls")[0];
@@ -262,7 +276,7 @@ fn a_token_whose_pin_is_locked_fails_with_how_to_unblock_it() {
     }
     let o = doctor(&env, &sim, &[], |c| card.wire(c));
     assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
-    let r = json(&o);
+    let r = report(&o);
     let locked: Vec<_> = named(&r, "token")
         .into_iter()
         .filter(|c| c["status"] == "fail")
@@ -290,14 +304,14 @@ fn a_pin_that_names_another_certificate_fails_with_the_one_presented() {
         &["--server-cert-sha256", &"ab".repeat(32)],
         |_| {},
     );
-    let r = json(&o);
+    let r = report(&o);
     let tls = named(&r, "tls")[0];
     assert_eq!(tls["status"], "fail", "{r}");
     assert!(tls["detail"].as_str().unwrap().contains("pins"), "{tls}");
     assert!(tls["fix"].as_str().unwrap().contains(&real), "{tls}");
     // The right pin is trusted, and said to be the pinned certificate.
     let o = doctor(&env, &sim, &["--server-cert-sha256", &real], |_| {});
-    let r = json(&o);
+    let r = report(&o);
     let tls = named(&r, "tls")[0];
     assert_eq!(tls["status"], "ok", "{r}");
     assert!(tls["detail"].as_str().unwrap().contains("pinned"), "{tls}");
@@ -313,7 +327,7 @@ fn a_bad_configuration_fails_naming_the_file_and_the_rest_is_still_checked() {
     std::fs::write(&config, "sever = \"https://cg.example.com\"\n").unwrap();
     let o = doctor(&env, &sim, &[], |_| {});
     assert_eq!(o.status.code(), Some(1));
-    let r = json(&o);
+    let r = report(&o);
     let c = named(&r, "config")[0];
     assert_eq!(c["status"], "fail", "{r}");
     let detail = c["detail"].as_str().unwrap();
@@ -321,9 +335,9 @@ fn a_bad_configuration_fails_naming_the_file_and_the_rest_is_still_checked() {
         detail.contains("sever") && detail.contains(config.to_str().unwrap()),
         "{c}"
     );
-    // The later checks run on the defaults: the module is still checked.
+    // The later checks run on the flags and variables: the server is still reached.
     assert!(!named(&r, "module").is_empty(), "{r}");
-    assert_eq!(status_of(&r, "server"), "skip", "{r}");
+    assert_eq!(status_of(&r, "session"), "ok", "{r}");
     // A setting the administrator's policy fixes otherwise.
     std::fs::remove_file(&config).unwrap();
     let policy = env.path("policy.toml");
@@ -332,7 +346,7 @@ fn a_bad_configuration_fails_naming_the_file_and_the_rest_is_still_checked() {
         c.env("TOKENROLL_POLICY_FILE", &policy);
     });
     assert_eq!(o.status.code(), Some(1));
-    let r = json(&o);
+    let r = report(&o);
     let c = named(&r, "config")[0];
     assert_eq!(c["status"], "fail", "{r}");
     let detail = c["detail"].as_str().unwrap();
@@ -342,6 +356,32 @@ fn a_bad_configuration_fails_naming_the_file_and_the_rest_is_still_checked() {
     );
     let p = named(&r, "policy")[0];
     assert!(p["detail"].as_str().unwrap().contains("server"), "{p}");
+    // Credentials configured but unusable: a failure with the fix, not a skip.
+    let token_file = env.path("auth_token");
+    std::fs::write(&token_file, AUTH_TOKEN).unwrap();
+    std::fs::write(
+        &config,
+        format!("auth_token_file = \"{}\"\n", token_file.display()),
+    )
+    .unwrap();
+    let mut c = env.cmd();
+    c.args([
+        "doctor",
+        "--json",
+        "--server",
+        &sim.origin,
+        "--admin",
+        ADMIN,
+        "--ca-file",
+    ])
+    .arg(&sim.ca)
+    .env("TOKENROLL_SECRET_CODE", SECRET_CODE);
+    let o = c.output().unwrap();
+    no_secret(&o);
+    let r = report(&o);
+    let s = named(&r, "session")[0];
+    assert_eq!(s["status"], "fail", "{r}");
+    assert!(s["detail"].as_str().unwrap().contains("chmod 600"), "{s}");
 }
 
 #[test]
@@ -351,7 +391,7 @@ fn the_agent_running_is_seen_and_an_autostart_turned_off_by_the_user_is_said() {
     let agent = start_agent(&env, &sim, &[]);
     let mut last = serde_json::Value::Null;
     wait_for(&agent, "the doctor to see the agent", || {
-        last = json(&doctor(&env, &sim, &[], |_| {}));
+        last = report(&doctor(&env, &sim, &[], |_| {}));
         named(&last, "agent")[0]["status"] == "ok"
     });
     let autostart = env.path("home/.config/autostart/tokenroll-agent.desktop");
@@ -361,7 +401,7 @@ fn the_agent_running_is_seen_and_an_autostart_turned_off_by_the_user_is_said() {
         "[Desktop Entry]\nType=Application\nHidden=true\n",
     )
     .unwrap();
-    let r = json(&doctor(&env, &sim, &[], |_| {}));
+    let r = report(&doctor(&env, &sim, &[], |_| {}));
     let a = named(&r, "autostart")[0];
     assert_eq!(a["status"], "warn", "{r}");
     assert!(
@@ -373,6 +413,6 @@ fn the_agent_running_is_seen_and_an_autostart_turned_off_by_the_user_is_said() {
         "{a}"
     );
     agent.stop();
-    let r = json(&doctor(&env, &sim, &[], |_| {}));
+    let r = report(&doctor(&env, &sim, &[], |_| {}));
     assert_eq!(named(&r, "agent")[0]["status"], "warn", "{r}");
 }

@@ -161,6 +161,8 @@ pub fn trust_anchors(
     Ok(extra)
 }
 
+/// The HTTP client for `opts`: tokenroll's TLS trust, the timeouts, the proxy (HTTPS through
+/// CONNECT only), no redirects.
 pub fn http_client(opts: &HttpOptions) -> Result<reqwest::Client, ApiError> {
     let extra = trust_anchors(opts)?;
     let tls =

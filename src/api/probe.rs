@@ -3,8 +3,8 @@
 //! tokenroll's own verifier — the system roots, `--ca-file`, the pin — accepts it, and if not,
 //! why, in a form a person can act on.
 //!
-//! Owns: the two handshakes and the classification of a refusal. Does not own: trust itself
-//! (see `tls`) or HTTP (see `client`).
+//! Owns: the two handshakes, the classification of a refusal, and which way (proxy or direct) a
+//! request to a host goes. Does not own: trust itself (see `tls`) or HTTP (see `client`).
 
 use super::client::{trust_anchors, HttpOptions};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -25,6 +25,15 @@ pub enum Refusal {
     /// `server_cert_sha256` names another certificate.
     NotPinned,
     Other(String),
+}
+
+/// Why no verdict could be reached.
+#[derive(Debug)]
+pub enum ProbeError {
+    /// tokenroll's own trust could not be set up (`--ca-file` unreadable or empty).
+    Trust(String),
+    /// No handshake completed (the reason, with no URL in it).
+    Handshake(String),
 }
 
 /// What one probe found.
@@ -121,10 +130,12 @@ async fn handshake(
 }
 
 /// Shakes hands with `host` at `addr` twice: once to read its chain, once as tokenroll trusts.
-/// `Err` when no handshake completes at all (the reason, with no URL in it).
-pub async fn probe(addr: SocketAddr, host: &str, opts: &HttpOptions) -> Result<Probe, String> {
+pub async fn probe(addr: SocketAddr, host: &str, opts: &HttpOptions) -> Result<Probe, ProbeError> {
+    let anchors = trust_anchors(opts).map_err(|e| ProbeError::Trust(e.to_string()))?;
+    let ours =
+        super::tls::client_config(anchors, opts.server_cert_sha256).map_err(ProbeError::Trust)?;
     let name = ServerName::try_from(host.to_string())
-        .map_err(|_| format!("'{host}' is not a host name TLS can check"))?;
+        .map_err(|_| ProbeError::Handshake(format!("'{host}' is not a host name TLS can check")))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let recorder = Arc::new(Recorder {
         chain: Mutex::new(Vec::new()),
@@ -132,13 +143,13 @@ pub async fn probe(addr: SocketAddr, host: &str, opts: &HttpOptions) -> Result<P
     });
     let reading = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| e.to_string())?
+        .map_err(|e| ProbeError::Handshake(e.to_string()))?
         .dangerous()
         .with_custom_certificate_verifier(recorder.clone())
         .with_no_client_auth();
     let read = handshake(reading, addr, name.clone(), opts)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| ProbeError::Handshake(e.to_string()))?;
     let version = match read.get_ref().1.protocol_version() {
         Some(rustls::ProtocolVersion::TLSv1_3) => "TLS 1.3",
         Some(rustls::ProtocolVersion::TLSv1_2) => "TLS 1.2",
@@ -147,8 +158,6 @@ pub async fn probe(addr: SocketAddr, host: &str, opts: &HttpOptions) -> Result<P
     .to_string();
     drop(read);
     let chain = std::mem::take(&mut *recorder.chain.lock().unwrap_or_else(|e| e.into_inner()));
-    let anchors = trust_anchors(opts).map_err(|e| e.to_string())?;
-    let ours = super::tls::client_config(anchors, opts.server_cert_sha256)?;
     let refused = match handshake(ours, addr, name, opts).await {
         Ok(_) => None,
         Err(e) => Some(classify(&e)),
@@ -182,4 +191,40 @@ fn classify(e: &std::io::Error) -> (Refusal, String) {
         other => Refusal::Other(other.to_string()),
     };
     (kind, tls.to_string())
+}
+
+/// Whether `NO_PROXY`'s list (`host`, `.domain`, `*.domain`, `*`; ports ignored) sends `host`
+/// directly. Addresses match only as written (no networks): what the doctor needs to know
+/// which way a request goes, as reqwest decides it for the requests themselves.
+pub fn bypasses_proxy(no_proxy: Option<&str>, host: &str) -> bool {
+    let host = host.trim_matches(['[', ']']).to_ascii_lowercase();
+    no_proxy.unwrap_or_default().split(',').any(|entry| {
+        let e = entry.trim().to_ascii_lowercase();
+        let e = match e.rsplit_once(':') {
+            Some((h, p)) if p.chars().all(|c| c.is_ascii_digit()) && !h.contains(':') => {
+                h.to_string()
+            }
+            _ => e,
+        };
+        let e = e.trim_start_matches("*.").trim_start_matches('.');
+        e == "*" || (!e.is_empty() && (host == e || host.ends_with(&format!(".{e}"))))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_proxy_entries_match_the_host_and_its_subdomains_only() {
+        let list = Some(" .corp.example, cg.internal:443 ,10.1.2.3");
+        assert!(bypasses_proxy(list, "cg.corp.example"));
+        assert!(bypasses_proxy(list, "CG.INTERNAL"));
+        assert!(bypasses_proxy(list, "10.1.2.3"));
+        assert!(!bypasses_proxy(list, "corp.example.evil"));
+        assert!(!bypasses_proxy(list, "notcg.internal"));
+        assert!(bypasses_proxy(Some("*"), "anything"));
+        assert!(!bypasses_proxy(None, "cg.internal"));
+        assert!(bypasses_proxy(Some("*.corp.example"), "a.corp.example"));
+    }
 }

@@ -6,7 +6,7 @@
 //! directly, a CN when it has none, with a warning naming the fix).
 //!
 //! Owns: the rustls client configuration and the certificate verifier. Does not own: HTTP (see
-//! `client`) or what a refusal says (see `client::classify`).
+//! `client`), what a refusal says (see `client::classify`, and `probe` for the doctor).
 
 use der::Decode;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};

@@ -94,7 +94,7 @@ fn open_log(path: &std::path::Path) {
 fn single_instance(paths: &Paths) -> Result<std::fs::File, String> {
     let dir = paths.lock_dir().map_err(|e| e.to_string())?;
     crate::paths::private_dir(dir).map_err(|e| e.to_string())?;
-    let path = dir.join("tokenroll-agent.lock");
+    let path = paths.agent_lock().map_err(|e| e.to_string())?;
     let f = crate::paths::open_lock(&path).map_err(|e| e.to_string())?;
     match f.try_lock() {
         Ok(()) => Ok(f),

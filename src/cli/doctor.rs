@@ -13,13 +13,13 @@ pub fn doctor_cmd(
     paths: &crate::paths::Paths,
 ) -> i32 {
     let json = args.output.json.unwrap_or(false);
-    let inputs = crate::doctor::Inputs {
+    let report = crate::doctor::run(crate::doctor::Inputs {
         layers: crate::config::layers(args.layer(), args.config.config.as_deref(), paths),
+        flags_and_env: args.layer(),
         env,
         paths,
         pcsc_socket: std::env::var_os("PCSCLITE_CSOCK_NAME").map(Into::into),
-    };
-    let report = crate::doctor::run(&inputs, &super::runtime());
+    });
     if json {
         println!(
             "{}",

@@ -234,7 +234,7 @@ pub fn station_cmd(
     for c in &checks {
         face.event(&Event::Log {
             time: st::events::now(),
-            message: preflight::line(c),
+            message: c.line(),
         });
     }
     let failed = checks.iter().find(|c| c.status == Status::Fail);
@@ -242,7 +242,7 @@ pub fn station_cmd(
         if tui.is_some() {
             end_ui(tui);
             for c in &checks {
-                eprintln!("{}", crate::text::plain_lines(&preflight::line(c)));
+                eprintln!("{}", crate::text::plain(&c.line()));
             }
         }
         if !args.check {

@@ -35,7 +35,7 @@ mod relay;
 pub use keys::RawConfig;
 use login::proxy;
 pub use login::{auth_api, login_options, AdminKeyOptions, AdminPin, LoginOptions};
-pub use relay::RelayOptions;
+pub use relay::{relay_http, RelayOptions};
 
 pub const SYSTEM_CONFIG: &str = "/etc/tokenroll/config.toml";
 

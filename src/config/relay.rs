@@ -69,18 +69,23 @@ impl RelayOptions {
         if face == super::Face::Cli && user == UserFrom::Ask {
             return err("user_from = ask works only in the agent; give --user");
         }
-        let mut http = http_options(raw, env)?;
-        http.ca_file = raw.relay_client.relay_ca_file.clone();
-        http.server_cert_sha256 = None;
         Ok(Some(Self {
             url: url.to_string(),
-            http,
+            http: relay_http(raw, env)?,
             user,
             user_must_match: super::user_must_match(raw)?,
             retries: super::retries(raw)?,
             journal: super::journal(raw, paths)?,
         }))
     }
+}
+
+/// HTTPS to the relay: `relay_ca_file` as the extra trust, the CENTAGATE pin left out.
+pub fn relay_http(raw: &RawConfig, env: &EnvSecrets) -> Result<HttpOptions, ConfigError> {
+    let mut http = http_options(raw, env)?;
+    http.ca_file = raw.relay_client.relay_ca_file.clone();
+    http.server_cert_sha256 = None;
+    Ok(http)
 }
 
 #[cfg(test)]

@@ -18,6 +18,8 @@ const USER_UNIT_DIRS: &[&str] = &[
     "/usr/lib/systemd/user",
     "/lib/systemd/user",
 ];
+/// Where a mask of a user unit for everyone lives (a package's removal leaves one in /etc).
+const MASK_DIRS: &[&str] = &["/etc/systemd/user", "/run/systemd/user"];
 
 pub fn config_checks(
     layers: &Result<Layers, ConfigError>,
@@ -95,10 +97,9 @@ pub fn agent_checks(paths: &crate::paths::Paths) -> Vec<Check> {
 
 /// The agent holds its lock while it runs: a lock that is taken means it runs.
 fn running(paths: &crate::paths::Paths) -> Check {
-    let Ok(dir) = paths.lock_dir() else {
+    let Ok(lock) = paths.agent_lock() else {
         return Check::skip("agent", "no runtime or state folder (HOME is not set)");
     };
-    let lock = dir.join("tokenroll-agent.lock");
     let not_running = || {
         Check::new(
             "agent",
@@ -156,49 +157,62 @@ fn autostart(paths: &crate::paths::Paths) -> Check {
     let user_entry = home
         .as_ref()
         .map(|h| h.join("autostart").join(AGENT_DESKTOP));
-    let user_unit = home
-        .as_ref()
-        .map(|h| h.join("systemd/user").join(AGENT_UNIT));
-    if let Some(e) = user_entry.as_ref().filter(|e| turned_off(e)) {
-        return Check::new(
-            "autostart",
-            Status::Warn,
-            format!("turned off for this user by {}", e.display()),
-            &format!(
-                "to start the agent with the desktop again: rm {}",
-                e.display()
-            ),
-        );
-    }
-    if let Some(u) = user_unit.as_ref().filter(|u| turned_off(u)) {
-        return Check::new(
-            "autostart",
-            Status::Warn,
-            format!("the agent's unit is masked for this user ({})", u.display()),
-            "systemctl --user unmask tokenroll-agent.service",
-        );
-    }
-    let mut ways = Vec::new();
-    let entries = user_entry.into_iter().chain(
-        paths
+    let user_units = home.as_ref().map(|h| h.join("systemd/user"));
+    let unit_dirs: Vec<PathBuf> = user_units
+        .iter()
+        .cloned()
+        .chain(USER_UNIT_DIRS.iter().map(PathBuf::from))
+        .collect();
+    // A mask in the user's folder, /etc or /run turns the unit off whatever enables it.
+    let mask = user_units
+        .iter()
+        .cloned()
+        .chain(MASK_DIRS.iter().map(PathBuf::from))
+        .map(|d| d.join(AGENT_UNIT))
+        .find(|u| turned_off(u));
+    let unit = match &mask {
+        Some(_) => None,
+        None => unit_dirs.iter().find_map(|d| wants_link(d)),
+    };
+    // The user's own entry, when there is one, replaces the system's.
+    let entry = match user_entry.as_ref().filter(|e| e.is_file()) {
+        Some(e) => (!turned_off(e)).then(|| e.clone()),
+        None => paths
             .config_dirs
             .iter()
-            .map(|d| d.join("autostart").join(AGENT_DESKTOP)),
-    );
-    if let Some(e) = entries.into_iter().find(|e| e.is_file()) {
+            .map(|d| d.join("autostart").join(AGENT_DESKTOP))
+            .find(|e| e.is_file() && !turned_off(e)),
+    };
+    let hidden_by_user = user_entry.filter(|e| e.is_file() && turned_off(e));
+    let mut ways = Vec::new();
+    if let Some(e) = &entry {
         ways.push(format!("the autostart entry {}", e.display()));
     }
-    let unit_dirs = home
-        .map(|h| h.join("systemd/user"))
-        .into_iter()
-        .chain(USER_UNIT_DIRS.iter().map(PathBuf::from));
-    if let Some(link) = unit_dirs.into_iter().find_map(|d| wants_link(&d)) {
+    if let Some(link) = &unit {
         ways.push(format!(
             "the systemd user unit (enabled by {})",
             link.display()
         ));
     }
-    if ways.is_empty() {
+    if !ways.is_empty() {
+        let mut detail = format!("starts with the desktop: {}", ways.join("; "));
+        if let Some(h) = &hidden_by_user {
+            detail.push_str(&format!(
+                " (the user's {} hides the autostart entry; sessions run by systemd still start \
+                 the unit)",
+                h.display()
+            ));
+        }
+        return Check::ok("autostart", detail);
+    }
+    let mut off = Vec::new();
+    if let Some(h) = &hidden_by_user {
+        off.push(format!("{} hides the autostart entry", h.display()));
+    }
+    if let Some(m) = &mask {
+        off.push(format!("{} masks the unit", m.display()));
+    }
+    if off.is_empty() {
         Check::new(
             "autostart",
             Status::Warn,
@@ -207,9 +221,18 @@ fn autostart(paths: &crate::paths::Paths) -> Check {
              tokenroll-agent.service",
         )
     } else {
-        Check::ok(
+        let mut fix = String::from("to start the agent with the desktop again:");
+        if let Some(h) = &hidden_by_user {
+            fix.push_str(&format!(" rm {};", h.display()));
+        }
+        if mask.is_some() {
+            fix.push_str(" systemctl --user unmask tokenroll-agent.service (or, for a mask in /etc, systemctl --global unmask);");
+        }
+        Check::new(
             "autostart",
-            format!("starts with the desktop: {}", ways.join("; ")),
+            Status::Warn,
+            format!("turned off: {}", off.join("; ")),
+            fix.trim_end_matches(';'),
         )
     }
 }

@@ -85,23 +85,33 @@ pub struct Report {
 pub struct Inputs<'a> {
     /// Every layer of the configuration, or why one could not be read.
     pub layers: Result<crate::config::Layers, crate::config::ConfigError>,
+    /// The flags and variables alone: what the later checks use when the files cannot be merged.
+    pub flags_and_env: crate::config::RawConfig,
     pub env: &'a crate::secret::EnvSecrets,
     pub paths: &'a crate::paths::Paths,
     /// `PCSCLITE_CSOCK_NAME`, when set: a private pcscd's socket.
     pub pcsc_socket: Option<std::path::PathBuf>,
 }
 
-/// Runs every check in order; one that fails never stops the later ones (which then use the
-/// defaults for what could not be read).
-pub fn run(inputs: &Inputs<'_>, rt: &tokio::runtime::Runtime) -> Report {
+/// Runs every check in order; one that fails never stops the later ones. The configuration is
+/// merged and the login resolved first, while this is the process's one thread (a login may take
+/// a variable out of the environment); then the modules are loaded; then the network is asked,
+/// on a runtime that is shut down with a bound, so a lookup that hangs cannot hold the command.
+pub fn run(inputs: Inputs<'_>) -> Report {
     let merged = match &inputs.layers {
         Ok(l) => l.merge(),
         Err(e) => Err(crate::config::ConfigError(e.to_string())),
     };
     let mut checks = desk::config_checks(&inputs.layers, &merged);
-    let raw = merged.unwrap_or_default();
+    let raw = merged.unwrap_or(inputs.flags_and_env);
+    let session = net::session_plan(&raw, inputs.env);
     checks.extend(local::checks(&raw, inputs.pcsc_socket.as_deref()));
-    checks.extend(rt.block_on(net::checks(&raw, inputs.env)));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    checks.extend(rt.block_on(net::checks(&raw, inputs.env, session)));
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
     checks.extend(desk::agent_checks(inputs.paths));
     Report {
         ok: checks.iter().all(|c| c.status != Status::Fail),

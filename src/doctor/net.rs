@@ -7,7 +7,7 @@
 //! (see `api`, `enroll::Session`).
 
 use super::{Check, Status};
-use crate::api::probe::{Probe, Refusal};
+use crate::api::probe::{Probe, ProbeError, Refusal};
 use crate::api::{CentagateClient, HttpOptions};
 use crate::config::RawConfig;
 use crate::enroll::Registrar;
@@ -26,40 +26,33 @@ struct Target {
 }
 
 fn target(raw: &RawConfig, env: &crate::secret::EnvSecrets) -> Result<Option<Target>, String> {
-    let http = crate::config::http_options(raw, env).map_err(|e| e.to_string())?;
-    if let Some(server) = raw
-        .server
-        .server
-        .as_deref()
-        .filter(|s| !s.trim().is_empty())
-    {
-        let origin = crate::api::client::server_origin(server).map_err(|e| e.to_string())?;
-        return Ok(Some(Target {
+    let set = |v: &Option<String>| v.clone().filter(|s| !s.trim().is_empty());
+    let origin = |url: &str| crate::api::client::server_origin(url).map_err(|e| e.to_string());
+    match (set(&raw.server.server), set(&raw.relay_client.relay)) {
+        (Some(_), Some(_)) => Err(
+            "both server and relay are set; a desk enrolls either with CENTAGATE or through the \
+             relay"
+                .into(),
+        ),
+        (Some(server), None) => Ok(Some(Target {
             what: "server",
-            origin,
-            http,
-        }));
-    }
-    if let Some(relay) = raw
-        .relay_client
-        .relay
-        .as_deref()
-        .filter(|s| !s.trim().is_empty())
-    {
-        let origin = crate::api::client::server_origin(relay).map_err(|e| e.to_string())?;
-        let mut http = http;
-        http.ca_file = raw.relay_client.relay_ca_file.clone();
-        http.server_cert_sha256 = None;
-        return Ok(Some(Target {
+            origin: origin(&server)?,
+            http: crate::config::http_options(raw, env).map_err(|e| e.to_string())?,
+        })),
+        (None, Some(relay)) => Ok(Some(Target {
             what: "relay",
-            origin,
-            http,
-        }));
+            origin: origin(&relay)?,
+            http: crate::config::relay_http(raw, env).map_err(|e| e.to_string())?,
+        })),
+        (None, None) => Ok(None),
     }
-    Ok(None)
 }
 
-pub async fn checks(raw: &RawConfig, env: &crate::secret::EnvSecrets) -> Vec<Check> {
+pub async fn checks(
+    raw: &RawConfig,
+    env: &crate::secret::EnvSecrets,
+    session: SessionPlan,
+) -> Vec<Check> {
     let t = match target(raw, env) {
         Ok(Some(t)) => t,
         Ok(None) => {
@@ -74,14 +67,21 @@ pub async fn checks(raw: &RawConfig, env: &crate::secret::EnvSecrets) -> Vec<Che
                 "server",
                 Status::Fail,
                 e,
-                "correct the server / relay settings the message names",
+                "correct the server or relay settings the message names (keep one of the two)",
             )]
         }
     };
     let mut out = Vec::new();
     let url = match url::Url::parse(&t.origin) {
         Ok(u) => u,
-        Err(e) => return vec![Check::new("server", Status::Fail, e.to_string(), "")],
+        Err(e) => {
+            return vec![Check::new(
+                "server",
+                Status::Fail,
+                e.to_string(),
+                "correct the server or relay URL",
+            )]
+        }
     };
     let host = url
         .host_str()
@@ -90,15 +90,26 @@ pub async fn checks(raw: &RawConfig, env: &crate::secret::EnvSecrets) -> Vec<Che
         .to_string();
     let port = url.port_or_known_default().unwrap_or(443);
     let (dial_host, dial_port, via) = match &t.http.proxy {
-        crate::api::client::Proxy::Via { url, .. } => match url::Url::parse(url) {
-            Ok(p) => (
-                p.host_str().unwrap_or_default().to_string(),
-                p.port_or_known_default().unwrap_or(8080),
-                true,
-            ),
-            Err(_) => (host.clone(), port, false),
-        },
-        crate::api::client::Proxy::Direct => (host.clone(), port, false),
+        crate::api::client::Proxy::Via { url, no_proxy, .. }
+            if !crate::api::probe::bypasses_proxy(no_proxy.as_deref(), &host) =>
+        {
+            match url::Url::parse(url) {
+                Ok(p) => (
+                    p.host_str().unwrap_or_default().to_string(),
+                    p.port_or_known_default().unwrap_or(8080),
+                    true,
+                ),
+                Err(e) => {
+                    return vec![Check::new(
+                        "proxy",
+                        Status::Fail,
+                        format!("the proxy's URL cannot be read: {e}"),
+                        "correct proxy (or HTTPS_PROXY) to http://HOST:PORT",
+                    )]
+                }
+            }
+        }
+        _ => (host.clone(), port, false),
     };
     let who = if via {
         "the proxy".to_string()
@@ -164,7 +175,12 @@ pub async fn checks(raw: &RawConfig, env: &crate::secret::EnvSecrets) -> Vec<Che
     let client = match CentagateClient::new(&t.origin, t.http.clone()) {
         Ok(c) => Arc::new(c),
         Err(e) => {
-            out.push(Check::new("https", Status::Fail, e.to_string(), ""));
+            out.push(Check::new(
+                "https",
+                Status::Fail,
+                e.to_string(),
+                "correct the settings the message names",
+            ));
             return out;
         }
     };
@@ -189,7 +205,7 @@ pub async fn checks(raw: &RawConfig, env: &crate::secret::EnvSecrets) -> Vec<Che
         return out;
     }
     out.push(clock_check(&client).await);
-    out.push(session(raw, env, client).await);
+    out.push(self::session(session, client).await);
     out
 }
 
@@ -252,7 +268,16 @@ fn leaf(p: &Probe) -> Option<Leaf> {
 async fn tls(addr: SocketAddr, host: &str, http: &HttpOptions) -> Check {
     let p = match crate::api::probe::probe(addr, host, http).await {
         Ok(p) => p,
-        Err(e) => {
+        Err(ProbeError::Trust(e)) => {
+            return Check::new(
+                "tls",
+                Status::Fail,
+                e,
+                "correct ca_file (--ca-file): a readable PEM file of the CA that issued the \
+                 server's certificate",
+            )
+        }
+        Err(ProbeError::Handshake(e)) => {
             return Check::new(
                 "tls",
                 Status::Fail,
@@ -323,7 +348,11 @@ async fn tls(addr: SocketAddr, host: &str, http: &HttpOptions) -> Check {
                         l.sha256
                     ),
                 ),
-                Refusal::Other(_) => (format!("refused: {said}"), String::new()),
+                Refusal::Other(_) => (
+                    format!("refused: {said}"),
+                    "ask the server's administrator to check its TLS certificate and settings"
+                        .into(),
+                ),
             };
             Check::new("tls", Status::Fail, format!("{detail}: {shown}"), &fix)
         }
@@ -393,23 +422,44 @@ pub async fn login_check(
     }
 }
 
-/// The session check, when the configuration holds what a login needs without asking anyone.
-async fn session(
-    raw: &RawConfig,
-    env: &crate::secret::EnvSecrets,
-    client: Arc<CentagateClient>,
-) -> Check {
+/// What the session check will do, decided before any thread exists (resolving a login may
+/// take a variable out of the environment).
+pub enum SessionPlan {
+    Skip(String),
+    /// Credentials are configured but cannot be used: why, with what to do.
+    Broken(String),
+    Login(Box<PlannedLogin>),
+}
+
+pub struct PlannedLogin {
+    admin: String,
+    api: crate::api::login::AuthApi,
+    login: crate::config::LoginOptions,
+}
+
+pub fn session_plan(raw: &RawConfig, env: &crate::secret::EnvSecrets) -> SessionPlan {
     use crate::config::{AdminPin, LoginOptions};
     let Some(admin) = raw.server.admin.clone().filter(|a| !a.trim().is_empty()) else {
-        return Check::skip("session", "no admin configured on this desk");
+        return SessionPlan::Skip("no admin configured on this desk".into());
     };
+    let f = &raw.secret_files;
+    let configured = env.auth_token.is_some()
+        || env.secret_code.is_some()
+        || env.app_secret.is_some()
+        || env.admin_password.is_some()
+        || f.auth_token_file.is_some()
+        || f.secret_code_file.is_some()
+        || f.app_secret_file.is_some()
+        || f.admin_password_file.is_some()
+        || f.admin_pin_file.is_some()
+        || raw.login.admin_pin_env.is_some();
     let login = match crate::config::login_options(raw, env) {
         Ok(l) => l,
+        Err(e) if configured => return SessionPlan::Broken(e.to_string()),
         Err(e) => {
-            return Check::skip(
-                "session",
-                format!("no admin credentials on this desk to log in with ({e})"),
-            )
+            return SessionPlan::Skip(format!(
+                "no admin credentials on this desk to log in with ({e})"
+            ))
         }
     };
     let asks = match &login {
@@ -418,14 +468,29 @@ async fn session(
         _ => false,
     };
     if asks {
-        return Check::skip(
-            "session",
-            "the admin's password or PIN is asked at enrollment; the doctor asks no one",
+        return SessionPlan::Skip(
+            "the admin's password or PIN is asked at enrollment; the doctor asks no one".into(),
         );
     }
-    let api = match crate::config::auth_api(raw) {
-        Ok(a) => a,
-        Err(e) => return Check::new("session", Status::Fail, e.to_string(), ""),
+    match crate::config::auth_api(raw) {
+        Ok(api) => SessionPlan::Login(Box::new(PlannedLogin { admin, api, login })),
+        Err(e) => SessionPlan::Broken(e.to_string()),
+    }
+}
+
+/// A login and the server's session check, then a logout, as the plan says.
+async fn session(plan: SessionPlan, client: Arc<CentagateClient>) -> Check {
+    let (admin, api, login) = match plan {
+        SessionPlan::Skip(why) => return Check::skip("session", why),
+        SessionPlan::Broken(why) => {
+            return Check::new(
+                "session",
+                Status::Fail,
+                why,
+                "correct the admin's credentials as the message says",
+            )
+        }
+        SessionPlan::Login(p) => (p.admin, p.api, p.login),
     };
     let session = crate::enroll::Session::new(
         client.clone(),

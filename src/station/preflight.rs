@@ -2,14 +2,11 @@
 //! module loads, its readers and slots, the server over TLS, the server's clock, the admin's
 //! login, the batch. Each check says what it found and, when it fails, what to do.
 //!
-//! Owns: the checks and their order. Does not own: how a module is loaded, a login made or a
-//! batch read (see `token`, `enroll::Session`, `batch`).
+//! Owns: the station's own checks (module, slots, server, batch) and the order. Does not own:
+//! the clock and login checks or the check model (see `doctor`), how a module is loaded, a login
+//! made or a batch read (see `token`, `enroll::Session`, `batch`).
 
 pub use crate::doctor::{Check, Status};
-
-fn check(name: &str, status: Status, detail: String, fix: &str) -> Check {
-    Check::new(name, status, detail, fix)
-}
 
 /// What the preflight looks at.
 pub struct Preflight<'a> {
@@ -37,7 +34,7 @@ pub async fn run(p: &Preflight<'_>) -> Vec<Check> {
     .await;
     match listed {
         Ok(Ok((described, slots, tokens))) => {
-            out.push(check(
+            out.push(Check::new(
                 "module",
                 Status::Ok,
                 crate::text::plain(&described).into_owned(),
@@ -47,7 +44,7 @@ pub async fn run(p: &Preflight<'_>) -> Vec<Check> {
                 .iter()
                 .map(|s| crate::text::plain(&s.description).into_owned())
                 .collect();
-            out.push(check(
+            out.push(Check::new(
                 "slots",
                 if slots.is_empty() {
                     Status::Warn
@@ -67,22 +64,22 @@ pub async fn run(p: &Preflight<'_>) -> Vec<Check> {
                 "no reader or slot: plug in a reader (and start pcscd), or check the module",
             ));
         }
-        Ok(Err(e)) => out.push(check(
+        Ok(Err(e)) => out.push(Check::new(
             "module",
             Status::Fail,
             e.to_string(),
             "install the token's PKCS#11 module, or name it with --module",
         )),
-        Err(e) => out.push(check("module", Status::Fail, e.to_string(), "")),
+        Err(e) => out.push(Check::new("module", Status::Fail, e.to_string(), "")),
     }
     match p.client.reachable().await {
-        Ok(()) => out.push(check(
+        Ok(()) => out.push(Check::new(
             "server",
             Status::Ok,
             format!("{} answers over TLS", p.client.origin()),
             "",
         )),
-        Err(e) => out.push(check(
+        Err(e) => out.push(Check::new(
             "server",
             Status::Fail,
             e,
@@ -92,12 +89,7 @@ pub async fn run(p: &Preflight<'_>) -> Vec<Check> {
     out.push(crate::doctor::clock_check(p.client).await);
     out.push(crate::doctor::login_check("login", p.client, p.session, p.api, p.admin).await);
     if let Some(n) = p.batch_rows {
-        out.push(check("batch", Status::Ok, format!("{n} row(s)"), ""));
+        out.push(Check::new("batch", Status::Ok, format!("{n} row(s)"), ""));
     }
     out
-}
-
-/// A check as one line for a person.
-pub fn line(c: &Check) -> String {
-    c.line()
 }
