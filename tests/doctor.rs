@@ -8,12 +8,11 @@ mod common;
 use common::*;
 use std::process::{Command, Output};
 
-/// `tokenroll doctor --json` against `sim` with the static admin secrets, plus `extra`.
-fn doctor(env: &TestEnv, sim: &Sim, extra: &[&str], wire: impl FnOnce(&mut Command)) -> Output {
+/// `tokenroll doctor` against `sim` with the static admin secrets and this test's folders.
+fn doctor_cmd(env: &TestEnv, sim: &Sim) -> Command {
     let mut c = env.cmd();
     c.args([
         "doctor",
-        "--json",
         "--server",
         &sim.origin,
         "--admin",
@@ -21,12 +20,18 @@ fn doctor(env: &TestEnv, sim: &Sim, extra: &[&str], wire: impl FnOnce(&mut Comma
         "--ca-file",
     ])
     .arg(&sim.ca)
-    .args(extra)
     .env("TOKENROLL_AUTH_TOKEN", AUTH_TOKEN)
     .env("TOKENROLL_SECRET_CODE", SECRET_CODE)
     .env("XDG_RUNTIME_DIR", env.path("run"))
     .env_remove("PCSCLITE_CSOCK_NAME");
     std::fs::create_dir_all(env.path("run")).unwrap();
+    c
+}
+
+/// `doctor_cmd` with `--json` and `extra`; `wire` adjusts the command first.
+fn doctor(env: &TestEnv, sim: &Sim, extra: &[&str], wire: impl FnOnce(&mut Command)) -> Output {
+    let mut c = doctor_cmd(env, sim);
+    c.arg("--json").args(extra);
     wire(&mut c);
     c.output().unwrap()
 }
@@ -128,20 +133,10 @@ fn a_healthy_desk_has_no_failure_and_the_json_has_its_shape() {
     }
     assert_eq!(status_of(&r, "policy"), "skip");
     // The same as text: a line per check, then the counts.
-    let mut c = env.cmd();
-    c.args([
-        "doctor",
-        "--server",
-        &sim.origin,
-        "--admin",
-        ADMIN,
-        "--ca-file",
-    ])
-    .arg(&sim.ca)
-    .env("TOKENROLL_AUTH_TOKEN", AUTH_TOKEN)
-    .env("TOKENROLL_SECRET_CODE", SECRET_CODE)
-    .env("PCSCLITE_CSOCK_NAME", &card.socket);
-    let text = c.output().unwrap();
+    let text = doctor_cmd(&env, &sim)
+        .env("PCSCLITE_CSOCK_NAME", &card.socket)
+        .output()
+        .unwrap();
     no_secret(&text);
     let out = stdout(&text);
     let lines: Vec<&str> = out.lines().collect();
@@ -364,19 +359,9 @@ fn a_bad_configuration_fails_naming_the_file_and_the_rest_is_still_checked() {
         format!("auth_token_file = \"{}\"\n", token_file.display()),
     )
     .unwrap();
-    let mut c = env.cmd();
-    c.args([
-        "doctor",
-        "--json",
-        "--server",
-        &sim.origin,
-        "--admin",
-        ADMIN,
-        "--ca-file",
-    ])
-    .arg(&sim.ca)
-    .env("TOKENROLL_SECRET_CODE", SECRET_CODE);
-    let o = c.output().unwrap();
+    let o = doctor(&env, &sim, &[], |c| {
+        c.env_remove("TOKENROLL_AUTH_TOKEN");
+    });
     no_secret(&o);
     let r = report(&o);
     let s = named(&r, "session")[0];
