@@ -46,6 +46,13 @@ fn named<'a>(report: &'a serde_json::Value, name: &str) -> Vec<&'a serde_json::V
         .collect()
 }
 
+/// The first check named `name`, which must have `status`.
+fn check_is<'a>(report: &'a serde_json::Value, name: &str, status: &str) -> &'a serde_json::Value {
+    let c = named(report, name)[0];
+    assert_eq!(c["status"], status, "{report}");
+    c
+}
+
 fn status_of(report: &serde_json::Value, name: &str) -> String {
     let found = named(report, name);
     assert_eq!(found.len(), 1, "one {name} check in {report}");
@@ -196,8 +203,7 @@ fn pcscd_stopped_fails_for_a_smart_card_module_and_warns_for_a_software_token() 
             .env("TOKENROLL_MODULE", opensc_module());
     });
     let r = report(&o);
-    let pcscd = named(&r, "pcscd")[0];
-    assert_eq!(pcscd["status"], "fail", "{r}");
+    let pcscd = check_is(&r, "pcscd", "fail");
     assert!(
         pcscd["detail"]
             .as_str()
@@ -216,8 +222,7 @@ fn a_server_clock_ten_minutes_off_is_a_warning_that_names_the_correction() {
     let sim = env.simulator(&["--clock-offset-secs", "600"]);
     let o = doctor(&env, &sim, &[], |_| {});
     let r = report(&o);
-    let clock = named(&r, "clock")[0];
-    assert_eq!(clock["status"], "warn", "{r}");
+    let clock = check_is(&r, "clock", "warn");
     let detail = clock["detail"].as_str().unwrap();
     assert!(
         detail.contains("ahead of this computer's") && detail.contains("corrects"),
@@ -242,8 +247,7 @@ fn an_expired_server_certificate_fails_and_says_who_must_renew_it() {
     let r = report(&o);
     assert_eq!(status_of(&r, "dns"), "ok");
     assert_eq!(status_of(&r, "tcp"), "ok");
-    let tls = named(&r, "tls")[0];
-    assert_eq!(tls["status"], "fail", "{r}");
+    let tls = check_is(&r, "tls", "fail");
     let detail = tls["detail"].as_str().unwrap();
     assert!(
         detail.contains("expired on") && detail.contains("SHA-256"),
@@ -300,15 +304,13 @@ fn a_pin_that_names_another_certificate_fails_with_the_one_presented() {
         |_| {},
     );
     let r = report(&o);
-    let tls = named(&r, "tls")[0];
-    assert_eq!(tls["status"], "fail", "{r}");
+    let tls = check_is(&r, "tls", "fail");
     assert!(tls["detail"].as_str().unwrap().contains("pins"), "{tls}");
     assert!(tls["fix"].as_str().unwrap().contains(&real), "{tls}");
     // The right pin is trusted, and said to be the pinned certificate.
     let o = doctor(&env, &sim, &["--server-cert-sha256", &real], |_| {});
     let r = report(&o);
-    let tls = named(&r, "tls")[0];
-    assert_eq!(tls["status"], "ok", "{r}");
+    let tls = check_is(&r, "tls", "ok");
     assert!(tls["detail"].as_str().unwrap().contains("pinned"), "{tls}");
 }
 
@@ -323,8 +325,7 @@ fn a_bad_configuration_fails_naming_the_file_and_the_rest_is_still_checked() {
     let o = doctor(&env, &sim, &[], |_| {});
     assert_eq!(o.status.code(), Some(1));
     let r = report(&o);
-    let c = named(&r, "config")[0];
-    assert_eq!(c["status"], "fail", "{r}");
+    let c = check_is(&r, "config", "fail");
     let detail = c["detail"].as_str().unwrap();
     assert!(
         detail.contains("sever") && detail.contains(config.to_str().unwrap()),
@@ -342,8 +343,7 @@ fn a_bad_configuration_fails_naming_the_file_and_the_rest_is_still_checked() {
     });
     assert_eq!(o.status.code(), Some(1));
     let r = report(&o);
-    let c = named(&r, "config")[0];
-    assert_eq!(c["status"], "fail", "{r}");
+    let c = check_is(&r, "config", "fail");
     let detail = c["detail"].as_str().unwrap();
     assert!(
         detail.contains("server") && detail.contains(policy.to_str().unwrap()),
@@ -364,8 +364,7 @@ fn a_bad_configuration_fails_naming_the_file_and_the_rest_is_still_checked() {
     });
     no_secret(&o);
     let r = report(&o);
-    let s = named(&r, "session")[0];
-    assert_eq!(s["status"], "fail", "{r}");
+    let s = check_is(&r, "session", "fail");
     assert!(s["detail"].as_str().unwrap().contains("chmod 600"), "{s}");
 }
 
@@ -387,8 +386,7 @@ fn the_agent_running_is_seen_and_an_autostart_turned_off_by_the_user_is_said() {
     )
     .unwrap();
     let r = report(&doctor(&env, &sim, &[], |_| {}));
-    let a = named(&r, "autostart")[0];
-    assert_eq!(a["status"], "warn", "{r}");
+    let a = check_is(&r, "autostart", "warn");
     assert!(
         a["detail"].as_str().unwrap().contains("turned off")
             && a["fix"]

@@ -1,9 +1,9 @@
-//! A TLS handshake and nothing else, for the doctor: the chain the server presents (read once
-//! with a verifier that only records it, the connection then dropped unused) and whether
+//! A TLS handshake and nothing else, for the doctor: the chain the server presents and whether
 //! tokenroll's own verifier — the system roots, `--ca-file`, the pin — accepts it, and if not,
-//! why, in a form a person can act on.
+//! why, in a form a person can act on. The verdict is recorded and the handshake let go on, so a
+//! refused chain can still be shown; the connection is then dropped unused.
 //!
-//! Owns: the two handshakes, the classification of a refusal, and which way (proxy or direct) a
+//! Owns: the name lookup and TCP connection before it, the handshake, the classification of a refusal, and which way (proxy or direct) a
 //! request to a host goes. Does not own: trust itself (see `tls`) or HTTP (see `client`).
 
 use super::client::{trust_anchors, HttpOptions};
@@ -12,6 +12,7 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// Why tokenroll's verifier refused the server's certificate.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,26 +47,38 @@ pub struct Probe {
     pub refused: Option<(Refusal, String)>,
 }
 
-/// Takes the chain and accepts it, so that a chain tokenroll would refuse can still be shown.
-/// Only for a connection that carries nothing.
-#[derive(Debug)]
-struct Recorder {
-    chain: Mutex<Vec<CertificateDer<'static>>>,
-    provider: Arc<rustls::crypto::CryptoProvider>,
+/// What the handshake showed: the chain, and tokenroll's verdict on it.
+#[derive(Debug, Default)]
+struct Seen {
+    chain: Vec<CertificateDer<'static>>,
+    refused: Option<rustls::Error>,
 }
 
-impl ServerCertVerifier for Recorder {
+/// tokenroll's verifier, asked and recorded; the handshake goes on whatever it says (the
+/// handshake's signatures are still checked by it). Only for a connection that carries nothing.
+#[derive(Debug)]
+struct Judge {
+    ours: Arc<dyn ServerCertVerifier>,
+    seen: Mutex<Seen>,
+}
+
+impl ServerCertVerifier for Judge {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
+        name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let mut chain = self.chain.lock().unwrap_or_else(|e| e.into_inner());
-        chain.push(end_entity.clone().into_owned());
-        chain.extend(intermediates.iter().map(|c| c.clone().into_owned()));
+        let verdict = self
+            .ours
+            .verify_server_cert(end_entity, intermediates, name, ocsp, now);
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        seen.chain.push(end_entity.clone().into_owned());
+        seen.chain
+            .extend(intermediates.iter().map(|c| c.clone().into_owned()));
+        seen.refused = verdict.err();
         Ok(ServerCertVerified::assertion())
     }
 
@@ -75,12 +88,7 @@ impl ServerCertVerifier for Recorder {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.ours.verify_tls12_signature(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -89,18 +97,11 @@ impl ServerCertVerifier for Recorder {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.ours.verify_tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.ours.supported_verify_schemes()
     }
 }
 
@@ -129,50 +130,64 @@ async fn handshake(
         })
 }
 
-/// Shakes hands with `host` at `addr` twice: once to read its chain, once as tokenroll trusts.
+/// The addresses `host` resolves to, within `limit`.
+pub async fn resolve(host: &str, port: u16, limit: Duration) -> Result<Vec<SocketAddr>, String> {
+    match tokio::time::timeout(limit, tokio::net::lookup_host((host, port))).await {
+        Err(_) => Err(format!("no answer within {} s", limit.as_secs())),
+        Ok(Err(e)) => Err(e.to_string()),
+        Ok(Ok(a)) => {
+            let a: Vec<SocketAddr> = a.collect();
+            if a.is_empty() {
+                Err("no address".into())
+            } else {
+                Ok(a)
+            }
+        }
+    }
+}
+
+/// The first of `addrs` that accepts a TCP connection (closed at once), within `limit` each.
+pub async fn connect(addrs: &[SocketAddr], limit: Duration) -> Result<SocketAddr, String> {
+    let mut last = String::new();
+    for a in addrs {
+        match tokio::time::timeout(limit, tokio::net::TcpStream::connect(a)).await {
+            Ok(Ok(_)) => return Ok(*a),
+            Ok(Err(e)) => last = e.to_string(),
+            Err(_) => last = format!("no answer within {} s", limit.as_secs()),
+        }
+    }
+    Err(last)
+}
+
+/// Shakes hands with `host` at `addr`, recording the chain and tokenroll's verdict on it.
 pub async fn probe(addr: SocketAddr, host: &str, opts: &HttpOptions) -> Result<Probe, ProbeError> {
     let anchors = trust_anchors(opts).map_err(|e| ProbeError::Trust(e.to_string()))?;
-    let ours =
-        super::tls::client_config(anchors, opts.server_cert_sha256).map_err(ProbeError::Trust)?;
+    let judge = Arc::new(Judge {
+        ours: super::tls::verifier(anchors, opts.server_cert_sha256).map_err(ProbeError::Trust)?,
+        seen: Mutex::new(Seen::default()),
+    });
+    let config = super::tls::config_with(judge.clone()).map_err(ProbeError::Trust)?;
     let name = ServerName::try_from(host.to_string())
         .map_err(|_| ProbeError::Handshake(format!("'{host}' is not a host name TLS can check")))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let recorder = Arc::new(Recorder {
-        chain: Mutex::new(Vec::new()),
-        provider: provider.clone(),
-    });
-    let reading = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| ProbeError::Handshake(e.to_string()))?
-        .dangerous()
-        .with_custom_certificate_verifier(recorder.clone())
-        .with_no_client_auth();
-    let read = handshake(reading, addr, name.clone(), opts)
+    let done = handshake(config, addr, name, opts)
         .await
         .map_err(|e| ProbeError::Handshake(e.to_string()))?;
-    let version = match read.get_ref().1.protocol_version() {
+    let version = match done.get_ref().1.protocol_version() {
         Some(rustls::ProtocolVersion::TLSv1_3) => "TLS 1.3",
         Some(rustls::ProtocolVersion::TLSv1_2) => "TLS 1.2",
         _ => "TLS",
     }
     .to_string();
-    drop(read);
-    let chain = std::mem::take(&mut *recorder.chain.lock().unwrap_or_else(|e| e.into_inner()));
-    let refused = match handshake(ours, addr, name, opts).await {
-        Ok(_) => None,
-        Err(e) => Some(classify(&e)),
-    };
+    drop(done);
+    let seen = std::mem::take(&mut *judge.seen.lock().unwrap_or_else(|e| e.into_inner()));
     Ok(Probe {
-        chain,
+        chain: seen.chain,
         version,
-        refused,
+        refused: seen.refused.as_ref().map(classify),
     })
 }
 
-fn classify(e: &std::io::Error) -> (Refusal, String) {
-    let Some(tls) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) else {
-        return (Refusal::Other(e.to_string()), e.to_string());
-    };
+fn classify(tls: &rustls::Error) -> (Refusal, String) {
     let kind = match tls {
         rustls::Error::InvalidCertificate(c) => match c {
             CertificateError::Expired | CertificateError::ExpiredContext { .. } => Refusal::Expired,

@@ -42,6 +42,28 @@ pub fn client_config(
     extra: Vec<CertificateDer<'static>>,
     pin: Option<[u8; 32]>,
 ) -> Result<rustls::ClientConfig, String> {
+    config_with(verifier(extra, pin)?)
+}
+
+/// A client configuration (TLS 1.3 and 1.2, ring) that trusts what `verifier` accepts.
+pub(super) fn config_with(
+    verifier: Arc<dyn ServerCertVerifier>,
+) -> Result<rustls::ClientConfig, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| e.to_string())?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth())
+}
+
+/// tokenroll's certificate verifier: the system roots and `extra`, a certificate in `extra`
+/// trusted directly, and the pin.
+pub(super) fn verifier(
+    extra: Vec<CertificateDer<'static>>,
+    pin: Option<[u8; 32]>,
+) -> Result<Arc<dyn ServerCertVerifier>, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
     let native = rustls_native_certs::load_native_certs();
@@ -59,18 +81,12 @@ pub fn client_config(
     )
     .build()
     .map_err(|e| format!("cannot set up certificate verification: {e}"))?;
-    let verifier = Arc::new(Verifier {
+    Ok(Arc::new(Verifier {
         inner,
         direct: extra,
         pin,
         warned: AtomicBool::new(false),
-    });
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| e.to_string())?
-        .dangerous()
-        .with_custom_certificate_verifier(verifier)
-        .with_no_client_auth())
+    }))
 }
 
 impl Verifier {

@@ -2,15 +2,12 @@
 //! registered ones, OpenSC, SoftHSM2) and whether they load, pcscd and its readers, and the
 //! tokens of the module in use — their PIN state, signing pairs and certificates' dates.
 //!
-//! Owns: which modules are looked for, and the verdicts on them. Does not own: loading a module
-//! or reading a token (see `token`).
+//! Owns: the verdicts on the modules, pcscd and the tokens. Does not own: finding, opening or
+//! loading a module, or reading a token (see `token`).
 
 use super::{Check, Status};
 use crate::token::{Module, TokenDesc, Validity};
-use std::path::{Path, PathBuf};
-
-/// Where p11-kit reads its module registrations (Debian's and Fedora's packages, the admin's).
-const P11_KIT_CONFIG: &[&str] = &["/usr/share/p11-kit/modules", "/etc/pkcs11/modules"];
+use std::path::Path;
 
 pub fn checks(raw: &crate::config::RawConfig, pcsc_socket: Option<&Path>) -> Vec<Check> {
     let mut out = Vec::new();
@@ -20,7 +17,7 @@ pub fn checks(raw: &crate::config::RawConfig, pcsc_socket: Option<&Path>) -> Vec
         .or_else(|| crate::token::discover_module().ok());
     let canonical = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
     let in_use_canonical = in_use.as_deref().map(canonical);
-    for path in candidates() {
+    for path in crate::token::installed_modules() {
         if Some(canonical(&path)) != in_use_canonical {
             out.push(opens(&path));
         }
@@ -81,85 +78,20 @@ pub fn checks(raw: &crate::config::RawConfig, pcsc_socket: Option<&Path>) -> Vec
     out
 }
 
-/// Every module this desk has: p11-kit's proxy and registrations, OpenSC, SoftHSM2.
-fn candidates() -> Vec<PathBuf> {
-    let mut found: Vec<PathBuf> = Vec::new();
-    let mut add = |p: PathBuf| {
-        let key = std::fs::canonicalize(&p).unwrap_or_else(|_| p.clone());
-        let known = found
-            .iter()
-            .any(|f| std::fs::canonicalize(f).unwrap_or_else(|_| f.clone()) == key);
-        if !known {
-            found.push(p);
-        }
-    };
-    for name in [
-        "p11-kit-proxy.so",
-        "opensc-pkcs11.so",
-        "softhsm/libsofthsm2.so",
-    ] {
-        if let Some(p) = crate::token::library(name) {
-            add(p);
-        }
-    }
-    for dir in P11_KIT_CONFIG {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            continue;
-        };
-        let mut files: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
-        files.sort();
-        for f in files
-            .iter()
-            .filter(|f| f.extension().is_some_and(|e| e == "module"))
-        {
-            if let Some(p) = registered(f) {
-                add(p);
-            }
-        }
-    }
-    found
-}
-
-/// The `module:` of one p11-kit registration, a bare name found in p11-kit's module folder.
-fn registered(file: &Path) -> Option<PathBuf> {
-    let text = std::fs::read_to_string(file).ok()?;
-    let value = text.lines().find_map(|l| {
-        let (k, v) = l.split_once(':')?;
-        (k.trim() == "module").then(|| v.trim().to_string())
-    })?;
-    let p = PathBuf::from(&value);
-    if p.is_absolute() {
-        return Some(p);
-    }
-    crate::token::library(&format!("pkcs11/{value}")).or(Some(p))
-}
-
 /// Whether a module other than the one in use can be opened (without initialising it: another
 /// module's tokens are not this desk's business, and a module can be initialised once).
 fn opens(path: &Path) -> Check {
-    // SAFETY: opening a PKCS#11 module runs its constructors, as loading it for use would; the
-    // library is dropped at once and no symbol is called.
-    match unsafe { libloading::Library::new(path) } {
-        Ok(lib) => {
-            // SAFETY: only the symbol's presence is checked; it is never called.
-            let has = unsafe {
-                lib.get::<unsafe extern "C" fn()>(b"C_GetFunctionList\0")
-                    .is_ok()
-            };
-            if has {
-                Check::ok("module", format!("{} opens", path.display()))
-            } else {
-                Check::new(
-                    "module",
-                    Status::Warn,
-                    format!(
-                        "{} is not a PKCS#11 module (no C_GetFunctionList)",
-                        path.display()
-                    ),
-                    "remove its p11-kit registration or reinstall it",
-                )
-            }
-        }
+    match crate::token::open_module(path) {
+        Ok(true) => Check::ok("module", format!("{} opens", path.display())),
+        Ok(false) => Check::new(
+            "module",
+            Status::Warn,
+            format!(
+                "{} is not a PKCS#11 module (no C_GetFunctionList)",
+                path.display()
+            ),
+            "remove its p11-kit registration or reinstall it",
+        ),
         Err(e) => Check::new(
             "module",
             Status::Warn,
@@ -324,18 +256,6 @@ fn pin_state(t: &TokenDesc) -> (Status, String, String) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_registration_names_its_module_absolutely_or_in_p11_kits_folder() {
-        let d = tempfile::tempdir().unwrap();
-        let f = d.path().join("x.module");
-        std::fs::write(&f, "# comment\nmodule: /opt/x/libx.so\ncritical: no\n").unwrap();
-        assert_eq!(registered(&f), Some(PathBuf::from("/opt/x/libx.so")));
-        std::fs::write(&f, "managed: yes\n").unwrap();
-        assert_eq!(registered(&f), None);
-        std::fs::write(&f, "module:libnowhere-at-all.so\n").unwrap();
-        assert_eq!(registered(&f), Some(PathBuf::from("libnowhere-at-all.so")));
-    }
 
     #[test]
     fn a_file_that_is_no_module_is_said_so() {

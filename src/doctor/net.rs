@@ -3,8 +3,8 @@
 //! server's clock against ours, and a session when the configuration holds credentials. The
 //! clock and login checks are the station's preflight's too.
 //!
-//! Owns: the order of these checks and their verdicts. Does not own: TLS trust, HTTP or logins
-//! (see `api`, `enroll::Session`).
+//! Owns: the order of these checks and their verdicts. Does not own: the lookup, connection and
+//! handshake (see `api::probe`), TLS trust, HTTP or logins (see `api`, `enroll::Session`).
 
 use super::{Check, Status};
 use crate::api::probe::{Probe, ProbeError, Refusal};
@@ -13,7 +13,6 @@ use crate::config::RawConfig;
 use crate::enroll::Registrar;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 /// A certificate that ends within this many days is said so.
 const EXPIRY_WARNING_DAYS: i64 = 30;
@@ -116,32 +115,33 @@ pub async fn checks(
     } else {
         format!("the {}", t.what)
     };
-    let addrs = match resolve(&dial_host, dial_port, t.http.connect_timeout).await {
-        Ok(a) => {
-            out.push(Check::ok(
-                "dns",
-                format!(
-                    "{dial_host} ({who}) is {}",
-                    a.iter()
-                        .map(|s| s.ip().to_string())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            ));
-            a
-        }
-        Err(e) => {
-            out.push(Check::new(
-                "dns",
-                Status::Fail,
-                format!("{dial_host} ({who}) does not resolve: {e}"),
-                "check the host name in the configuration and this computer's DNS (is it on \
+    let addrs =
+        match crate::api::probe::resolve(&dial_host, dial_port, t.http.connect_timeout).await {
+            Ok(a) => {
+                out.push(Check::ok(
+                    "dns",
+                    format!(
+                        "{dial_host} ({who}) is {}",
+                        a.iter()
+                            .map(|s| s.ip().to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                ));
+                a
+            }
+            Err(e) => {
+                out.push(Check::new(
+                    "dns",
+                    Status::Fail,
+                    format!("{dial_host} ({who}) does not resolve: {e}"),
+                    "check the host name in the configuration and this computer's DNS (is it on \
                  the organisation's network or VPN?)",
-            ));
-            return out;
-        }
-    };
-    let addr = match connect(&addrs, t.http.connect_timeout).await {
+                ));
+                return out;
+            }
+        };
+    let addr = match crate::api::probe::connect(&addrs, t.http.connect_timeout).await {
         Ok(a) => {
             out.push(Check::ok(
                 "tcp",
@@ -207,33 +207,6 @@ pub async fn checks(
     out.push(clock_check(&client).await);
     out.push(self::session(session, client).await);
     out
-}
-
-async fn resolve(host: &str, port: u16, limit: Duration) -> Result<Vec<SocketAddr>, String> {
-    match tokio::time::timeout(limit, tokio::net::lookup_host((host, port))).await {
-        Err(_) => Err(format!("no answer within {} s", limit.as_secs())),
-        Ok(Err(e)) => Err(e.to_string()),
-        Ok(Ok(a)) => {
-            let a: Vec<SocketAddr> = a.collect();
-            if a.is_empty() {
-                Err("no address".into())
-            } else {
-                Ok(a)
-            }
-        }
-    }
-}
-
-async fn connect(addrs: &[SocketAddr], limit: Duration) -> Result<SocketAddr, String> {
-    let mut last = String::new();
-    for a in addrs {
-        match tokio::time::timeout(limit, tokio::net::TcpStream::connect(a)).await {
-            Ok(Ok(_)) => return Ok(*a),
-            Ok(Err(e)) => last = e.to_string(),
-            Err(_) => last = format!("no answer within {} s", limit.as_secs()),
-        }
-    }
-    Err(last)
 }
 
 /// The certificate the server presents, described: subject, issuer, end, days left, SHA-256.

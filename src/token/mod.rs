@@ -16,9 +16,9 @@ pub mod signer;
 pub mod uri;
 
 pub use cryptoki::slot::Slot;
-pub use discovery::{discover_module, library, softhsm_module};
+pub use discovery::{discover_module, installed_modules, library, softhsm_module};
 pub use error::{map_ck, TokenError};
-pub use module::Module;
+pub use module::{open_module, Module};
 pub(crate) use pair::validity_at;
 pub use pair::{
     fmt_time, key_usage_allows_signing, unix_time, Curve, KeyKind, SigningPair, SlotDesc,

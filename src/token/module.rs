@@ -28,6 +28,19 @@ pub struct Module {
     pub(super) raw: RawFunctions,
 }
 
+/// Whether the library at `path` opens and is a PKCS#11 module (has `C_GetFunctionList`),
+/// without initialising it: `Err` is the loader's reason.
+pub fn open_module(path: &Path) -> Result<bool, String> {
+    // SAFETY: opening a PKCS#11 module runs its constructors, as loading it for use would; the
+    // library is dropped at once and no symbol is called.
+    let lib = unsafe { libloading::Library::new(path) }.map_err(|e| e.to_string())?;
+    // SAFETY: only the symbol's presence is checked; it is never called.
+    Ok(unsafe {
+        lib.get::<unsafe extern "C" fn()>(b"C_GetFunctionList\0")
+            .is_ok()
+    })
+}
+
 impl Module {
     /// Loads `path`, or the discovered default.
     pub fn load(path: Option<&Path>) -> Result<Self, TokenError> {
